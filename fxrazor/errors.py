@@ -1,0 +1,63 @@
+"""Errors raised by fxrazor.
+
+Every error a user can cause is a :class:`FxRazorError`; each subclass names one kind of
+mistake so callers can catch exactly what they expect.
+
+Example:
+    >>> from fxrazor.errors import FxRazorError, InvalidChoiceError
+    >>> issubclass(InvalidChoiceError, FxRazorError)
+    True
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FxRazorError",
+    "InvalidChoiceError",
+    "FixedMutableError",
+    "IndexOverlapError",
+    "SubnetConfigError",
+    "TraceFailedError",
+    "ExampleInputError",
+    "UnknownUnitError",
+    "UnsupportedModelError",
+]
+
+
+class FxRazorError(Exception):
+    """Base class of every error fxrazor raises for bad input."""
+
+
+class InvalidChoiceError(FxRazorError, ValueError):
+    """A choice is not one of the mutable's (or unit's) valid choices."""
+
+
+class FixedMutableError(FxRazorError, RuntimeError):
+    """A fixed mutable was asked to change its choice."""
+
+
+class IndexOverlapError(FxRazorError, ValueError):
+    """Two index ranges overlap, or a range lies outside its container."""
+
+
+class SubnetConfigError(FxRazorError, ValueError):
+    """A subnet config does not match the model it is loaded into."""
+
+
+class TraceFailedError(FxRazorError, RuntimeError):
+    """The model could not be traced into a graph, even with opaque leaves."""
+
+
+class ExampleInputError(FxRazorError, RuntimeError):
+    """The model raised an exception when run on the example inputs."""
+
+
+class UnknownUnitError(FxRazorError, KeyError):
+    """A unit name is not one of the supernet's units."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class UnsupportedModelError(FxRazorError, TypeError):
+    """The object handed to fxrazor is not something it can work on."""
