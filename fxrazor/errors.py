@@ -21,6 +21,12 @@ __all__ = [
     "ExampleInputError",
     "UnknownUnitError",
     "UnsupportedModelError",
+    "ChoiceTypeError",
+    "DerivedMutableError",
+    "MutableArgumentError",
+    "InvalidArgumentError",
+    "IndexOutOfRangeError",
+    "AliasConflictError",
 ]
 
 
@@ -61,3 +67,27 @@ class UnknownUnitError(FxRazorError, KeyError):
 
 class UnsupportedModelError(FxRazorError, TypeError):
     """The object handed to fxrazor is not something it can work on."""
+
+
+class ChoiceTypeError(InvalidChoiceError, TypeError):
+    """A choice, or a list of choices, has the wrong type (e.g. a float where an int is due)."""
+
+
+class DerivedMutableError(FxRazorError, RuntimeError):
+    """A derived mutable was asked to change directly; change its source mutables instead."""
+
+
+class MutableArgumentError(FxRazorError, ValueError):
+    """A mutable got a bad argument: invalid candidates or options, or wrong forward inputs."""
+
+
+class InvalidArgumentError(FxRazorError, ValueError):
+    """An argument has the wrong type or lies outside the values the function accepts."""
+
+
+class IndexOutOfRangeError(FxRazorError, IndexError):
+    """An index does not refer to an existing item of a container."""
+
+
+class AliasConflictError(FxRazorError, ValueError):
+    """Mutables that share an alias disagree on their chosen value."""

@@ -1,0 +1,416 @@
+"""Differentiable mutables: choice blocks weighted by learnable architecture parameters.
+
+The architecture parameter (``arch_param``) of a block is owned by whoever searches it
+and handed to ``forward`` (or bound once with ``set_forward_args``); the block turns it
+into probabilities with a softmax and mixes its candidates with them.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from fxrazor.mutables.diff_mutable import DiffMutableOP
+    >>> op = DiffMutableOP({"relu": nn.ReLU(), "id": nn.Identity()})
+    >>> arch_param = nn.Parameter(torch.zeros(2))  # equal weights: 0.5 each
+    >>> op(torch.tensor([-2.0, 2.0]), arch_param).tolist()
+    [-1.0, 2.0]
+    >>> op.sample_choice(torch.tensor([0.1, 0.9]))
+    'id'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from fxrazor.errors import FixedMutableError, MutableArgumentError
+from fxrazor.mutables.base import DumpChosen
+from fxrazor.mutables.mutable_module import (
+    DiffMutableModule,
+    build_module_dict,
+    check_arch_param,
+    check_choice_name,
+    check_choice_names,
+    describe_mutable,
+)
+
+__all__ = ["DiffMutableModule", "DiffMutableOP", "OneHotMutableOP", "DiffChoiceRoute"]
+
+
+class DiffMutableOP(DiffMutableModule):
+    """A choice block whose output is the softmax(arch_param)-weighted sum of its candidates.
+
+    Args:
+        candidates: an ``nn.ModuleDict`` or a dict of name -> ``nn.Module``; the modules
+            are shared, the container is copied.
+        fix_threshold: in [0, 1]. :meth:`maybe_fix` fixes the block to its most probable
+            candidate once that probability exceeds every other one by at least this much.
+            A margin of 1 needs probabilities of exactly 1 and 0, which a softmax of finite
+            values never has, so the default 1.0 never fixes a block of two or more
+            candidates (this is decided exactly, not from rounded float probabilities).
+        module_kwargs: kept as a record only (see :class:`MutableModule`).
+        alias: an optional name; mutables that share an alias are searched together.
+        init_cfg: accepted for signature compatibility; stored, not interpreted.
+
+    ``current_choice`` records the decision (a name, or a list of names); it starts as
+    the first candidate and is not read by the forward pass, which uses ``arch_param``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> op = DiffMutableOP({"relu": nn.ReLU(), "id": nn.Identity()}, fix_threshold=0.5)
+        >>> op.maybe_fix(torch.tensor([0.0, 5.0]))  # probs ~ [0.007, 0.993]
+        True
+        >>> op.choices, op.is_fixed
+        (['id'], True)
+    """
+
+    def __init__(
+        self,
+        candidates: nn.ModuleDict | Mapping[str, nn.Module],
+        fix_threshold: float = 1.0,
+        module_kwargs: dict[str, Any] | None = None,
+        alias: str | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(module_kwargs=module_kwargs, alias=alias, init_cfg=init_cfg)
+        owner = describe_mutable(self)
+        valid = isinstance(fix_threshold, int | float) and not isinstance(fix_threshold, bool)
+        if not valid or not 0.0 <= fix_threshold <= 1.0:
+            raise MutableArgumentError(
+                f"{owner}: fix_threshold must be a number in [0, 1], got {fix_threshold!r}"
+            )
+        self.fix_threshold = float(fix_threshold)
+        self._candidates = build_module_dict(candidates, owner)
+        self._all_choices: list[str] = list(self._candidates.keys())
+        self._current_choice: str | list[str] = self._all_choices[0]
+
+    @property
+    def choices(self) -> list[str]:
+        """Names of the remaining candidates, in insertion order."""
+        return list(self._candidates.keys())
+
+    def _normalize(self, choice: Any) -> str | list[str]:
+        """Validate a name or a list of names; a one-name list becomes the name."""
+        owner = describe_mutable(self)
+        if isinstance(choice, str):
+            return check_choice_name(choice, self.choices, owner)
+        names = check_choice_names(choice, self.choices, owner)
+        return names[0] if len(names) == 1 else names
+
+    def _same_as_current(self, choice: Any) -> bool:
+        as_set = {choice} if isinstance(choice, str) else set(choice)
+        current = self._current_choice
+        return as_set == ({current} if isinstance(current, str) else set(current))
+
+    @property
+    def current_choice(self) -> str | list[str]:
+        """The chosen candidate name (or names)."""
+        current = self._current_choice
+        return current if isinstance(current, str) else list(current)
+
+    @current_choice.setter
+    def current_choice(self, choice: str | list[str]) -> None:
+        if self.is_fixed:
+            if not self._same_as_current(choice):
+                raise FixedMutableError(
+                    f"{describe_mutable(self)} is fixed to {self._current_choice!r}; "
+                    f"it cannot switch to {choice!r}"
+                )
+            return
+        self._current_choice = self._normalize(choice)
+
+    def _weighted_sum(self, x: Any, weights: torch.Tensor) -> torch.Tensor:
+        """Sum the remaining candidates' outputs, each times its (original-index) weight."""
+        outputs = [
+            weights[self._all_choices.index(name)] * module(x)
+            for name, module in self._candidates.items()
+        ]
+        return sum(outputs[1:], outputs[0])
+
+    def forward_arch_param(self, x: Any, arch_param: torch.Tensor) -> torch.Tensor:
+        """Return ``sum_i softmax(arch_param)_i * candidate_i(x)``."""
+        check_arch_param(arch_param, len(self._all_choices), describe_mutable(self))
+        return self._weighted_sum(x, self.compute_arch_probs(arch_param))
+
+    def forward_fixed(self, x: Any) -> torch.Tensor:
+        """Return the sum of the outputs of the candidates that fixing kept."""
+        return self.forward_all(x)
+
+    def forward_all(self, x: Any) -> torch.Tensor:
+        """Return the plain sum of every remaining candidate's output."""
+        outputs = [module(x) for module in self._candidates.values()]
+        return sum(outputs[1:], outputs[0])
+
+    def sample_choice(self, arch_param: torch.Tensor) -> str | list[str]:
+        """Return the name of the largest entry of ``arch_param`` (the fixed choice if fixed)."""
+        check_arch_param(arch_param, len(self._all_choices), describe_mutable(self))
+        if self.is_fixed:
+            return self.current_choice
+        return self._all_choices[int(torch.argmax(arch_param.detach()))]
+
+    def fix_chosen(self, chosen: str | list[str]) -> None:
+        """Keep the ``chosen`` candidate(s) only, delete the others and mark the op fixed.
+
+        Fixing again with the same choice does nothing; with another it raises
+        :class:`FixedMutableError`.
+        """
+        if self.is_fixed:
+            if not self._same_as_current(chosen):
+                raise FixedMutableError(
+                    f"{describe_mutable(self)} is already fixed to "
+                    f"{self._current_choice!r}; it cannot be fixed to {chosen!r}"
+                )
+            return
+        chosen = self._normalize(chosen)
+        keep = {chosen} if isinstance(chosen, str) else set(chosen)
+        for name in self.choices:
+            if name not in keep:
+                del self._candidates[name]
+        self._current_choice = chosen
+        self.is_fixed = True
+
+    def maybe_fix(self, arch_param: torch.Tensor) -> bool:
+        """Fix to the most probable candidate if it leads every other by ``fix_threshold``.
+
+        Returns True if this call fixed the op; False if it did not (or was fixed before).
+        """
+        check_arch_param(arch_param, len(self._all_choices), describe_mutable(self))
+        if self.is_fixed:
+            return False
+        # float64 keeps the margin from rounding up to the threshold as early as float32.
+        probs = self.compute_arch_probs(arch_param.detach().double())
+        top = int(torch.argmax(probs))
+        others = torch.cat([probs[:top], probs[top + 1 :]])
+        if others.numel():
+            # In float arithmetic a huge logit gap gives probs of 1.0 and 0.0; the real
+            # margin is still below 1, so a threshold of 1 is never met.
+            if self.fix_threshold >= 1.0 or float(probs[top] - others.max()) < self.fix_threshold:
+                return False
+        self.fix_chosen(self._all_choices[top])
+        return True
+
+    def dump_chosen(self) -> DumpChosen:
+        """Return the current choice, with every original candidate name as meta data."""
+        return DumpChosen(chosen=self.current_choice, meta={"all_choices": list(self._all_choices)})
+
+
+class OneHotMutableOP(DiffMutableOP):
+    """A differentiable block that runs one sampled candidate per forward.
+
+    The candidate is picked from softmax(arch_param): sampled from that distribution in
+    training mode, its argmax in eval mode. Only that candidate runs; its output is
+    multiplied by a weight whose value is exactly 1 but whose gradient flows to
+    ``arch_param`` (straight-through estimator).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> op = OneHotMutableOP({"relu": nn.ReLU(), "id": nn.Identity()}).eval()
+        >>> arch_param = nn.Parameter(torch.tensor([2.0, 0.0]))
+        >>> out = op(torch.tensor([-1.0, 3.0]), arch_param)
+        >>> out.tolist()
+        [0.0, 3.0]
+        >>> out.sum().backward()
+        >>> arch_param.grad is not None
+        True
+    """
+
+    def sample_weights(
+        self, arch_param: torch.Tensor, probs: torch.Tensor, random_sample: bool = False
+    ) -> torch.Tensor:
+        """Return one-hot weights over the candidates that carry the gradient of ``probs``.
+
+        Args:
+            arch_param: the architecture parameter ``probs`` was computed from; checked
+                for shape.
+            probs: the candidates' probabilities, shape ``(num_candidates,)``.
+            random_sample: draw the index from ``probs`` instead of taking its argmax.
+        """
+        owner = describe_mutable(self)
+        check_arch_param(arch_param, len(self._all_choices), owner)
+        if not isinstance(probs, torch.Tensor) or probs.shape != arch_param.shape:
+            raise MutableArgumentError(
+                f"{owner}: probs must be a tensor shaped like arch_param "
+                f"{tuple(arch_param.shape)}, got {getattr(probs, 'shape', type(probs))}"
+            )
+        plain = probs.detach()
+        if random_sample:
+            index = torch.multinomial(plain, 1)
+        else:
+            index = plain.argmax(dim=-1, keepdim=True)
+        one_hot = torch.zeros_like(plain).scatter(-1, index, 1.0)
+        # probs - probs.detach() is exactly 0 in value but has the gradient of probs, so
+        # the weights stay exactly one-hot (unlike one_hot - plain + probs, which rounds).
+        return one_hot + (probs - plain)
+
+    def forward_arch_param(self, x: Any, arch_param: torch.Tensor) -> torch.Tensor:
+        """Run only the sampled candidate, scaled by its straight-through weight."""
+        check_arch_param(arch_param, len(self._all_choices), describe_mutable(self))
+        probs = self.compute_arch_probs(arch_param)
+        weights = self.sample_weights(arch_param, probs, random_sample=self.training)
+        index = int(weights.detach().argmax())
+        return self._candidates[self._all_choices[index]](x) * weights[index]
+
+
+class DiffChoiceRoute(DiffMutableModule):
+    """Selects and merges inputs that reach a node along several edges (a DARTS cell node).
+
+    Each edge is a module applied to its own input: ``forward`` takes a list or tuple
+    with one tensor per edge, in edge order, and sums the edges' outputs, weighted by
+    softmax(arch_param) when ``with_arch_param`` is True. Fixing keeps some edges; each
+    kept edge still reads the input at its original position.
+
+    Args:
+        edges: an ``nn.ModuleDict`` or a dict of name -> ``nn.Module``.
+        num_chosen: how many edges :meth:`sample_choice` picks (1 to the number of edges).
+        with_arch_param: weight the edges by softmax(arch_param); when False the edges
+            are summed as they are and no arch_param is needed.
+        alias: an optional name; mutables that share an alias are searched together.
+        init_cfg: accepted for signature compatibility; stored, not interpreted.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> _ = torch.manual_seed(0)
+        >>> edges = nn.ModuleDict({
+        ...     "first_edge": nn.Conv2d(32, 32, 3, 1, 1),
+        ...     "second_edge": nn.Conv2d(32, 32, 5, 1, 2),
+        ...     "third_edge": nn.MaxPool2d(3, 1, 1),
+        ...     "fourth_edge": nn.MaxPool2d(5, 1, 2),
+        ...     "fifth_edge": nn.MaxPool2d(7, 1, 3),
+        ... })
+        >>> route = DiffChoiceRoute(edges, with_arch_param=True)
+        >>> arch_param = nn.Parameter(torch.randn(5))
+        >>> x = [torch.randn(4, 32, 8, 8) for _ in range(5)]
+        >>> route.forward_arch_param(x, arch_param).shape
+        torch.Size([4, 32, 8, 8])
+        >>> len(route.sample_choice(arch_param))
+        2
+    """
+
+    def __init__(
+        self,
+        edges: nn.ModuleDict | Mapping[str, nn.Module],
+        num_chosen: int = 2,
+        with_arch_param: bool = False,
+        alias: str | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(module_kwargs=None, alias=alias, init_cfg=init_cfg)
+        owner = describe_mutable(self)
+        self._edges = build_module_dict(edges, owner, what="edge")
+        self._all_choices: list[str] = list(self._edges.keys())
+        count = len(self._all_choices)
+        if isinstance(num_chosen, bool) or not isinstance(num_chosen, int):
+            raise MutableArgumentError(f"{owner}: num_chosen must be an int, got {num_chosen!r}")
+        if not 1 <= num_chosen <= count:
+            raise MutableArgumentError(
+                f"{owner}: num_chosen={num_chosen} must lie in [1, {count}] (the number of edges)"
+            )
+        if not isinstance(with_arch_param, bool):
+            raise MutableArgumentError(f"{owner}: with_arch_param must be a bool")
+        self.num_chosen = num_chosen
+        self.with_arch_param = with_arch_param
+        self._current_choice: list[str] = self._all_choices[:num_chosen]
+
+    @property
+    def _needs_arch_param(self) -> bool:
+        return self.with_arch_param
+
+    @property
+    def choices(self) -> list[str]:
+        """Names of the remaining edges, in their original order."""
+        return list(self._edges.keys())
+
+    def _ordered(self, names: Any) -> list[str]:
+        """Validate edge names and return them in original edge order."""
+        valid = check_choice_names(names, self.choices, describe_mutable(self))
+        return [name for name in self._all_choices if name in valid]
+
+    @property
+    def current_choice(self) -> list[str]:
+        """The chosen edge names, in original edge order."""
+        return list(self._current_choice)
+
+    @current_choice.setter
+    def current_choice(self, choice: list[str]) -> None:
+        if self.is_fixed:
+            if isinstance(choice, str) or set(choice) != set(self._current_choice):
+                raise FixedMutableError(
+                    f"{describe_mutable(self)} is fixed to edges {self._current_choice}; "
+                    f"it cannot switch to {choice!r}"
+                )
+            return
+        self._current_choice = self._ordered(choice)
+
+    def _edge_outputs(self, inputs: Any) -> list[tuple[int, torch.Tensor]]:
+        """Apply each remaining edge to its own input; return (original index, output)."""
+        count = len(self._all_choices)
+        if not isinstance(inputs, list | tuple) or len(inputs) != count:
+            got = len(inputs) if isinstance(inputs, list | tuple) else type(inputs).__name__
+            raise MutableArgumentError(
+                f"{describe_mutable(self)} expects a list or tuple of {count} inputs, one per "
+                f"edge {self._all_choices}; got {got}"
+            )
+        outputs = []
+        for name, edge in self._edges.items():
+            index = self._all_choices.index(name)
+            outputs.append((index, edge(inputs[index])))
+        return outputs
+
+    def forward_arch_param(self, x: Any, arch_param: torch.Tensor | None) -> torch.Tensor:
+        """Sum the edges' outputs, weighted by softmax(arch_param) if ``with_arch_param``."""
+        outputs = self._edge_outputs(x)
+        if not self.with_arch_param:
+            return sum((out for _, out in outputs[1:]), outputs[0][1])
+        checked = check_arch_param(arch_param, len(self._all_choices), describe_mutable(self))
+        probs = self.compute_arch_probs(checked)
+        weighted = [probs[index] * out for index, out in outputs]
+        return sum(weighted[1:], weighted[0])
+
+    def forward_fixed(self, inputs: list[Any] | tuple[Any, ...]) -> torch.Tensor:
+        """Sum the outputs of the kept edges, each applied to its own input."""
+        return self.forward_all(inputs)
+
+    def forward_all(self, x: list[Any] | tuple[Any, ...]) -> torch.Tensor:
+        """Return the plain sum of every remaining edge's output."""
+        outputs = [out for _, out in self._edge_outputs(x)]
+        return sum(outputs[1:], outputs[0])
+
+    def sample_choice(self, arch_param: torch.Tensor) -> list[str]:
+        """Return the ``num_chosen`` most probable edges, most probable first.
+
+        A fixed route returns the edges it kept.
+        """
+        check_arch_param(arch_param, len(self._all_choices), describe_mutable(self))
+        if self.is_fixed:
+            return self.current_choice
+        probs = self.compute_arch_probs(arch_param.detach())
+        top = torch.topk(probs, self.num_chosen).indices.tolist()
+        return [self._all_choices[index] for index in top]
+
+    def fix_chosen(self, chosen: list[str]) -> None:
+        """Keep the ``chosen`` edges only, delete the others and mark the route fixed.
+
+        Fixing again with the same edges does nothing; with others it raises
+        :class:`FixedMutableError`.
+        """
+        if self.is_fixed:
+            if isinstance(chosen, str) or set(chosen) != set(self._current_choice):
+                raise FixedMutableError(
+                    f"{describe_mutable(self)} is already fixed to edges "
+                    f"{self._current_choice}; it cannot be fixed to {chosen!r}"
+                )
+            return
+        keep = self._ordered(chosen)
+        for name in self.choices:
+            if name not in keep:
+                del self._edges[name]
+        self._current_choice = keep
+        self.is_fixed = True
+
+    def dump_chosen(self) -> DumpChosen:
+        """Return the chosen edge names, with every original edge name as meta data."""
+        return DumpChosen(chosen=self.current_choice, meta={"all_choices": list(self._all_choices)})
