@@ -1,0 +1,114 @@
+"""The result of channel-dependency discovery: immutable data, no torch modules.
+
+Example:
+    >>> slot = Slot("layer1.conv", "out", 16)
+    >>> slot.is_producer, str(slot)
+    (True, 'layer1.conv.out')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Slot", "UnitSpec", "PinnedGroup", "ResizeSite", "ChannelAnalysis", "PositionMap"]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One prunable dimension of one layer or parameter.
+
+    Attributes:
+        target: module path (``call_module`` target) or parameter path (``get_attr`` target).
+        role: ``out``/``in`` (conv, linear, embedding), ``channels`` (norms) or ``dim<k>``
+            (dimension k of a parameter used directly in the graph).
+        size: number of positions in that dimension.
+    """
+
+    target: str
+    role: str
+    size: int
+
+    @property
+    def is_producer(self) -> bool:
+        """Whether the slot creates channels (rather than passing or consuming them)."""
+        return self.role == "out" or self.role.startswith("dim")
+
+    @property
+    def is_param(self) -> bool:
+        return self.role.startswith("dim")
+
+    def __str__(self) -> str:
+        return f"{self.target}.{self.role}"
+
+
+@dataclass(frozen=True)
+class PositionMap:
+    """For each position of a dimension: the unit that owns it and the unit's channel
+    index, or -1/-1 for a pinned (always kept) position."""
+
+    unit: np.ndarray
+    channel: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.unit)
+
+    @property
+    def all_pinned(self) -> bool:
+        return bool((self.unit < 0).all())
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """A group of channels kept or removed together.
+
+    ``members`` lists, per slot, a (num_channels, r) array: unit channel k occupies the r
+    positions ``members[i][1][k]`` of slot ``members[i][0]``.
+    """
+
+    name: str
+    num_channels: int
+    members: tuple[tuple[Slot, np.ndarray], ...]
+
+
+@dataclass(frozen=True)
+class PinnedGroup:
+    """Channels that can never be removed, the layers they touch and why."""
+
+    slots: tuple[Slot, ...]
+    num_positions: int
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ResizeSite:
+    """A size literal in a graph call that follows pruned channels.
+
+    The new value of part i is the number of kept positions of ``parts[i]``.
+
+    Attributes:
+        node: name of the graph node.
+        kind: ``shape`` (view/reshape/expand/unflatten sizes), ``split`` (split/chunk
+            sizes) or ``slice`` (getitem slice bounds).
+        where: for ``shape``, the index of each literal in the size list; for ``split``, the
+            dim; for ``slice``, (position in the index tuple or None, 'start'/'stop' per part).
+        parts: position maps whose kept counts give the new values.
+    """
+
+    node: str
+    kind: str
+    where: tuple
+    parts: tuple[PositionMap, ...]
+
+
+@dataclass(frozen=True)
+class ChannelAnalysis:
+    """Units, pinned groups, position maps of every slot, and size literals to follow."""
+
+    units: tuple[UnitSpec, ...]
+    pinned: tuple[PinnedGroup, ...]
+    slot_maps: dict[Slot, PositionMap]
+    resize_sites: tuple[ResizeSite, ...]
+    opaque: dict[str, str] = field(default_factory=dict)
+    unknown_ops: tuple[str, ...] = ()

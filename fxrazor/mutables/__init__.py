@@ -1,0 +1,58 @@
+"""Mutables: searchable values, channels, channel units and choice blocks.
+
+Example:
+    >>> from fxrazor.mutables import OneShotMutableValue
+    >>> OneShotMutableValue([3, 1, 2]).choices
+    [1, 2, 3]
+"""
+
+from __future__ import annotations
+
+from fxrazor.mutables.base import BaseMutable, DumpChosen
+from fxrazor.mutables.channel_container import MutableChannelContainer
+from fxrazor.mutables.channel_unit import (
+    MutableChannelUnit,
+    OneShotMutableChannelUnit,
+    SequentialMutableChannelUnit,
+)
+from fxrazor.mutables.derived_mutable import DerivedMutable, concat_mutable_channels
+from fxrazor.mutables.diff_mutable import (
+    DiffChoiceRoute,
+    DiffMutableModule,
+    DiffMutableOP,
+    OneHotMutableOP,
+)
+from fxrazor.mutables.mutable_channel import (
+    BaseMutableChannel,
+    OneShotMutableChannel,
+    SequentialMutableChannel,
+    SimpleMutableChannel,
+    SquentialMutableChannel,
+)
+from fxrazor.mutables.mutable_module import MutableModule, OneShotMutableModule, OneShotMutableOP
+from fxrazor.mutables.mutable_value import MutableValue, OneShotMutableValue
+
+__all__ = [
+    "BaseMutable",
+    "BaseMutableChannel",
+    "DerivedMutable",
+    "DiffChoiceRoute",
+    "DiffMutableModule",
+    "DiffMutableOP",
+    "DumpChosen",
+    "MutableChannelContainer",
+    "MutableChannelUnit",
+    "MutableModule",
+    "MutableValue",
+    "OneHotMutableOP",
+    "OneShotMutableChannel",
+    "OneShotMutableChannelUnit",
+    "OneShotMutableModule",
+    "OneShotMutableOP",
+    "OneShotMutableValue",
+    "SequentialMutableChannel",
+    "SequentialMutableChannelUnit",
+    "SimpleMutableChannel",
+    "SquentialMutableChannel",
+    "concat_mutable_channels",
+]

@@ -1,0 +1,278 @@
+"""Channel units: groups of channels, across layers, that are kept or pruned together.
+
+A unit is what the analysis finds (``fxrazor.convert``) and what a search or criterion
+chooses a width for. Its ``current_mask`` (True = kept) selects channels in every member
+layer; ``config_template`` describes it, members included, in a plain dict.
+
+Example:
+    >>> unit = SequentialMutableChannelUnit(8)
+    >>> unit.current_choice = 3
+    >>> unit.current_mask.tolist()
+    [True, True, True, False, False, False, False, False]
+    >>> unit.config_template(with_init_args=True)["init_args"]["choice_mode"]
+    'number'
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+from torch import nn
+
+from fxrazor.errors import InvalidChoiceError, SubnetConfigError
+from fxrazor.mutables.mutable_channel import OneShotMutableChannel, SquentialMutableChannel
+from fxrazor.utils import make_divisible
+
+__all__ = [
+    "MutableChannelUnit",
+    "SequentialMutableChannelUnit",
+    "OneShotMutableChannelUnit",
+    "ChannelSpec",
+]
+
+ChannelSpec = dict[str, Any]  # name, start, end, expand_ratio, is_output_channel[, index]
+
+
+class MutableChannelUnit(nn.Module):
+    """Base class of channel units.
+
+    Args:
+        num_channels: how many channels the unit has.
+
+    Attributes:
+        name: the unit's name (set by the analysis; ``'unbind'`` until then).
+        output_related / input_related: member channel specs (see ``config_template``).
+    """
+
+    def __init__(self, num_channels: int, **kwargs: Any) -> None:
+        super().__init__()
+        if not isinstance(num_channels, int) or isinstance(num_channels, bool) \
+                or num_channels < 1:
+            raise InvalidChoiceError(f"num_channels must be a positive int, got {num_channels!r}")
+        self.num_channels = num_channels
+        self._name = "unbind"
+        self.output_related: list[ChannelSpec] = []
+        self.input_related: list[ChannelSpec] = []
+        self.mutable_channel: SquentialMutableChannel = SquentialMutableChannel(num_channels)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+        self.mutable_channel.name = value
+
+    # ---- choices ------------------------------------------------------------------------------
+    @property
+    def current_choice(self) -> Any:
+        """The unit's width choice (a count or a ratio, by ``choice_mode``)."""
+        return self.mutable_channel.current_choice
+
+    @current_choice.setter
+    def current_choice(self, choice: Any) -> None:
+        self.mutable_channel.current_choice = choice
+
+    @property
+    def current_mask(self) -> torch.Tensor:
+        """Bool tensor of ``num_channels``; True marks a kept channel."""
+        return self.mutable_channel.current_mask
+
+    @property
+    def activated_channels(self) -> int:
+        return int(self.current_mask.sum())
+
+    def sample_choice(self) -> Any:
+        """A random valid choice (not applied)."""
+        raise NotImplementedError
+
+    def fix_chosen(self, choice: Any = None) -> None:
+        """Fix the unit at ``choice`` (or its current choice); it can no longer change."""
+        if choice is not None:
+            self.current_choice = choice
+        self.mutable_channel.fix_chosen()
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.mutable_channel.is_fixed
+
+    @property
+    def is_mutable(self) -> bool:
+        """Whether the unit can still be pruned: not fixed and more than one channel."""
+        return not self.is_fixed and self.num_channels > 1
+
+    @property
+    def mutable_prefix(self) -> str:
+        return "channel"
+
+    # ---- configs ------------------------------------------------------------------------------
+    def init_args(self) -> dict[str, Any]:
+        return {"num_channels": self.num_channels}
+
+    def config_template(self, with_init_args: bool = False,
+                        with_channels: bool = False) -> dict[str, Any]:
+        """Describe the unit: ``choice``, plus ``init_args`` and ``channels`` on request.
+
+        ``channels`` has ``input_related`` and ``output_related`` lists; each entry names a
+        layer (``name``), the range ``[start, end)`` of its dimension that the unit covers,
+        ``expand_ratio`` (positions per unit channel) and ``is_output_channel``. Members
+        whose positions are not one contiguous block also carry ``index``, the positions of
+        each unit channel.
+        """
+        config: dict[str, Any] = {}
+        if with_init_args:
+            config["init_args"] = self.init_args()
+        config["choice"] = _plain(self.current_choice)
+        if with_channels:
+            config["channels"] = {
+                "input_related": [dict(c) for c in self.input_related],
+                "output_related": [dict(c) for c in self.output_related],
+            }
+        return config
+
+    @classmethod
+    def init_from_cfg(cls, model: nn.Module, config: dict[str, Any]) -> MutableChannelUnit:
+        """Build a unit from ``config_template(with_init_args=True, with_channels=True)``;
+        member layer names are checked against ``model``."""
+        unit = cls(**config.get("init_args", {}))
+        channels = config.get("channels", {})
+        names = {n for n, _ in model.named_modules()} | {n for n, _ in model.named_parameters()}
+        for key in ("input_related", "output_related"):
+            for spec in channels.get(key, []):
+                layer = spec["name"].rsplit(".", 1)[0] if "." in spec["name"] else spec["name"]
+                if spec["name"] not in names and layer not in names:
+                    raise SubnetConfigError(
+                        f"unit config names layer {spec['name']!r}, which the model lacks"
+                    )
+            setattr(unit, key, [dict(s) for s in channels.get(key, [])])
+        if "choice" in config:
+            unit.current_choice = config["choice"]
+        return unit
+
+    @classmethod
+    def init_from_predefined_model(cls, model: nn.Module) -> list[MutableChannelUnit]:
+        """The units of a supernet built by ``fxrazor.convert``, re-created as ``cls``."""
+        units = getattr(model, "all_units", None)
+        if units is None:
+            raise SubnetConfigError(
+                f"{type(model).__name__} has no channel units; build it with fxrazor.convert"
+            )
+        made = []
+        for old in units:
+            unit = cls(old.num_channels)
+            unit.name = old.name
+            unit.output_related, unit.input_related = old.output_related, old.input_related
+            made.append(unit)
+        return made
+
+    def prepare_for_pruning(self, model: nn.Module) -> None:
+        """Check that every member layer exists in ``model`` (a supernet)."""
+        names = {n for n, _ in model.named_modules()} | {n for n, _ in model.named_parameters()}
+        missing = [c["name"] for c in self.output_related + self.input_related
+                   if c["name"] not in names]
+        if missing:
+            raise SubnetConfigError(f"unit {self.name!r}: layers {missing} are not in the model")
+
+    def extra_repr(self) -> str:
+        return f"name={self.name}, num_channels={self.num_channels}, choice={self.current_choice}"
+
+
+class SequentialMutableChannelUnit(MutableChannelUnit):
+    """Keeps the first k channels (like ``11110000``); a choice is a count or a ratio.
+
+    Args:
+        num_channels: number of channels.
+        choice_mode: ``'number'`` (an int in [1, num_channels]) or ``'ratio'`` (in (0, 1]).
+        divisor, min_value, min_ratio: the kept count is rounded with ``make_divisible``.
+
+    Example:
+        >>> unit = SequentialMutableChannelUnit(10, choice_mode="ratio", divisor=4)
+        >>> unit.current_choice = 0.5  # 5 channels; 4 would lose over 10%, so 8
+        >>> unit.activated_channels
+        8
+    """
+
+    def __init__(self, num_channels: int, choice_mode: str = "number", divisor: int = 1,
+                 min_value: int = 1, min_ratio: float = 0.9) -> None:
+        super().__init__(num_channels)
+        self.mutable_channel = SquentialMutableChannel(num_channels, choice_mode=choice_mode)
+        self.choice_mode = choice_mode
+        self.divisor, self.min_value, self.min_ratio = divisor, min_value, min_ratio
+
+    def init_args(self) -> dict[str, Any]:
+        return {"num_channels": self.num_channels, "choice_mode": self.choice_mode,
+                "divisor": self.divisor, "min_value": self.min_value,
+                "min_ratio": self.min_ratio}
+
+    @property
+    def is_num_mode(self) -> bool:
+        return self.choice_mode == "number"
+
+    def kept_count(self) -> int:
+        """Channels kept by the current choice, after rounding to the divisor."""
+        count = self.mutable_channel.activated_channels
+        if self.divisor > 1:
+            count = make_divisible(count, self.divisor, self.min_value, self.min_ratio)
+        return max(1, min(self.num_channels, count))
+
+    @property
+    def current_mask(self) -> torch.Tensor:
+        mask = torch.zeros(self.num_channels, dtype=torch.bool)
+        mask[: self.kept_count()] = True
+        return mask
+
+    @property
+    def min_choice(self) -> int | float:
+        return 1 if self.is_num_mode else 1 / self.num_channels
+
+    @property
+    def max_choice(self) -> int | float:
+        return self.num_channels if self.is_num_mode else 1.0
+
+    def sample_choice(self) -> int | float:
+        count = random.randint(1, self.num_channels)
+        return count if self.is_num_mode else count / self.num_channels
+
+
+class OneShotMutableChannelUnit(SequentialMutableChannelUnit):
+    """A sequential unit whose choice must be one of ``candidate_choices``.
+
+    Example:
+        >>> unit = OneShotMutableChannelUnit(8, candidate_choices=[0.25, 0.5, 1.0])
+        >>> unit.current_choice, unit.min_choice
+        (1.0, 0.25)
+        >>> unit.current_choice = 0.5
+        >>> unit.activated_channels
+        4
+    """
+
+    def __init__(self, num_channels: int, candidate_choices: list[int | float] | None = None,
+                 choice_mode: str = "ratio", divisor: int = 1, min_value: int = 1,
+                 min_ratio: float = 0.9) -> None:
+        super().__init__(num_channels, choice_mode, divisor, min_value, min_ratio)
+        candidates = [0.5, 1.0] if candidate_choices is None else list(candidate_choices)
+        self.mutable_channel = OneShotMutableChannel(num_channels, candidates, choice_mode)
+        self.candidate_choices = self.mutable_channel.choices
+
+    def init_args(self) -> dict[str, Any]:
+        return {**super().init_args(), "candidate_choices": list(self.candidate_choices)}
+
+    @property
+    def min_choice(self) -> int | float:
+        return self.mutable_channel.min_choice
+
+    @property
+    def max_choice(self) -> int | float:
+        return self.mutable_channel.max_choice
+
+    def sample_choice(self) -> int | float:
+        return random.choice(self.candidate_choices)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return value

@@ -1,0 +1,363 @@
+"""Channel rules for functions and tensor methods.
+
+A rule receives the analysis context and a node and returns the node's element info
+(:class:`~fxrazor.channels.TensorInfo`, a tuple of them, or None for non-tensors). Rules are
+looked up in explicit dicts keyed by the function object or the method name; anything not
+in them is *unknown*: the context pins every prunable element of its inputs.
+
+Example:
+    >>> import operator
+    >>> FUNCTION_RULES[operator.add] is pointwise
+    True
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx
+
+from fxrazor.channels import TensorInfo, broadcast_join, permute_info, reshape_info
+
+__all__ = ["FUNCTION_RULES", "METHOD_RULES", "Rule", "pointwise", "arg", "along_dim", "spatial"]
+
+Rule = Callable[[Any, fx.Node], Any]
+
+
+def arg(node: fx.Node, index: int, name: str, default: Any = None) -> Any:
+    """The call argument at position ``index`` or keyword ``name``."""
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, default)
+
+
+def _tensor_infos(ctx: Any, node: fx.Node) -> list[TensorInfo]:
+    found: list[TensorInfo] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(ctx.info(n)) or n)
+    return [i for i in found if isinstance(i, TensorInfo)]
+
+
+def pointwise(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    """Element-wise op with broadcasting over all tensor arguments."""
+    shape = ctx.shape(node)
+    if shape is None:
+        return None
+    return broadcast_join(ctx.space, _tensor_infos(ctx, node), shape, ctx.describe(node))
+
+
+def _pin_dims(ctx: Any, node: fx.Node, info: TensorInfo, dims: list[int], why: str) -> dict:
+    """Pin the elements of ``dims`` and return the remaining axes."""
+    dims = [d % info.ndim for d in dims] if info.ndim else []
+    for d in dims:
+        if d in info.axes:
+            ctx.space.pin(info.axes[d], f"{ctx.describe(node)} {why}")
+    return {d: a for d, a in info.axes.items() if d not in dims}
+
+
+def along_dim(ctx: Any, node: fx.Node, info: Any, dim: Any) -> TensorInfo | None:
+    """softmax and the like along ``dim``: its elements interact (pinned), the rest pass."""
+    if not isinstance(info, TensorInfo) or not isinstance(dim, int):
+        return ctx.unknown(node)
+    return TensorInfo(info.shape, _pin_dims(ctx, node, info, [dim], "mixes values along it"))
+
+
+def _over_dim(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    return along_dim(ctx, node, ctx.info(node.args[0]), arg(node, 1, "dim", None))
+
+
+def _normalize(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    info = ctx.info(node.args[0])
+    dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 1)
+    if not isinstance(info, TensorInfo) or not isinstance(dim, int):
+        return ctx.unknown(node)
+    return TensorInfo(info.shape, _pin_dims(ctx, node, info, [dim], "normalises along it"))
+
+
+def spatial(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    """Pooling / resizing: batch and channel dims pass; the others are rebuilt."""
+    info = ctx.info(node.args[0])
+    shape = ctx.shape(node)
+    if not isinstance(info, TensorInfo) or shape is None or len(shape) != info.ndim:
+        return ctx.unknown(node)
+    keep = {0, 1} if info.ndim >= 3 else {0}
+    axes = _pin_dims(ctx, node, info, [d for d in range(info.ndim) if d not in keep],
+                     "resamples it")
+    return info.with_axes(shape, axes)
+
+
+def _reduce(ctx: Any, node: fx.Node) -> Any:
+    info = ctx.info(node.args[0])
+    if not isinstance(info, TensorInfo):
+        return ctx.unknown(node)
+    dim = arg(node, 1, "dim", None)
+    keepdim = bool(arg(node, 2, "keepdim", False))
+    dims = list(range(info.ndim)) if dim is None else ([dim] if isinstance(dim, int) else dim)
+    if not all(isinstance(d, int) for d in dims):
+        return ctx.unknown(node)
+    dims = [d % info.ndim for d in dims] if info.ndim else []
+    axes = _pin_dims(ctx, node, info, dims, "reduces over it")
+    if keepdim:
+        out = TensorInfo(tuple(1 if d in dims else s for d, s in enumerate(info.shape)), axes)
+    else:
+        remap = [d for d in range(info.ndim) if d not in dims]
+        out = TensorInfo(tuple(info.shape[d] for d in remap),
+                         {i: axes[d] for i, d in enumerate(remap) if d in axes})
+    meta = node.meta.get("tensor_meta")
+    if isinstance(meta, (tuple, list)) and not hasattr(meta, "shape"):
+        return tuple(out for _ in meta)  # e.g. torch.max(x, dim) → (values, indices)
+    return out
+
+
+def _cat(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    tensors = arg(node, 0, "tensors")
+    dim = arg(node, 1, "dim", 0)
+    infos = [ctx.info(t) for t in tensors]
+    shape = ctx.shape(node)
+    if shape is None or not all(isinstance(i, TensorInfo) for i in infos):
+        return ctx.unknown(node)
+    d = dim % len(shape)
+    others = [TensorInfo(i.shape, {k: a for k, a in i.axes.items() if k != d}) for i in infos]
+    rest = broadcast_join(ctx.space, others, shape, ctx.describe(node))
+    axes = dict(rest.axes)
+    if any(d in i.axes for i in infos):
+        parts = []
+        for i in infos:
+            ids = i.axes.get(d)
+            if ids is None:  # inert input: its positions exist but can never be removed
+                ids = ctx.space.fresh(i.shape[d])
+                ctx.space.pin(ids, f"{ctx.describe(node)} concatenates it with an inert input")
+            parts.append(ids)
+        axes[d] = np.concatenate(parts)
+    return TensorInfo(tuple(shape), axes)
+
+
+def _stack(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    tensors = arg(node, 0, "tensors")
+    dim = arg(node, 1, "dim", 0)
+    infos = [ctx.info(t) for t in tensors]
+    shape = ctx.shape(node)
+    if shape is None or not all(isinstance(i, TensorInfo) for i in infos):
+        return ctx.unknown(node)
+    d = dim % len(shape)
+    joined = broadcast_join(ctx.space, infos, infos[0].shape, ctx.describe(node))
+    axes = {(k if k < d else k + 1): a for k, a in joined.axes.items()}
+    return TensorInfo(tuple(shape), axes)
+
+
+def _split_like(ctx: Any, node: fx.Node, sizes: list[int], dim: int, locator: Any) -> Any:
+    info = ctx.info(node.args[0])
+    if not isinstance(info, TensorInfo):
+        return ctx.unknown(node)
+    d = dim % info.ndim
+    ids = info.axes.get(d)
+    outs, start = [], 0
+    for s in sizes:
+        shape = tuple(s if k == d else n for k, n in enumerate(info.shape))
+        axes = dict(info.axes)
+        if ids is not None:
+            axes[d] = ids[start:start + s]
+        outs.append(info.with_axes(shape, axes))
+        start += s
+    if ids is not None:
+        ctx.resize_split(node, ids, sizes, d, locator)
+    return tuple(outs)
+
+
+def _split(ctx: Any, node: fx.Node) -> Any:
+    info = ctx.info(node.args[0])
+    size = arg(node, 1, "split_size_or_sections", node.kwargs.get("split_size"))
+    dim = arg(node, 2, "dim", 0)
+    if not isinstance(info, TensorInfo) or not isinstance(dim, int):
+        return ctx.unknown(node)
+    n = info.shape[dim % info.ndim]
+    if isinstance(size, int):
+        sizes = [min(size, n - s) for s in range(0, n, size)]
+    elif isinstance(size, (list, tuple)) and all(isinstance(s, int) for s in size):
+        sizes = list(size)
+    else:
+        return ctx.unknown(node)
+    return _split_like(ctx, node, sizes, dim, "split")
+
+
+def _chunk(ctx: Any, node: fx.Node) -> Any:
+    info = ctx.info(node.args[0])
+    chunks = arg(node, 1, "chunks")
+    dim = arg(node, 2, "dim", 0)
+    if not isinstance(info, TensorInfo) or not isinstance(chunks, int) or not isinstance(dim, int):
+        return ctx.unknown(node)
+    n = info.shape[dim % info.ndim]
+    step = math.ceil(n / chunks)
+    sizes = [min(step, n - s) for s in range(0, n, step)]
+    return _split_like(ctx, node, sizes, dim, "chunk")
+
+
+def _getitem(ctx: Any, node: fx.Node) -> Any:
+    src, index = node.args
+    info = ctx.info(src)
+    if isinstance(info, (tuple, list)):
+        return info[index] if isinstance(index, int) else ctx.unknown(node)
+    if not isinstance(info, TensorInfo):
+        return None if ctx.shape(node) is None else ctx.unknown(node)
+    from fxrazor.indexing import index_info
+
+    return index_info(ctx, node, info, index)
+
+
+def _reshape(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    info = ctx.info(node.args[0])
+    shape = ctx.shape(node)
+    if not isinstance(info, TensorInfo) or shape is None:
+        return ctx.unknown(node)
+    out = reshape_info(ctx.space, info, shape, ctx.describe(node))
+    ctx.resize_shape_args(node, out)
+    return out
+
+
+def _permute(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    info = ctx.info(node.args[0])
+    if not isinstance(info, TensorInfo):
+        return ctx.unknown(node)
+    dims = node.args[1:] if len(node.args) > 2 else arg(node, 1, "dims")
+    if isinstance(dims, int):
+        dims = [dims]
+    if not all(isinstance(d, int) for d in dims):
+        return ctx.unknown(node)
+    return permute_info(info, list(dims))
+
+
+def _transpose(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    info = ctx.info(node.args[0])
+    if not isinstance(info, TensorInfo):
+        return ctx.unknown(node)
+    if info.ndim < 2:
+        return info
+    a = arg(node, 1, "dim0", 0)
+    b = arg(node, 2, "dim1", 1)
+    if not isinstance(a, int) or not isinstance(b, int):
+        return ctx.unknown(node)
+    order = list(range(info.ndim))
+    order[a % info.ndim], order[b % info.ndim] = order[b % info.ndim], order[a % info.ndim]
+    return permute_info(info, order)
+
+
+def _expand(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    info = ctx.info(node.args[0])
+    shape = ctx.shape(node)
+    if not isinstance(info, TensorInfo) or shape is None:
+        return ctx.unknown(node)
+    lead = len(shape) - info.ndim
+    axes = {d + lead: a for d, a in info.axes.items()}
+    out = TensorInfo(tuple(shape), axes)
+    ctx.resize_shape_args(node, out)
+    return out
+
+
+def _repeat(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    info = ctx.info(node.args[0])
+    shape = ctx.shape(node)
+    if not isinstance(info, TensorInfo) or shape is None:
+        return ctx.unknown(node)
+    lead = len(shape) - info.ndim
+    axes = {}
+    for d, ids in info.axes.items():
+        axes[d + lead] = np.tile(ids, shape[d + lead] // len(ids))
+    return TensorInfo(tuple(shape), axes)
+
+
+def _matmul(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    a, b = (ctx.info(x) for x in node.args[:2])
+    shape = ctx.shape(node)
+    if not isinstance(a, TensorInfo) or not isinstance(b, TensorInfo) or shape is None \
+            or a.ndim < 2 or b.ndim < 2:
+        return ctx.unknown(node)
+    space, why = ctx.space, ctx.describe(node)
+    # contracted dims of both operands must be removed together
+    ka, kb = a.axes.get(a.ndim - 1), b.axes.get(b.ndim - 2)
+    if ka is not None and kb is not None:
+        space.join(ka, kb)
+    elif ka is not None or kb is not None:
+        space.pin(ka if ka is not None else kb, why + " contracts it with an inert dim")
+    batch_a = TensorInfo(a.shape[:-2], {d: x for d, x in a.axes.items() if d < a.ndim - 2})
+    batch_b = TensorInfo(b.shape[:-2], {d: x for d, x in b.axes.items() if d < b.ndim - 2})
+    batch = broadcast_join(space, [batch_a, batch_b], tuple(shape[:-2]), why)
+    axes = dict(batch.axes)
+    n = len(shape)
+    if a.ndim - 2 in a.axes:
+        axes[n - 2] = a.axes[a.ndim - 2]
+    if b.ndim - 1 in b.axes:
+        axes[n - 1] = b.axes[b.ndim - 1]
+    return TensorInfo(tuple(shape), axes)
+
+
+def _flatten(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    return _reshape(ctx, node)
+
+
+def _non_tensor(ctx: Any, node: fx.Node) -> Any:
+    return None if ctx.shape(node) is None else ctx.unknown(node)
+
+
+_POINTWISE_FUNCTIONS = [
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
+    operator.pow, operator.neg, operator.pos, operator.mod, operator.iadd, operator.isub,
+    operator.imul, operator.itruediv, operator.abs,
+    torch.add, torch.sub, torch.subtract, torch.mul, torch.multiply, torch.div, torch.divide,
+    torch.true_divide, torch.pow, torch.maximum, torch.minimum, torch.where, torch.abs,
+    torch.neg, torch.exp, torch.log, torch.sqrt, torch.rsqrt, torch.sigmoid, torch.tanh,
+    torch.relu, torch.clamp, torch.clip, torch.erf, torch.sin, torch.cos, torch.square,
+    torch.reciprocal, torch.sign, torch.lerp, torch.addcmul, torch.addcdiv, torch.zeros_like,
+    torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like, torch.randn_like,
+    torch.floor, torch.ceil, torch.round, torch.exp2, torch.log1p, torch.expm1,
+    F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.sigmoid, F.tanh, F.mish,
+    F.elu, F.selu, F.celu, F.leaky_relu, F.hardtanh, F.softplus, F.logsigmoid, F.dropout,
+    F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.relu_, F.softsign,
+    F.tanhshrink, F.threshold,
+]
+_POINTWISE_METHODS = [
+    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "abs", "neg", "exp", "log",
+    "sqrt", "rsqrt", "pow", "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_",
+    "clamp", "clamp_", "clamp_min", "clamp_max", "contiguous", "clone", "float", "half",
+    "double", "bfloat16", "to", "type_as", "detach", "masked_fill", "masked_fill_", "sin",
+    "cos", "square", "reciprocal", "sign", "floor", "ceil", "round", "erf", "exp_",
+    "softplus", "sqrt_", "fill_", "zero_", "__add__", "__mul__", "__radd__", "__rmul__",
+    "__sub__", "__rsub__", "__truediv__", "__rtruediv__", "lerp", "where", "maximum",
+    "minimum", "cpu", "cuda", "requires_grad_",
+]
+
+FUNCTION_RULES: dict[Any, Rule] = {f: pointwise for f in _POINTWISE_FUNCTIONS}
+FUNCTION_RULES.update({
+    torch.cat: _cat, torch.concat: _cat, torch.concatenate: _cat, torch.stack: _stack,
+    torch.split: _split, torch.chunk: _chunk, operator.getitem: _getitem,
+    torch.reshape: _reshape, torch.flatten: _flatten, torch.squeeze: _reshape,
+    torch.unsqueeze: _reshape, torch.unflatten: _reshape, torch.permute: _permute,
+    torch.transpose: _transpose, torch.swapaxes: _transpose, torch.t: _transpose,
+    torch.matmul: _matmul, operator.matmul: _matmul, torch.bmm: _matmul,
+    torch.mean: _reduce, torch.sum: _reduce, torch.amax: _reduce, torch.amin: _reduce,
+    torch.softmax: _over_dim, F.softmax: _over_dim, F.log_softmax: _over_dim,
+    torch.log_softmax: _over_dim, F.normalize: _normalize,
+    F.adaptive_avg_pool1d: spatial, F.adaptive_avg_pool2d: spatial,
+    F.adaptive_avg_pool3d: spatial, F.adaptive_max_pool2d: spatial,
+    F.avg_pool1d: spatial, F.avg_pool2d: spatial, F.avg_pool3d: spatial,
+    F.max_pool1d: spatial, F.max_pool2d: spatial, F.max_pool3d: spatial,
+    F.interpolate: spatial, F.upsample: spatial,
+    builtins.getattr: _non_tensor,
+})
+
+METHOD_RULES: dict[str, Rule] = {m: pointwise for m in _POINTWISE_METHODS}
+METHOD_RULES.update({
+    "view": _reshape, "reshape": _reshape, "flatten": _flatten, "squeeze": _reshape,
+    "unsqueeze": _reshape, "unflatten": _reshape, "view_as": _reshape, "reshape_as": _reshape,
+    "permute": _permute, "transpose": _transpose, "swapaxes": _transpose, "t": _transpose,
+    "expand": _expand, "expand_as": pointwise, "repeat": _repeat,
+    "split": _split, "chunk": _chunk, "matmul": _matmul, "bmm": _matmul,
+    "mean": _reduce, "sum": _reduce, "amax": _reduce, "amin": _reduce,
+    "softmax": _over_dim, "log_softmax": _over_dim,
+    "size": _non_tensor, "dim": _non_tensor, "numel": _non_tensor,
+})

@@ -1,0 +1,221 @@
+"""Trace any model into a torch.fx graph, falling back to opaque leaves where tracing fails.
+
+Real models contain code that symbolic tracing cannot follow: ``len()`` of a proxy,
+data-dependent ``if``, iteration over a tensor. Instead of failing the whole model, the
+innermost submodule whose forward raised becomes an *opaque leaf*: it stays a single
+``call_module`` node, its boundary channels are pinned by the analysis, and the reason is
+kept for the summary.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    >>> traced = trace_model(model, torch.randn(1, 3, 8, 8))
+    >>> [n.op for n in traced.graph_module.graph.nodes]
+    ['placeholder', 'call_module', 'call_module', 'output']
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModelError
+
+__all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs"]
+
+logger = logging.getLogger(__name__)
+
+# Exceptions that mean "symbolic tracing cannot follow this code", not "the model is broken".
+_TRACE_FAILURES = (
+    fx.proxy.TraceError,
+    TypeError,
+    RuntimeError,
+    AttributeError,
+    NotImplementedError,
+    ValueError,
+    IndexError,
+    KeyError,
+    AssertionError,
+)
+_MAX_RETRIES = 64
+
+
+@dataclass
+class TracedModel:
+    """A traced copy of a model: its graph module, shapes in ``node.meta`` and opaque leaves.
+
+    Attributes:
+        graph_module: the GraphModule; every tensor node carries ``meta['tensor_meta']``.
+        opaque: qualified name of each submodule kept opaque → why tracing it failed.
+        example_args: the positional inputs, one per placeholder, used for shapes.
+    """
+
+    graph_module: fx.GraphModule
+    opaque: dict[str, str] = field(default_factory=dict)
+    example_args: tuple[Any, ...] = ()
+
+
+class FxRazorTracer(fx.Tracer):
+    """A tracer whose leaves are torch.nn layers, user leaves and opaque modules."""
+
+    def __init__(self, leaf_types: tuple[type, ...] = (), leaf_names: Iterable[str] = ()):
+        super().__init__()
+        self.leaf_types = leaf_types
+        self.leaf_names = set(leaf_names)
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self.leaf_names:
+            return True
+        if self.leaf_types and isinstance(m, self.leaf_types):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except _TRACE_FAILURES as e:
+            # The innermost module sees the exception first; remember it for the retry.
+            if not hasattr(e, "_fxrazor_module"):
+                e._fxrazor_module = self.path_of_module(m)  # type: ignore[attr-defined]
+            raise
+
+
+def _split_leaf_spec(leaf_modules: Iterable[type | str]) -> tuple[tuple[type, ...], set[str]]:
+    types, names = [], set()
+    for item in leaf_modules:
+        if isinstance(item, type) and issubclass(item, nn.Module):
+            types.append(item)
+        elif isinstance(item, str):
+            names.add(item)
+        else:
+            raise UnsupportedModelError(
+                f"leaf_modules entries must be nn.Module subclasses or qualified module "
+                f"names, got {item!r}"
+            )
+    return tuple(types), names
+
+
+def _trace_with_fallback(
+    model: nn.Module, leaf_types: tuple[type, ...], leaf_names: set[str]
+) -> tuple[fx.GraphModule, dict[str, str]]:
+    opaque: dict[str, str] = {}
+    for _ in range(_MAX_RETRIES):
+        tracer = FxRazorTracer(leaf_types, leaf_names | set(opaque))
+        try:
+            graph = tracer.trace(model)
+        except _TRACE_FAILURES as e:
+            name = getattr(e, "_fxrazor_module", "")
+            if not name or name in opaque:
+                raise TraceFailedError(
+                    f"cannot trace {type(model).__name__}: {type(e).__name__}: {e}. The "
+                    f"failing code is in the top-level forward, so no submodule can be made "
+                    f"opaque; move it into a submodule or pass leaf_modules=[...]."
+                ) from e
+            opaque[name] = f"untraceable ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+            logger.info("tracing %s failed; keeping it as an opaque leaf", name)
+            continue
+        return fx.GraphModule(tracer.root, graph, type(model).__name__), opaque
+    raise TraceFailedError(f"gave up tracing after {_MAX_RETRIES} opaque submodules")
+
+
+def normalize_inputs(gm: fx.GraphModule, example_inputs: Any) -> tuple[Any, ...]:
+    """Turn a tensor, a tuple of positional inputs or a dict of keyword inputs into one
+    positional argument per placeholder of ``gm`` (placeholders absent from a dict take
+    their default value)."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if isinstance(example_inputs, dict):
+        args = []
+        for node in placeholders:
+            name = node.target.lstrip("*")
+            if name in example_inputs:
+                args.append(example_inputs[name])
+            elif node.args:
+                args.append(node.args[0])
+            else:
+                raise ExampleInputError(
+                    f"example_inputs has no value for the model input {name!r} "
+                    f"(given: {sorted(example_inputs)})"
+                )
+        unknown = set(example_inputs) - {n.target.lstrip("*") for n in placeholders}
+        if unknown:
+            raise ExampleInputError(f"example_inputs names unknown model inputs {sorted(unknown)}")
+        return tuple(args)
+    if isinstance(example_inputs, (tuple, list)):
+        args = list(example_inputs)
+        for node in placeholders[len(args):]:
+            if not node.args:
+                raise ExampleInputError(
+                    f"the model takes {len(placeholders)} inputs but example_inputs gives "
+                    f"{len(example_inputs)}; {node.target!r} has no default"
+                )
+            args.append(node.args[0])
+        return tuple(args)
+    raise ExampleInputError(
+        "example_inputs must be a tensor, a tuple of positional inputs or a dict of keyword "
+        f"inputs, got {type(example_inputs).__name__}"
+    )
+
+
+class _NodeNamingShapeProp(ShapeProp):
+    def run_node(self, n: fx.Node) -> Any:
+        try:
+            return super().run_node(n)
+        except Exception as e:
+            if not hasattr(e, "_fxrazor_node"):
+                e._fxrazor_node = n  # type: ignore[attr-defined]
+            raise
+
+
+def _propagate_shapes(gm: fx.GraphModule, args: tuple[Any, ...]) -> None:
+    prop = _NodeNamingShapeProp(gm)
+    try:
+        with torch.no_grad():
+            prop.propagate(*args)
+    except Exception as e:  # noqa: BLE001 - re-raised with the failing node named
+        node = getattr(e, "_fxrazor_node", None)
+        where = node.format_node() if node is not None else "the graph"
+        target = f" (module {node.target!r})" if node is not None and node.op == "call_module" else ""
+        raise ExampleInputError(
+            f"the model failed on the example inputs at {where}{target}: "
+            f"{type(e).__name__}: {e}. Check the example inputs' shapes and dtypes."
+        ) from e
+
+
+def trace_model(
+    model: nn.Module,
+    example_inputs: Any,
+    leaf_modules: Iterable[type | str] = (),
+    copy_model: bool = True,
+) -> TracedModel:
+    """Trace ``model`` (a deep copy unless ``copy_model`` is False) and record shapes.
+
+    Args:
+        model: the model; it is never modified.
+        example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs.
+        leaf_modules: module types or qualified names to keep as single nodes.
+        copy_model: trace a deep copy, so that the result owns its parameters.
+
+    Returns:
+        The traced model with ``tensor_meta`` on every node.
+    """
+    if not isinstance(model, nn.Module):
+        raise UnsupportedModelError(
+            f"expected a torch.nn.Module, got {type(model).__name__}; wrap functions in a Module"
+        )
+    leaf_types, leaf_names = _split_leaf_spec(leaf_modules)
+    source = copy.deepcopy(model) if copy_model else model
+    gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names)
+    gm.train(model.training)
+    args = normalize_inputs(gm, example_inputs)
+    _propagate_shapes(gm, args)
+    return TracedModel(gm, opaque, args)

@@ -1,0 +1,226 @@
+"""Discover channel units: walk a shape-annotated graph with the channel rules, then group
+connected channel elements into units.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from fxrazor.tracer import trace_model
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    >>> analysis = discover_units(trace_model(model, torch.randn(1, 3, 8, 8)))
+    >>> [(u.name, u.num_channels) for u in analysis.units]
+    [('0', 8)]
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from torch import fx
+
+from fxrazor.analysis import ChannelAnalysis, PositionMap, ResizeSite, Slot
+from fxrazor.channels import ElementSpace, TensorInfo
+from fxrazor.module_rules import MODULE_RULES
+from fxrazor.op_rules import FUNCTION_RULES, METHOD_RULES
+from fxrazor.grouping import group_units
+from fxrazor.tracer import TracedModel
+
+__all__ = ["discover_units", "AnalysisContext"]
+
+logger = logging.getLogger(__name__)
+
+
+def _fn_name(target: Any) -> str:
+    if isinstance(target, str):
+        return target
+    module = getattr(target, "__module__", None) or ""
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
+    return f"{module}.{name}" if module else name
+
+
+class AnalysisContext:
+    """The state rules work on: element ids, per-node infos, slots and size literals."""
+
+    def __init__(self, traced: TracedModel, module_rules: dict, function_rules: dict,
+                 method_rules: dict) -> None:
+        self.gm = traced.graph_module
+        self.opaque = traced.opaque
+        self.space = ElementSpace()
+        self.infos: dict[fx.Node, Any] = {}
+        self.slots: dict[tuple[str, str], tuple[Slot, np.ndarray]] = {}
+        self.sites: list[tuple[str, str, tuple, list[np.ndarray]]] = []
+        self.unknown_ops: list[str] = []
+        self.module_rules = module_rules
+        self.function_rules = function_rules
+        self.method_rules = method_rules
+
+    # ---- queries used by rules ------------------------------------------------------------
+    def info(self, arg: Any) -> Any:
+        return self.infos.get(arg) if isinstance(arg, fx.Node) else None
+
+    def shape(self, node: fx.Node) -> tuple[int, ...] | None:
+        meta = node.meta.get("tensor_meta")
+        shape = getattr(meta, "shape", None)
+        return tuple(int(s) for s in shape) if shape is not None else None
+
+    def describe(self, node: fx.Node) -> str:
+        if node.op == "call_module":
+            mod = self.gm.get_submodule(node.target)
+            return f"{type(mod).__name__} '{node.target}'"
+        return f"{_fn_name(node.target)} (node '{node.name}')"
+
+    # ---- effects used by rules -------------------------------------------------------------
+    def slot(self, target: str, role: str, size: int) -> np.ndarray:
+        """Element ids of a layer dimension, allocated once per (target, role)."""
+        key = (target, role)
+        if key not in self.slots:
+            self.slots[key] = (Slot(target, role, size), self.space.fresh(size))
+        return self.slots[key][1]
+
+    def unknown(self, node: fx.Node, reason: str | None = None) -> Any:
+        """Pin every prunable element of the node's inputs; the output is inert."""
+        why = reason or f"{self.describe(node)} has no channel rule"
+        if reason is None:
+            self.unknown_ops.append(self.describe(node))
+        self.pin_args(node, why)
+        return self._inert_like(node.meta.get("tensor_meta"))
+
+    def pin_args(self, node: fx.Node, why: str) -> None:
+        def visit(n: fx.Node) -> fx.Node:
+            _pin_info(self.space, self.infos.get(n), why)
+            return n
+
+        fx.node.map_arg((node.args, node.kwargs), visit)
+
+    def _inert_like(self, meta: Any) -> Any:
+        if meta is None:
+            return None
+        if hasattr(meta, "shape"):
+            return TensorInfo(tuple(int(s) for s in meta.shape))
+        if isinstance(meta, (tuple, list)):
+            return tuple(self._inert_like(m) for m in meta)
+        return None
+
+    def resize_shape_args(self, node: fx.Node, out: TensorInfo) -> None:
+        """Record literal sizes of view/reshape/expand/unflatten at prunable output dims."""
+        sizes, offset = _size_args(node)
+        if sizes is None:
+            return
+        where, parts = [], []
+        for i, s in enumerate(sizes):
+            ids = out.axes.get(i + offset)
+            if ids is not None and isinstance(s, int) and s != -1:
+                where.append(i)
+                parts.append(ids)
+        if parts:
+            self.sites.append((node.name, "shape", tuple(where), parts))
+
+    def resize_split(self, node: fx.Node, ids: np.ndarray, sizes: list[int], dim: int,
+                     kind: str) -> None:
+        bounds = np.cumsum([0, *sizes])
+        parts = [ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        self.sites.append((node.name, "split", (dim,), parts))
+
+    def resize_slice(self, node: fx.Node, ids: np.ndarray, part: slice, locator: tuple) -> None:
+        where, parts = [], []
+        for name, bound in (("start", part.start), ("stop", part.stop)):
+            if bound is not None and 0 < bound < len(ids):
+                where.append(name)
+                parts.append(ids[:bound])
+        if parts:
+            self.sites.append((node.name, "slice", (locator[1], tuple(where)), parts))
+
+    # ---- the walk ----------------------------------------------------------------------------
+    def run(self) -> None:
+        for node in self.gm.graph.nodes:
+            self.infos[node] = self._visit(node)
+
+    def _visit(self, node: fx.Node) -> Any:
+        if node.op == "placeholder":
+            return self._inert_like(node.meta.get("tensor_meta"))
+        if node.op == "get_attr":
+            return self._get_attr(node)
+        if node.op == "output":
+            self.pin_args(node, "model output")
+            return None
+        if node.op == "call_module":
+            return self._call_module(node)
+        rules = self.function_rules if node.op == "call_function" else self.method_rules
+        rule = rules.get(node.target)
+        return rule(self, node) if rule is not None else self.unknown(node)
+
+    def _get_attr(self, node: fx.Node) -> Any:
+        shape = self.shape(node)
+        if shape is None:
+            return None
+        axes = {d: self.slot(node.target, f"dim{d}", s) for d, s in enumerate(shape) if s > 1}
+        return TensorInfo(shape, axes)
+
+    def _call_module(self, node: fx.Node) -> Any:
+        module = self.gm.get_submodule(node.target)
+        if node.target in self.opaque:
+            return self.unknown(node, f"opaque leaf '{node.target}': {self.opaque[node.target]}")
+        rule = self.module_rules.get(type(module))
+        return rule(self, node, module) if rule is not None else self.unknown(node)
+
+
+def _pin_info(space: ElementSpace, info: Any, why: str) -> None:
+    if isinstance(info, TensorInfo):
+        for ids in info.all_ids():
+            space.pin(ids, why)
+    elif isinstance(info, (tuple, list)):
+        for item in info:
+            _pin_info(space, item, why)
+
+
+def _size_args(node: fx.Node) -> tuple[Any, int]:
+    """The size list of a view/reshape/expand/unflatten call and the output dim it starts at."""
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    if name == "unflatten":
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        sizes = node.args[2] if len(node.args) > 2 else node.kwargs.get("sizes")
+        return (list(sizes) if isinstance(sizes, (list, tuple)) else None), dim
+    if name not in ("view", "reshape", "expand"):
+        return None, 0
+    rest = node.args[1:]
+    if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
+        rest = tuple(rest[0])
+    if not rest:
+        rest = tuple(node.kwargs.get("shape", node.kwargs.get("size", ())))
+    return list(rest), 0
+
+
+def discover_units(traced: TracedModel, module_rules: dict[type, Any] | None = None,
+                   function_rules: dict[Any, Any] | None = None,
+                   method_rules: dict[str, Any] | None = None) -> ChannelAnalysis:
+    """Find the channel units of a traced model.
+
+    Args:
+        traced: the output of :func:`fxrazor.tracer.trace_model`.
+        module_rules, function_rules, method_rules: extra rules merged over the defaults,
+            e.g. ``{MyAct: fxrazor.module_rules.elementwise_module}``.
+
+    Returns:
+        The units, pinned groups (with reasons), slot position maps and size literals.
+    """
+    ctx = AnalysisContext(
+        traced,
+        {**MODULE_RULES, **(module_rules or {})},
+        {**FUNCTION_RULES, **(function_rules or {})},
+        {**METHOD_RULES, **(method_rules or {})},
+    )
+    ctx.run()
+    units, pinned, comp_unit, comp_chan, labels = group_units(ctx.space, list(ctx.slots.values()))
+
+    def position_map(ids: np.ndarray) -> PositionMap:
+        comps = labels[ids]
+        return PositionMap(comp_unit[comps], comp_chan[comps])
+
+    slot_maps = {slot: position_map(ids) for slot, ids in ctx.slots.values()}
+    sites = tuple(ResizeSite(name, kind, where, tuple(position_map(p) for p in parts))
+                  for name, kind, where, parts in ctx.sites)
+    sites = tuple(s for s in sites if not all(p.all_pinned for p in s.parts))
+    return ChannelAnalysis(units, pinned, slot_maps, sites, dict(traced.opaque),
+                           tuple(dict.fromkeys(ctx.unknown_ops)))
+
