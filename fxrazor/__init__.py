@@ -1,8 +1,31 @@
-"""fxrazor: a torch.fx compiler for structural pruning and neural architecture search."""
+"""fxrazor: a torch.fx compiler for structural pruning and neural architecture search.
+
+Example:
+    >>> import torch, fxrazor
+    >>> from torch import nn
+    >>> sn = fxrazor.convert(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)),
+    ...                      torch.randn(2, 4))
+    >>> sn.set_choices({"0": 3})
+    >>> fxrazor.freeze(sn).get_submodule("2").in_features
+    3
+"""
 
 from __future__ import annotations
 
+from fxrazor.api import convert, freeze
 from fxrazor.errors import FxRazorError
+from fxrazor.structures.subnet import export_fix_subnet, load_fix_subnet
+from fxrazor.summary import summary
+from fxrazor.supernet import Supernet
 
-__all__ = ["FxRazorError", "__version__"]
+__all__ = [
+    "FxRazorError",
+    "Supernet",
+    "__version__",
+    "convert",
+    "export_fix_subnet",
+    "freeze",
+    "load_fix_subnet",
+    "summary",
+]
 __version__ = "0.1.0"

@@ -1,0 +1,92 @@
+"""The dynamic-op protocol: a dynamic op *is* its static module, plus a selection of kept
+positions per slot role, and turns back into a plain module with ``to_static()``.
+
+A selection is ``None`` (keep everything: the forward is the static module's, no copy), a
+``slice`` (a contiguous block: a view, no copy) or a LongTensor of kept positions.
+
+Example:
+    >>> import torch
+    >>> take(torch.arange(6).view(2, 3), 1, slice(0, 2)).tolist()
+    [[0, 1], [3, 4]]
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+__all__ = ["DynamicOp", "Selection", "take", "count", "retype"]
+
+Selection = slice | torch.Tensor | None
+
+
+def take(tensor: torch.Tensor | None, dim: int, sel: Selection) -> torch.Tensor | None:
+    """Select positions ``sel`` of ``tensor`` along ``dim``."""
+    if tensor is None or sel is None:
+        return tensor
+    if isinstance(sel, slice):
+        return tensor.narrow(dim, sel.start, sel.stop - sel.start)
+    return tensor.index_select(dim, sel.to(tensor.device))
+
+
+def count(sel: Selection, full: int) -> int:
+    """Number of positions kept by ``sel`` out of ``full``."""
+    if sel is None:
+        return full
+    if isinstance(sel, slice):
+        return sel.stop - sel.start
+    return int(sel.numel())
+
+
+def retype(module: nn.Module, cls: type[nn.Module]) -> nn.Module:
+    """A new module object of class ``cls`` sharing ``module``'s state (no copy, no init)."""
+    obj = cls.__new__(cls)
+    state = dict(module.__dict__)
+    for key in ("_parameters", "_buffers", "_modules"):
+        state[key] = dict(state[key])
+    obj.__dict__.update(state)
+    return obj
+
+
+class DynamicOp:
+    """Mixin of dynamic ops. Subclasses list their slot ``roles`` and the static type."""
+
+    roles: ClassVar[tuple[str, ...]] = ()
+    static_type: ClassVar[type[nn.Module]]
+
+    @classmethod
+    def from_static(cls, module: nn.Module) -> DynamicOp:
+        """Wrap a static module (sharing its parameters) with full selections."""
+        op = retype(module, cls)
+        op._fxr_sel = dict.fromkeys(cls.roles)  # type: ignore[attr-defined]
+        return op  # type: ignore[return-value]
+
+    def set_selection(self, role: str, sel: Selection) -> None:
+        self._fxr_sel[role] = sel  # type: ignore[attr-defined]
+
+    def selection(self, role: str) -> Selection:
+        return self._fxr_sel[role]  # type: ignore[attr-defined]
+
+    @property
+    def is_full(self) -> bool:
+        return all(s is None for s in self._fxr_sel.values())  # type: ignore[attr-defined]
+
+    def to_static(self) -> nn.Module:
+        """A plain module of the static type with the current selection, weights copied."""
+        static = retype(self, self.static_type)  # type: ignore[arg-type]
+        del static.__dict__["_fxr_sel"]
+        self._slice_into(static)
+        for name, param in list(static._parameters.items()):
+            if param is not None:
+                data = param.detach().clone().contiguous()
+                static._parameters[name] = nn.Parameter(data, param.requires_grad)
+        for name, buf in list(static._buffers.items()):
+            if buf is not None:
+                static._buffers[name] = buf.detach().clone().contiguous()
+        return static
+
+    def _slice_into(self, static: Any) -> None:
+        """Slice ``static``'s parameters/buffers and fix its size attributes."""
+        raise NotImplementedError

@@ -1,0 +1,91 @@
+"""Freeze: turn a supernet's current subnet into a new, smaller plain GraphModule.
+
+Each dynamic op becomes its static module with sliced contiguous weights, parameters used
+directly in the graph are sliced, size literals become constants, and searchable choice
+blocks are replaced by their chosen candidate. The result holds only torch types, so it
+runs, scripts and exports without fxrazor. The supernet is not modified.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> import fxrazor
+    >>> sn = fxrazor.convert(nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 1)),
+    ...                      torch.randn(1, 3, 4, 4))
+    >>> sn.set_choices({"0": 3})
+    >>> frozen = freeze(sn)
+    >>> frozen.get_submodule("0").weight.shape
+    torch.Size([3, 3, 1, 1])
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from fxrazor.mutables.mutable_module import OneShotMutableOP
+from fxrazor.ops import DynamicOp, DynamicParam, SizeCounter
+
+__all__ = ["freeze"]
+
+
+def _static_module(module: nn.Module) -> nn.Module:
+    if isinstance(module, DynamicOp):
+        return module.to_static()
+    if isinstance(module, OneShotMutableOP):
+        chosen = module.current_choice
+        if chosen is None:
+            raise ValueError(f"{type(module).__name__} has no current choice to freeze")
+        return copy.deepcopy(module.candidates[chosen])
+    return copy.deepcopy(module)
+
+
+def _copy_attr(gm: fx.GraphModule, target: str) -> Any:
+    owner_path, _, attr = target.rpartition(".")
+    owner = gm.get_submodule(owner_path) if owner_path else gm
+    value = getattr(owner, attr)
+    if isinstance(value, nn.Parameter):
+        return nn.Parameter(value.detach().clone(), value.requires_grad)
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    return copy.deepcopy(value)
+
+
+def freeze(supernet: Any) -> fx.GraphModule:
+    """Return a new plain GraphModule of ``supernet``'s current subnet.
+
+    Args:
+        supernet: a :class:`fxrazor.supernet.Supernet`.
+
+    Returns:
+        A GraphModule with only torch modules, sliced weights and constant sizes.
+    """
+    supernet.sync()
+    source: fx.GraphModule = supernet.graph_module
+    graph = fx.Graph()
+    env: dict[fx.Node, Any] = {}
+    targets: dict[str, Any] = {}
+    for node in source.graph.nodes:
+        if node.op == "call_module":
+            module = source.get_submodule(node.target)
+            if isinstance(module, SizeCounter):
+                env[node] = module.value
+                continue
+            if isinstance(module, DynamicParam):
+                name = node.target
+                targets[name] = module.to_static()
+                env[node] = graph.get_attr(name)
+                env[node].meta = dict(node.meta)
+                continue
+            if node.target not in targets:
+                targets[node.target] = _static_module(module)
+        elif node.op == "get_attr" and node.target not in targets:
+            targets[node.target] = _copy_attr(source, node.target)
+        env[node] = graph.node_copy(node, lambda n: env[n])
+    frozen = fx.GraphModule(targets, graph, class_name=type(source).__name__)
+    frozen.train(supernet.training)
+    frozen.graph.lint()
+    frozen.recompile()
+    return frozen

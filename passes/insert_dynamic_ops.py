@@ -1,0 +1,193 @@
+"""Insert dynamic ops: the pass that turns a traced model into a supernet graph.
+
+Every layer with a prunable slot becomes its dynamic op; every parameter used directly in
+the graph with a prunable dim becomes a :class:`~fxrazor.ops.DynamicParam` call; every size
+literal that follows pruned channels (view sizes, split sizes, slice bounds) becomes a
+:class:`~fxrazor.ops.SizeCounter` call. The result records, for each of these, which global
+channel each position belongs to, so the supernet can push selections in one pass.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from fxrazor.tracer import trace_model
+    >>> from fxrazor.passes.discover_units import discover_units
+    >>> traced = trace_model(nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)),
+    ...                      torch.randn(1, 3, 4, 4))
+    >>> dyn = insert_dynamic_ops(traced.graph_module, discover_units(traced))
+    >>> [type(m).__name__ for m in dyn.graph_module.children()]
+    ['DynamicConv2d', 'DynamicConv2d']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from fxrazor.analysis import ChannelAnalysis, PositionMap, ResizeSite
+from fxrazor.errors import UnsupportedModelError
+from fxrazor.ops import DYNAMIC_OPS, DynamicParam, SizeCounter
+
+__all__ = ["insert_dynamic_ops", "DynamicGraph", "Binding"]
+
+
+@dataclass
+class Binding:
+    """A dynamic piece and, per position of its dim, the global channel index it follows
+    (the last index, always kept, for pinned positions)."""
+
+    module: nn.Module
+    role: str
+    gidx: torch.Tensor
+
+
+@dataclass
+class DynamicGraph:
+    graph_module: fx.GraphModule
+    bindings: list[Binding] = field(default_factory=list)
+    counters: list[Binding] = field(default_factory=list)
+
+
+def global_index(pmap: PositionMap, offsets: np.ndarray, total: int) -> torch.Tensor:
+    """Positions → index into the concatenated unit masks (pinned → ``total``)."""
+    gidx = np.where(pmap.unit >= 0, offsets[np.maximum(pmap.unit, 0)] + pmap.channel, total)
+    return torch.from_numpy(gidx.astype(np.int64))
+
+
+def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
+                       dynamic_ops: dict[type, type] | None = None) -> DynamicGraph:
+    """Return a supernet graph module built from ``gm`` (whose modules it takes over)."""
+    ops = {**DYNAMIC_OPS, **(dynamic_ops or {})}
+    sizes = np.array([u.num_channels for u in analysis.units], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else sizes
+    total = int(sizes.sum())
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(gm.graph, {}))
+    new = fx.GraphModule(gm, graph)
+    result = DynamicGraph(new)
+    params: dict[str, DynamicParam] = {}
+    for slot, pmap in analysis.slot_maps.items():
+        if pmap.all_pinned:
+            continue
+        gidx = global_index(pmap, offsets, total)
+        if slot.is_param:
+            module = params.get(slot.target) or _dynamic_param(new, slot.target, params)
+        else:
+            module = _dynamic_module(new, slot.target, ops)
+        result.bindings.append(Binding(module, slot.role, gidx))
+    for site in analysis.resize_sites:
+        result.counters.extend(_rewrite_site(new, site, offsets, total))
+    new.graph.lint()
+    new.recompile()
+    return result
+
+
+def _dynamic_module(gm: fx.GraphModule, target: str, ops: dict[type, type]) -> nn.Module:
+    module = gm.get_submodule(target)
+    if hasattr(module, "set_selection"):
+        return module
+    op_type = ops.get(type(module))
+    if op_type is None:
+        raise UnsupportedModelError(
+            f"layer '{target}' ({type(module).__name__}) has prunable channels but no dynamic "
+            f"op; pass dynamic_ops={{{type(module).__name__}: ...}} to convert"
+        )
+    dynamic = op_type.from_static(module)
+    _set_submodule(gm, target, dynamic)
+    return dynamic
+
+
+def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
+    parent, _, name = target.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
+
+
+def _dynamic_param(gm: fx.GraphModule, target: str, cache: dict[str, DynamicParam]) -> nn.Module:
+    owner_path, _, attr = target.rpartition(".")
+    owner = gm.get_submodule(owner_path) if owner_path else gm
+    value = getattr(owner, attr)
+    dyn = DynamicParam(value)
+    name = "fxr_param_" + target.replace(".", "_")
+    gm.add_submodule(name, dyn)
+    for node in list(gm.graph.nodes):
+        if node.op == "get_attr" and node.target == target:
+            with gm.graph.inserting_before(node):
+                call = gm.graph.call_module(name)
+            call.meta = dict(node.meta)
+            node.replace_all_uses_with(call)
+            gm.graph.erase_node(node)
+    cache[target] = dyn
+    return dyn
+
+
+def _counter(gm: fx.GraphModule, node: fx.Node, pmap: PositionMap, offsets: np.ndarray,
+             total: int, tag: str) -> tuple[fx.Node, Binding]:
+    counter = SizeCounter(len(pmap))
+    name = f"fxr_size_{node.name}_{tag}"
+    gm.add_submodule(name, counter)
+    with gm.graph.inserting_before(node):
+        size_node = gm.graph.call_module(name)
+    return size_node, Binding(counter, "size", global_index(pmap, offsets, total))
+
+
+def _rewrite_site(gm: fx.GraphModule, site: ResizeSite, offsets: np.ndarray,
+                  total: int) -> list[Binding]:
+    node = next(n for n in gm.graph.nodes if n.name == site.node)
+    made = [_counter(gm, node, p, offsets, total, str(i)) for i, p in enumerate(site.parts)]
+    nodes = [m[0] for m in made]
+    if site.kind == "shape":
+        _rewrite_shape(node, site.where, nodes)
+    elif site.kind == "split":
+        _rewrite_split(node, site.where[0], nodes)
+    else:
+        _rewrite_slice(node, site.where, nodes)
+    return [m[1] for m in made]
+
+
+def _rewrite_shape(node: fx.Node, where: tuple, nodes: list[fx.Node]) -> None:
+    name = node.target if isinstance(node.target, str) else node.target.__name__
+    args = list(node.args)
+    if name == "unflatten":
+        sizes = list(args[2])
+        for i, n in zip(where, nodes):
+            sizes[i] = n
+        args[2] = tuple(sizes)
+        node.args = tuple(args)
+        return
+    if len(args) == 2 and isinstance(args[1], (list, tuple)):
+        sizes = list(args[1])
+        for i, n in zip(where, nodes):
+            sizes[i] = n
+        node.args = (args[0], tuple(sizes))
+        return
+    for i, n in zip(where, nodes):
+        args[1 + i] = n
+    node.args = tuple(args)
+
+
+def _rewrite_split(node: fx.Node, dim: int, nodes: list[fx.Node]) -> None:
+    """chunk/split with literal sizes → split with one size node per piece."""
+    if node.op == "call_method":
+        node.target = "split"
+    else:
+        node.target = torch.split
+    node.args = (node.args[0], list(nodes), dim)
+    node.kwargs = {}
+
+
+def _rewrite_slice(node: fx.Node, where: tuple, nodes: list[fx.Node]) -> None:
+    position, bounds = where
+    index: Any = node.args[1]
+    part = index[position] if position is not None else index
+    values = {"start": part.start, "stop": part.stop}
+    for bound, n in zip(bounds, nodes):
+        values[bound] = n
+    new_part = slice(values["start"], values["stop"], part.step)
+    if position is None:
+        new_index: Any = new_part
+    else:
+        new_index = tuple(new_part if i == position else p for i, p in enumerate(index))
+    node.args = (node.args[0], new_index)
