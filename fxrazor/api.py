@@ -153,7 +153,7 @@ def convert(model: nn.Module, example_inputs: Any, unit: str | type[MutableChann
     analysis = discover_units(traced, module_rules, function_rules, method_rules)
     dyn = insert_dynamic_ops(traced.graph_module, analysis, dynamic_ops)
     units = _build_units(analysis.units, unit_cls, dict(unit_args or {}))
-    for spec, u in zip(analysis.units, units):
+    for spec, u in zip(analysis.units, units, strict=True):
         if isinstance(u, L1MutableChannelUnit):
             u.set_importance(_l1_importance(dyn.graph_module, spec))
     supernet = Supernet(dyn.graph_module, units, analysis, dyn.bindings, dyn.counters,

@@ -153,7 +153,7 @@ def broadcast_join(space: ElementSpace, infos: list[TensorInfo], out_shape: tupl
         for other in present[1:]:
             space.join(present[0], other)
         if inert_full:
-            space.pin(present[0], reason)
+            space.pin(present[0], f"{reason} combines it with an unprunable dim of the same size")
         else:
             axes[d] = present[0]
     return TensorInfo(tuple(out_shape), axes)

@@ -75,9 +75,9 @@ def group_units(space: ElementSpace, slots: list[tuple[Slot, np.ndarray]]):
     by_signature: dict[tuple, list[int]] = defaultdict(list)
     pinned_by_slots: dict[tuple, list[int]] = defaultdict(list)
     no_producer = "no layer produces these channels"
-    for a, b in zip(comp_first.tolist(), comp_last.tolist()):
+    for a, b in zip(comp_first.tolist(), comp_last.tolist(), strict=True):
         c = int(run_comp[a])
-        sig = tuple(zip(run_slot[a:b].tolist(), lengths[a:b].tolist()))
+        sig = tuple(zip(run_slot[a:b].tolist(), lengths[a:b].tolist(), strict=True))
         if c not in pin_reasons and not any(slots[s][0].is_producer for s, _ in sig):
             pin_reasons[c] = {-1}
         if c in pin_reasons:
@@ -90,8 +90,8 @@ def group_units(space: ElementSpace, slots: list[tuple[Slot, np.ndarray]]):
         PinnedGroup(
             tuple(slots[s][0] for s in key),
             int(sum(lengths[a:a + len(key)].sum() for a in firsts)),
-            tuple(reason_text[k] for k in sorted(
-                set().union(*(pin_reasons[int(run_comp[a])] for a in firsts)))[:_MAX_REASONS]),
+            tuple(dict.fromkeys(reason_text[k] for k in sorted(
+                set().union(*(pin_reasons[int(run_comp[a])] for a in firsts)))))[:_MAX_REASONS],
         )
         for key, firsts in pinned_by_slots.items()
     )

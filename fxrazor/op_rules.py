@@ -26,7 +26,7 @@ from torch import fx
 
 from fxrazor.channels import TensorInfo, broadcast_join, permute_info, reshape_info
 
-__all__ = ["FUNCTION_RULES", "METHOD_RULES", "Rule", "pointwise", "arg", "along_dim", "spatial"]
+__all__ = ["FUNCTION_RULES", "METHOD_RULES", "NAMED_FUNCTION_RULES", "Rule", "pointwise", "arg", "along_dim", "spatial"]
 
 Rule = Callable[[Any, fx.Node], Any]
 
@@ -361,3 +361,9 @@ METHOD_RULES.update({
     "softmax": _over_dim, "log_softmax": _over_dim,
     "size": _non_tensor, "dim": _non_tensor, "numel": _non_tensor,
 })
+
+# Functions of optional libraries, keyed by qualified name so that the library need not be
+# imported to analyse models that do not use it.
+NAMED_FUNCTION_RULES: dict[str, Rule] = {
+    "torchvision.ops.stochastic_depth.stochastic_depth": pointwise,
+}

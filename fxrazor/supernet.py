@@ -24,8 +24,8 @@ from torch import fx, nn
 from fxrazor.analysis import ChannelAnalysis
 from fxrazor.errors import InvalidChoiceError, SubnetConfigError, UnknownUnitError
 from fxrazor.mutables.channel_unit import MutableChannelUnit
-from fxrazor.passes.insert_dynamic_ops import Binding
 from fxrazor.ops.base import Selection
+from fxrazor.passes.insert_dynamic_ops import Binding
 
 __all__ = ["Supernet"]
 

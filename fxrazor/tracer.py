@@ -176,7 +176,30 @@ class _NodeNamingShapeProp(ShapeProp):
             raise
 
 
+def _propagate_fake(gm: fx.GraphModule, args: tuple[Any, ...]) -> bool:
+    """Shapes from fake tensors: no arithmetic, so large inputs and models cost little.
+    Returns False when some op cannot run on fake tensors (e.g. data-dependent shapes)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    try:
+        with torch.no_grad():
+            ShapeProp(gm, fake_mode=mode).propagate(*args)
+    except Exception as e:  # noqa: BLE001 - any failure falls back to the real run below
+        logger.debug("fake shape propagation failed (%s); running the model for real", e)
+        return False
+    return True
+
+
+# Above this many input elements, fake tensors (cost per node) beat a real forward (cost per
+# FLOP); below it a real forward is quicker.
+_FAKE_PROPAGATION_NUMEL = 100_000
+
+
 def _propagate_shapes(gm: fx.GraphModule, args: tuple[Any, ...]) -> None:
+    numel = sum(a.numel() for a in args if isinstance(a, torch.Tensor))
+    if numel >= _FAKE_PROPAGATION_NUMEL and _propagate_fake(gm, args):
+        return
     prop = _NodeNamingShapeProp(gm)
     try:
         with torch.no_grad():

@@ -17,13 +17,15 @@ import logging
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from torch import fx
 
 from fxrazor.analysis import ChannelAnalysis, PositionMap, ResizeSite, Slot
 from fxrazor.channels import ElementSpace, TensorInfo
-from fxrazor.module_rules import MODULE_RULES
-from fxrazor.op_rules import FUNCTION_RULES, METHOD_RULES
 from fxrazor.grouping import group_units
+from fxrazor.module_rules import MODULE_RULES
+from fxrazor.op_rules import FUNCTION_RULES, METHOD_RULES, NAMED_FUNCTION_RULES
 from fxrazor.tracer import TracedModel
 
 __all__ = ["discover_units", "AnalysisContext"]
@@ -31,9 +33,18 @@ __all__ = ["discover_units", "AnalysisContext"]
 logger = logging.getLogger(__name__)
 
 
+_PUBLIC_NAMESPACES = (("torch", torch), ("torch.nn.functional", F), ("torch.fft", torch.fft),
+                      ("torch.linalg", torch.linalg), ("torch.special", torch.special))
+
+
 def _fn_name(target: Any) -> str:
+    """A readable name for a call target: its public path where it has one."""
     if isinstance(target, str):
         return target
+    name = getattr(target, "__name__", None)
+    for prefix, namespace in _PUBLIC_NAMESPACES:
+        if name and getattr(namespace, name, None) is target:
+            return f"{prefix}.{name}"
     module = getattr(target, "__module__", None) or ""
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
     return f"{module}.{name}" if module else name
@@ -75,7 +86,10 @@ class AnalysisContext:
         """Element ids of a layer dimension, allocated once per (target, role)."""
         key = (target, role)
         if key not in self.slots:
-            self.slots[key] = (Slot(target, role, size), self.space.fresh(size))
+            ids = self.space.fresh(size)
+            if size == 1:  # one channel cannot be pruned, and size-1 dims are never joined
+                self.space.pin(ids, f"'{target}' has a single {role} channel")
+            self.slots[key] = (Slot(target, role, size), ids)
         return self.slots[key][1]
 
     def unknown(self, node: fx.Node, reason: str | None = None) -> Any:
@@ -119,7 +133,7 @@ class AnalysisContext:
     def resize_split(self, node: fx.Node, ids: np.ndarray, sizes: list[int], dim: int,
                      kind: str) -> None:
         bounds = np.cumsum([0, *sizes])
-        parts = [ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        parts = [ids[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         self.sites.append((node.name, "split", (dim,), parts))
 
     def resize_slice(self, node: fx.Node, ids: np.ndarray, part: slice, locator: tuple) -> None:
@@ -148,6 +162,8 @@ class AnalysisContext:
             return self._call_module(node)
         rules = self.function_rules if node.op == "call_function" else self.method_rules
         rule = rules.get(node.target)
+        if rule is None and node.op == "call_function":
+            rule = NAMED_FUNCTION_RULES.get(_fn_name(node.target))
         return rule(self, node) if rule is not None else self.unknown(node)
 
     def _get_attr(self, node: fx.Node) -> Any:

@@ -152,18 +152,18 @@ def _rewrite_shape(node: fx.Node, where: tuple, nodes: list[fx.Node]) -> None:
     args = list(node.args)
     if name == "unflatten":
         sizes = list(args[2])
-        for i, n in zip(where, nodes):
+        for i, n in zip(where, nodes, strict=True):
             sizes[i] = n
         args[2] = tuple(sizes)
         node.args = tuple(args)
         return
     if len(args) == 2 and isinstance(args[1], (list, tuple)):
         sizes = list(args[1])
-        for i, n in zip(where, nodes):
+        for i, n in zip(where, nodes, strict=True):
             sizes[i] = n
         node.args = (args[0], tuple(sizes))
         return
-    for i, n in zip(where, nodes):
+    for i, n in zip(where, nodes, strict=True):
         args[1 + i] = n
     node.args = tuple(args)
 
@@ -183,7 +183,7 @@ def _rewrite_slice(node: fx.Node, where: tuple, nodes: list[fx.Node]) -> None:
     index: Any = node.args[1]
     part = index[position] if position is not None else index
     values = {"start": part.start, "stop": part.stop}
-    for bound, n in zip(bounds, nodes):
+    for bound, n in zip(bounds, nodes, strict=True):
         values[bound] = n
     new_part = slice(values["start"], values["stop"], part.step)
     if position is None:

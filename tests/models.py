@@ -23,7 +23,8 @@ __all__ = [
     "channel_shuffle", "pooling", "mean_over_channels", "conv1d_chain", "conv3d_chain",
     "conv_transpose_chain", "linear_3d", "linear_4d", "token_mixing", "shared_conv",
     "concat_height", "unknown_cumsum", "unknown_fft", "unknown_on_side", "opaque_gate",
-    "single_linear", "param_scale", "ALL_BUILDERS",
+    "single_linear", "param_scale", "scalar_head", "one_channel_bottleneck", "two_heads",
+    "param_full_size", "ALL_BUILDERS",
 ]
 
 
@@ -567,6 +568,49 @@ def param_scale() -> tuple[nn.Module, Tensor]:
     return _Scale(), _img()
 
 
+def scalar_head() -> tuple[nn.Module, Tensor]:
+    """fc1(4→8) → relu → fc2(8→1): the model output has a single feature."""
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)), torch.randn(2, 4)
+
+
+def one_channel_bottleneck() -> tuple[nn.Module, Tensor]:
+    """conv0(3→1) → conv1(1→4): a single channel between two convs."""
+    return nn.Sequential(nn.Conv2d(3, 1, 1), nn.Conv2d(1, 4, 1)), _img()
+
+
+class _TwoHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.conv(x)
+        return self.head(self.bn(x)), self.head(x)
+
+
+def two_heads() -> tuple[nn.Module, Tensor]:
+    """(head(bn(conv(x))), head(conv(x))): one head module giving both model outputs."""
+    return _TwoHeads().eval(), _img()
+
+
+class _ParamFull(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, 4, 1)
+        self.pos = nn.Parameter(torch.zeros(1, 4, 8, 8))
+        self.conv1 = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv1(self.conv0(x) + self.pos)
+
+
+def param_full_size() -> tuple[nn.Module, Tensor]:
+    """conv1(conv0(x) + pos) with a (1, 4, 8, 8) parameter: its H and W dims cannot go."""
+    return _ParamFull(), _img()
+
+
 ALL_BUILDERS = [
     chain, residual_identity, residual_projection, dense_concat, inception_concat,
     concat_of_concats, add_of_concats, self_concat, slice_channels, split_channels,
@@ -575,4 +619,5 @@ ALL_BUILDERS = [
     channel_shuffle, pooling, mean_over_channels, conv1d_chain, conv3d_chain,
     conv_transpose_chain, linear_3d, linear_4d, token_mixing, shared_conv, concat_height,
     unknown_cumsum, unknown_fft, unknown_on_side, opaque_gate, single_linear, param_scale,
+    scalar_head, one_channel_bottleneck, two_heads, param_full_size,
 ]
