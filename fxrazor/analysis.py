@@ -90,9 +90,11 @@ class ResizeSite:
     Attributes:
         node: name of the graph node.
         kind: ``shape`` (view/reshape/expand/unflatten sizes), ``split`` (split/chunk
-            sizes) or ``slice`` (getitem slice bounds).
+            sizes), ``slice`` (getitem slice bounds) or ``arg`` (one literal inside the
+            call's arguments, e.g. a layer_norm's normalized_shape).
         where: for ``shape``, the index of each literal in the size list; for ``split``, the
-            dim; for ``slice``, (position in the index tuple or None, 'start'/'stop' per part).
+            dim; for ``slice``, (position in the index tuple or None, 'start'/'stop' per part);
+            for ``arg``, the index path of the literal inside ``node.args``.
         parts: position maps whose kept counts give the new values.
     """
 

@@ -128,7 +128,7 @@ def convert(model: nn.Module, example_inputs: Any, unit: str | type[MutableChann
             = "sequential", unit_args: dict[str, Any] | None = None,
             leaf_modules: Iterable[type | str] = (), module_rules: dict | None = None,
             function_rules: dict | None = None, method_rules: dict | None = None,
-            dynamic_ops: dict | None = None) -> Supernet:
+            dynamic_ops: dict | None = None, split_dims: str = "largest") -> Supernet:
     """Trace ``model`` and return a supernet whose channel widths are chosen per unit.
 
     The model is not modified: the supernet owns a deep copy of it.
@@ -143,6 +143,8 @@ def convert(model: nn.Module, example_inputs: Any, unit: str | type[MutableChann
         module_rules, function_rules, method_rules: extra channel rules, e.g.
             ``{MyAct: fxrazor.module_rules.elementwise_module}``.
         dynamic_ops: extra ``{static type: dynamic op type}`` entries.
+        split_dims: ``"largest"`` prunes the largest dim of a split channel dim (attention
+            head dims); ``"outer"`` prunes the outer one (whole attention heads).
 
     Returns:
         The :class:`~fxrazor.supernet.Supernet`; at full width its output equals the model's.
@@ -150,7 +152,7 @@ def convert(model: nn.Module, example_inputs: Any, unit: str | type[MutableChann
     start = time.perf_counter()
     unit_cls = _unit_type(unit)
     traced = trace_model(model, example_inputs, (*leaf_modules, BaseMutable))
-    analysis = discover_units(traced, module_rules, function_rules, method_rules)
+    analysis = discover_units(traced, module_rules, function_rules, method_rules, split_dims)
     dyn = insert_dynamic_ops(traced.graph_module, analysis, dynamic_ops)
     units = _build_units(analysis.units, unit_cls, dict(unit_args or {}))
     for spec, u in zip(analysis.units, units, strict=True):

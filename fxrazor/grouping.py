@@ -123,7 +123,7 @@ def _build_units(by_signature, slots, run_comp, starts, pos, comp_unit, comp_cha
 
 def _unit_name(member: tuple[Slot, np.ndarray], taken: set[str]) -> str:
     slot, positions = member
-    base = slot.target if not slot.is_param else f"{slot.target}:{slot.role}"
+    base = slot.target if slot.role == "out" else f"{slot.target}:{slot.role}"
     if positions.size != slot.size:
         base = f"{base}[{int(positions.min())}:{int(positions.max()) + 1}]"
     name, k = base, 1

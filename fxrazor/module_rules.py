@@ -151,7 +151,7 @@ def _flatten_module(ctx: Any, node: fx.Node, m: nn.Module) -> Any:
     shape = ctx.shape(node)
     if info is None or shape is None:
         return ctx.unknown(node)
-    return reshape_info(ctx.space, info, shape, ctx.describe(node))
+    return reshape_info(ctx.space, info, shape, ctx.describe(node), ctx.split_dims == "largest")
 
 
 def _softmax_module(ctx: Any, node: fx.Node, m: nn.Module) -> Any:

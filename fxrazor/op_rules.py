@@ -215,7 +215,7 @@ def _reshape(ctx: Any, node: fx.Node) -> TensorInfo | None:
     shape = ctx.shape(node)
     if not isinstance(info, TensorInfo) or shape is None:
         return ctx.unknown(node)
-    out = reshape_info(ctx.space, info, shape, ctx.describe(node))
+    out = reshape_info(ctx.space, info, shape, ctx.describe(node), ctx.split_dims == "largest")
     ctx.resize_shape_args(node, out)
     return out
 
@@ -296,6 +296,67 @@ def _matmul(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return TensorInfo(tuple(shape), axes)
 
 
+def _layer_norm_fn(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    """F.layer_norm over the last dim: weight and bias follow it, and the normalized_shape
+    literal is rewritten to the kept width."""
+    info = ctx.info(node.args[0])
+    shape = arg(node, 1, "normalized_shape")
+    if not isinstance(info, TensorInfo) or not isinstance(shape, (list, tuple)) \
+            or len(shape) != 1 or len(node.args) < 2:
+        return ctx.unknown(node)
+    last = info.ndim - 1
+    ids = info.axes.get(last)
+    params = [arg(node, 2, "weight"), arg(node, 3, "bias")]
+    for p in params:
+        p_info = ctx.info(p)
+        if isinstance(p_info, TensorInfo):
+            p_ids = p_info.axes.get(0)
+            if ids is None and p_ids is not None:
+                ctx.space.pin(p_ids, f"{ctx.describe(node)} normalises an inert dim")
+            elif ids is not None and p_ids is not None:
+                ctx.space.join(ids, p_ids)
+            elif ids is not None:
+                ctx.space.pin(ids, f"{ctx.describe(node)} has a non-prunable weight")
+        elif p is not None:
+            return ctx.unknown(node)
+    if ids is not None and isinstance(shape[0], int):
+        ctx.resize_arg(node, (1, 0), ids)
+    return info
+
+
+def _sdpa(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    """scaled_dot_product_attention(q, k, v): q·k contracts the head dim, the weights
+    contract the key length with v; heads and batch join across q, k and v."""
+    q, k, v = (ctx.info(x) for x in node.args[:3])
+    mask = arg(node, 3, "attn_mask")
+    shape = ctx.shape(node)
+    if not all(isinstance(i, TensorInfo) and i.ndim >= 2 for i in (q, k, v)) or shape is None:
+        return ctx.unknown(node)
+    space, why = ctx.space, ctx.describe(node)
+    _join_or_pin(space, q.axes.get(q.ndim - 1), k.axes.get(k.ndim - 1), why)
+    _join_or_pin(space, k.axes.get(k.ndim - 2), v.axes.get(v.ndim - 2), why)
+    lead = [TensorInfo(i.shape[:-2], {d: a for d, a in i.axes.items() if d < i.ndim - 2})
+            for i in (q, k, v)]
+    mask_info = ctx.info(mask)
+    if isinstance(mask_info, TensorInfo):
+        scores = TensorInfo(q.shape[:-1] + (k.shape[-2],),
+                            {d: a for d, a in q.axes.items() if d < q.ndim - 1})
+        broadcast_join(space, [scores, mask_info], scores.shape, why)
+    batch = broadcast_join(space, lead, tuple(shape[:-2]), why)
+    axes = dict(batch.axes)
+    for d, i in ((len(shape) - 2, q.axes.get(q.ndim - 2)), (len(shape) - 1, v.axes.get(v.ndim - 1))):
+        if i is not None:
+            axes[d] = i
+    return TensorInfo(tuple(shape), axes)
+
+
+def _join_or_pin(space: Any, a: Any, b: Any, why: str) -> None:
+    if a is not None and b is not None:
+        space.join(a, b)
+    elif a is not None or b is not None:
+        space.pin(a if a is not None else b, why + " contracts it with an inert dim")
+
+
 def _flatten(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return _reshape(ctx, node)
 
@@ -340,6 +401,8 @@ FUNCTION_RULES.update({
     torch.transpose: _transpose, torch.swapaxes: _transpose, torch.t: _transpose,
     torch.matmul: _matmul, operator.matmul: _matmul, torch.bmm: _matmul,
     torch.mean: _reduce, torch.sum: _reduce, torch.amax: _reduce, torch.amin: _reduce,
+    F.scaled_dot_product_attention: _sdpa,
+    F.layer_norm: _layer_norm_fn, torch.layer_norm: _layer_norm_fn,
     torch.softmax: _over_dim, F.softmax: _over_dim, F.log_softmax: _over_dim,
     torch.log_softmax: _over_dim, F.normalize: _normalize,
     F.adaptive_avg_pool1d: spatial, F.adaptive_avg_pool2d: spatial,
@@ -347,7 +410,9 @@ FUNCTION_RULES.update({
     F.avg_pool1d: spatial, F.avg_pool2d: spatial, F.avg_pool3d: spatial,
     F.max_pool1d: spatial, F.max_pool2d: spatial, F.max_pool3d: spatial,
     F.interpolate: spatial, F.upsample: spatial,
-    builtins.getattr: _non_tensor,
+    builtins.getattr: _non_tensor, operator.eq: _non_tensor, operator.ne: _non_tensor,
+    operator.lt: _non_tensor, operator.le: _non_tensor, operator.gt: _non_tensor,
+    operator.ge: _non_tensor, torch._assert: _non_tensor,
 })
 
 METHOD_RULES: dict[str, Rule] = {m: pointwise for m in _POINTWISE_METHODS}

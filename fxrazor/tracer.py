@@ -27,6 +27,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from fxrazor.decompose import decompose_modules
 from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModelError
 
 __all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs"]
@@ -237,6 +238,8 @@ def trace_model(
         )
     leaf_types, leaf_names = _split_leaf_spec(leaf_modules)
     source = copy.deepcopy(model) if copy_model else model
+    if copy_model:
+        decompose_modules(source)
     gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names)
     gm.train(model.training)
     args = normalize_inputs(gm, example_inputs)

@@ -23,6 +23,7 @@ from torch import fx
 
 from fxrazor.analysis import ChannelAnalysis, PositionMap, ResizeSite, Slot
 from fxrazor.channels import ElementSpace, TensorInfo
+from fxrazor.errors import InvalidChoiceError
 from fxrazor.grouping import group_units
 from fxrazor.module_rules import MODULE_RULES
 from fxrazor.op_rules import FUNCTION_RULES, METHOD_RULES, NAMED_FUNCTION_RULES
@@ -54,7 +55,7 @@ class AnalysisContext:
     """The state rules work on: element ids, per-node infos, slots and size literals."""
 
     def __init__(self, traced: TracedModel, module_rules: dict, function_rules: dict,
-                 method_rules: dict) -> None:
+                 method_rules: dict, split_dims: str = "largest") -> None:
         self.gm = traced.graph_module
         self.opaque = traced.opaque
         self.space = ElementSpace()
@@ -65,6 +66,7 @@ class AnalysisContext:
         self.module_rules = module_rules
         self.function_rules = function_rules
         self.method_rules = method_rules
+        self.split_dims = split_dims
 
     # ---- queries used by rules ------------------------------------------------------------
     def info(self, arg: Any) -> Any:
@@ -129,6 +131,10 @@ class AnalysisContext:
                 parts.append(ids)
         if parts:
             self.sites.append((node.name, "shape", tuple(where), parts))
+
+    def resize_arg(self, node: fx.Node, path: tuple[int, ...], ids: np.ndarray) -> None:
+        """Record a literal at ``node.args[path[0]][path[1]]...`` equal to the width of ids."""
+        self.sites.append((node.name, "arg", (path,), [ids]))
 
     def resize_split(self, node: fx.Node, ids: np.ndarray, sizes: list[int], dim: int,
                      kind: str) -> None:
@@ -207,24 +213,34 @@ def _size_args(node: fx.Node) -> tuple[Any, int]:
     return list(rest), 0
 
 
+_SPLIT_DIMS = ("largest", "outer")
+
+
 def discover_units(traced: TracedModel, module_rules: dict[type, Any] | None = None,
                    function_rules: dict[Any, Any] | None = None,
-                   method_rules: dict[str, Any] | None = None) -> ChannelAnalysis:
+                   method_rules: dict[str, Any] | None = None,
+                   split_dims: str = "largest") -> ChannelAnalysis:
     """Find the channel units of a traced model.
 
     Args:
         traced: the output of :func:`fxrazor.tracer.trace_model`.
         module_rules, function_rules, method_rules: extra rules merged over the defaults,
             e.g. ``{MyAct: fxrazor.module_rules.elementwise_module}``.
+        split_dims: when a reshape splits a prunable dim into several (attention heads ×
+            head dim, channel groups), which one stays prunable: ``"largest"`` (head-dim
+            pruning) or ``"outer"`` (whole heads / groups).
 
     Returns:
         The units, pinned groups (with reasons), slot position maps and size literals.
     """
+    if split_dims not in _SPLIT_DIMS:
+        raise InvalidChoiceError(f"split_dims must be one of {_SPLIT_DIMS}, got {split_dims!r}")
     ctx = AnalysisContext(
         traced,
         {**MODULE_RULES, **(module_rules or {})},
         {**FUNCTION_RULES, **(function_rules or {})},
         {**METHOD_RULES, **(method_rules or {})},
+        split_dims,
     )
     ctx.run()
     units, pinned, comp_unit, comp_chan, labels = group_units(ctx.space, list(ctx.slots.values()))

@@ -32,7 +32,7 @@ __all__ = ["freeze"]
 
 
 def _static_module(module: nn.Module) -> nn.Module:
-    if isinstance(module, DynamicOp):
+    if isinstance(module, DynamicOp) or hasattr(module, "to_static"):
         return module.to_static()
     if isinstance(module, OneShotMutableOP):
         chosen = module.current_choice

@@ -140,6 +140,8 @@ def _rewrite_site(gm: fx.GraphModule, site: ResizeSite, offsets: np.ndarray,
     nodes = [m[0] for m in made]
     if site.kind == "shape":
         _rewrite_shape(node, site.where, nodes)
+    elif site.kind == "arg":
+        _rewrite_arg(node, site.where[0], nodes[0])
     elif site.kind == "split":
         _rewrite_split(node, site.where[0], nodes)
     else:
@@ -166,6 +168,18 @@ def _rewrite_shape(node: fx.Node, where: tuple, nodes: list[fx.Node]) -> None:
     for i, n in zip(where, nodes, strict=True):
         args[1 + i] = n
     node.args = tuple(args)
+
+
+def _replace_at(value: Any, path: tuple[int, ...], new: Any) -> Any:
+    if not path:
+        return new
+    items = list(value)
+    items[path[0]] = _replace_at(items[path[0]], path[1:], new)
+    return type(value)(items) if isinstance(value, tuple) else items
+
+
+def _rewrite_arg(node: fx.Node, path: tuple[int, ...], new: fx.Node) -> None:
+    node.args = _replace_at(node.args, path, new)
 
 
 def _rewrite_split(node: fx.Node, dim: int, nodes: list[fx.Node]) -> None:
