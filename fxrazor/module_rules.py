@@ -116,7 +116,8 @@ def _group_norm(ctx: Any, node: fx.Node, m: nn.GroupNorm) -> Any:
     return TensorInfo(info.shape, axes)
 
 
-def _layer_norm(ctx: Any, node: fx.Node, m: nn.LayerNorm) -> Any:
+def _layer_norm(ctx: Any, node: fx.Node, m: nn.Module) -> Any:
+    """LayerNorm / RMSNorm: over the last dim its statistics follow the kept channels."""
     info = _input(ctx, node)
     if info is None or ctx.shape(node) != info.shape:
         return ctx.unknown(node)
@@ -189,6 +190,7 @@ MODULE_RULES.update({t: _conv for t in _CONVS})
 MODULE_RULES.update({t: _channel_norm for t in _CHANNEL_NORMS})
 MODULE_RULES.update({
     nn.Linear: _linear, nn.GroupNorm: _group_norm, nn.LayerNorm: _layer_norm,
+    nn.RMSNorm: _layer_norm,
     nn.Embedding: _embedding, nn.Flatten: _flatten_module, nn.Softmax: _softmax_module,
     nn.LogSoftmax: _softmax_module, nn.PReLU: _prelu,
 })
@@ -197,4 +199,5 @@ MODULE_RULES.update({
 SLOT_ROLES: dict[type, tuple[str, ...]] = {t: ("out", "in") for t in _CONVS}
 SLOT_ROLES.update({t: ("channels",) for t in _CHANNEL_NORMS})
 SLOT_ROLES.update({nn.Linear: ("out", "in"), nn.GroupNorm: ("channels",),
-                   nn.LayerNorm: ("channels",), nn.Embedding: ("out",)})
+                   nn.LayerNorm: ("channels",), nn.RMSNorm: ("channels",),
+                   nn.Embedding: ("out",)})

@@ -197,8 +197,15 @@ def _propagate_fake(gm: fx.GraphModule, args: tuple[Any, ...]) -> bool:
 _FAKE_PROPAGATION_NUMEL = 100_000
 
 
+def _on_meta(gm: fx.GraphModule) -> bool:
+    return any(t.is_meta for t in (*gm.parameters(), *gm.buffers()))
+
+
 def _propagate_shapes(gm: fx.GraphModule, args: tuple[Any, ...]) -> None:
-    numel = sum(a.numel() for a in args if isinstance(a, torch.Tensor))
+    if _on_meta(gm):
+        # a model built on the meta device: shapes come for free, nothing is allocated
+        args = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in args)
+    numel = sum(a.numel() for a in args if isinstance(a, torch.Tensor) and not a.is_meta)
     if numel >= _FAKE_PROPAGATION_NUMEL and _propagate_fake(gm, args):
         return
     prop = _NodeNamingShapeProp(gm)

@@ -30,6 +30,7 @@ from fxrazor.ops.norm import (
     DynamicInstanceNorm2d,
     DynamicInstanceNorm3d,
     DynamicLayerNorm,
+    DynamicRMSNorm,
     DynamicSyncBatchNorm,
 )
 
@@ -39,7 +40,7 @@ __all__ = [
     "DynamicConvTranspose2d", "DynamicConvTranspose3d", "DynamicLinear", "DynamicEmbedding",
     "DynamicBatchNorm1d", "DynamicBatchNorm2d", "DynamicBatchNorm3d", "DynamicSyncBatchNorm",
     "DynamicInstanceNorm1d", "DynamicInstanceNorm2d", "DynamicInstanceNorm3d",
-    "DynamicGroupNorm", "DynamicLayerNorm",
+    "DynamicGroupNorm", "DynamicLayerNorm", "DynamicRMSNorm",
 ]
 
 # Static layer type → its dynamic op. Extend per call with convert(..., dynamic_ops={...}).
@@ -61,4 +62,5 @@ DYNAMIC_OPS: dict[type[nn.Module], type[DynamicOp]] = {
     nn.InstanceNorm3d: DynamicInstanceNorm3d,
     nn.GroupNorm: DynamicGroupNorm,
     nn.LayerNorm: DynamicLayerNorm,
+    nn.RMSNorm: DynamicRMSNorm,
 }

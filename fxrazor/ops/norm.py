@@ -26,7 +26,7 @@ from fxrazor.ops.base import DynamicOp, count, take
 __all__ = [
     "DynamicBatchNorm1d", "DynamicBatchNorm2d", "DynamicBatchNorm3d", "DynamicSyncBatchNorm",
     "DynamicInstanceNorm1d", "DynamicInstanceNorm2d", "DynamicInstanceNorm3d",
-    "DynamicGroupNorm", "DynamicLayerNorm",
+    "DynamicGroupNorm", "DynamicLayerNorm", "DynamicRMSNorm",
 ]
 
 
@@ -178,4 +178,24 @@ class DynamicLayerNorm(DynamicOp, nn.LayerNorm):
         sel = self.selection("channels")
         static._parameters["weight"] = take(self.weight, 0, sel)
         static._parameters["bias"] = take(self.bias, 0, sel)
+        static.normalized_shape = self._shape()
+
+
+class DynamicRMSNorm(DynamicOp, nn.RMSNorm):
+    """RMSNorm over the last dim with a variable width."""
+
+    static_type = nn.RMSNorm
+    roles = ("channels",)
+
+    def _shape(self) -> tuple[int]:
+        return (count(self.selection("channels"), self.normalized_shape[0]),)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_full:
+            return super().forward(x)
+        weight = take(self.weight, 0, self.selection("channels"))
+        return F.rms_norm(x, self._shape(), weight, self.eps)
+
+    def _slice_into(self, static: Any) -> None:
+        static._parameters["weight"] = take(self.weight, 0, self.selection("channels"))
         static.normalized_shape = self._shape()
