@@ -89,12 +89,12 @@ class ResizeSite:
 
     Attributes:
         node: name of the graph node.
-        kind: ``shape`` (view/reshape/expand/unflatten sizes), ``split`` (split/chunk
-            sizes), ``slice`` (getitem slice bounds) or ``arg`` (one literal inside the
-            call's arguments, e.g. a layer_norm's normalized_shape).
-        where: for ``shape``, the index of each literal in the size list; for ``split``, the
-            dim; for ``slice``, (position in the index tuple or None, 'start'/'stop' per part);
-            for ``arg``, the index path of the literal inside ``node.args``.
+        kind: ``arg`` (one size inside the call's arguments: a view/reshape/expand/
+            unflatten size, a layer_norm's normalized_shape), ``split`` (split/chunk sizes)
+            or ``slice`` (getitem slice bounds).
+        where: for ``arg``, the index path of the size inside ``node.args``; for
+            ``split``, the dim; for ``slice``, (position in the index tuple or None,
+            'start'/'stop' per part).
         parts: position maps whose kept counts give the new values.
     """
 
@@ -114,3 +114,5 @@ class ChannelAnalysis:
     resize_sites: tuple[ResizeSite, ...]
     opaque: dict[str, str] = field(default_factory=dict)
     unknown_ops: tuple[str, ...] = ()
+    # (node name, argument path, value): sizes read from pruned widths that must stay fixed
+    const_args: tuple[tuple[str, tuple[int, ...], int], ...] = ()

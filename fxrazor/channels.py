@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "SymSize",
     "ElementSpace",
     "TensorInfo",
     "reshape_groups",
@@ -94,6 +95,14 @@ def _compress(labels: np.ndarray) -> np.ndarray:
         if np.array_equal(nxt, labels):
             return labels
         labels = nxt
+
+
+@dataclass(frozen=True)
+class SymSize:
+    """An int computed in the graph from tensor sizes; ``prunable`` when some of those
+    sizes are widths that pruning changes (then the int is no longer a constant)."""
+
+    prunable: bool
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from fxrazor.channels import TensorInfo, broadcast_join, permute_info, reshape_info
+from fxrazor.channels import SymSize, TensorInfo, broadcast_join, permute_info, reshape_info
 
 __all__ = ["FUNCTION_RULES", "METHOD_RULES", "NAMED_FUNCTION_RULES", "Rule", "pointwise", "arg", "along_dim", "spatial"]
 
@@ -44,11 +44,20 @@ def _tensor_infos(ctx: Any, node: fx.Node) -> list[TensorInfo]:
     return [i for i in found if isinstance(i, TensorInfo)]
 
 
-def pointwise(ctx: Any, node: fx.Node) -> TensorInfo | None:
-    """Element-wise op with broadcasting over all tensor arguments."""
+def _sym_args(ctx: Any, node: fx.Node) -> SymSize:
+    found: list[Any] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(ctx.info(n)) or n)
+    return SymSize(any(isinstance(i, SymSize) and i.prunable for i in found)
+                   or any(isinstance(i, (list, tuple)) and any(
+                       isinstance(j, SymSize) and j.prunable for j in i) for i in found))
+
+
+def pointwise(ctx: Any, node: fx.Node) -> TensorInfo | SymSize | None:
+    """Element-wise op with broadcasting over all tensor arguments (on ints: arithmetic on
+    sizes, which stays prunable if any operand is)."""
     shape = ctx.shape(node)
     if shape is None:
-        return None
+        return _sym_args(ctx, node)
     return broadcast_join(ctx.space, _tensor_infos(ctx, node), shape, ctx.describe(node))
 
 
@@ -202,7 +211,11 @@ def _getitem(ctx: Any, node: fx.Node) -> Any:
     src, index = node.args
     info = ctx.info(src)
     if isinstance(info, (tuple, list)):
-        return info[index] if isinstance(index, int) else ctx.unknown(node)
+        if isinstance(index, int):
+            return info[index]
+        if isinstance(index, slice) and all(isinstance(i, SymSize) for i in info):
+            return info[index]
+        return ctx.unknown(node)
     if not isinstance(info, TensorInfo):
         return None if ctx.shape(node) is None else ctx.unknown(node)
     from fxrazor.indexing import index_info
@@ -357,12 +370,63 @@ def _join_or_pin(space: Any, a: Any, b: Any, why: str) -> None:
         space.pin(a if a is not None else b, why + " contracts it with an inert dim")
 
 
+def _linear_fn(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    """F.linear(x, weight, bias) on parameters used in the graph: the weight's columns
+    follow x's last dim, its rows (and the bias) make the output's last dim."""
+    info, weight = ctx.info(node.args[0]), ctx.info(arg(node, 1, "weight"))
+    bias_node = arg(node, 2, "bias")
+    bias = ctx.info(bias_node)
+    shape = ctx.shape(node)
+    if not isinstance(info, TensorInfo) or not isinstance(weight, TensorInfo) \
+            or weight.ndim != 2 or shape is None or (bias_node is not None and not
+                                                       isinstance(bias, TensorInfo)):
+        return ctx.unknown(node)
+    why = ctx.describe(node)
+    last = info.ndim - 1
+    _join_or_pin(ctx.space, info.axes.get(last), weight.axes.get(1), why)
+    rows = weight.axes.get(0)
+    if isinstance(bias, TensorInfo):
+        _join_or_pin(ctx.space, rows, bias.axes.get(0), why)
+    axes = {d: a for d, a in info.axes.items() if d != last}
+    if rows is not None:
+        axes[len(shape) - 1] = rows
+    return TensorInfo(tuple(shape), axes)
+
+
 def _flatten(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return _reshape(ctx, node)
 
 
 def _non_tensor(ctx: Any, node: fx.Node) -> Any:
-    return None if ctx.shape(node) is None else ctx.unknown(node)
+    return _sym_args(ctx, node) if ctx.shape(node) is None else ctx.unknown(node)
+
+
+def sizes_of(info: Any) -> tuple[SymSize, ...] | None:
+    if not isinstance(info, TensorInfo):
+        return None
+    return tuple(SymSize(d in info.axes) for d in range(info.ndim))
+
+
+def _size(ctx: Any, node: fx.Node) -> Any:
+    """x.size() / x.size(d) / x.shape: ints that follow the widths of x's dims."""
+    sizes = sizes_of(ctx.info(node.args[0]))
+    if sizes is None:
+        return None
+    dim = arg(node, 1, "dim")
+    if isinstance(dim, int):
+        return sizes[dim]
+    return sizes
+
+
+def _getattr(ctx: Any, node: fx.Node) -> Any:
+    if node.args[1] == "shape":
+        return sizes_of(ctx.info(node.args[0]))
+    return _non_tensor(ctx, node)
+
+
+def _numel(ctx: Any, node: fx.Node) -> Any:
+    sizes = sizes_of(ctx.info(node.args[0]))
+    return SymSize(bool(sizes) and any(s.prunable for s in sizes))
 
 
 _POINTWISE_FUNCTIONS = [
@@ -401,7 +465,7 @@ FUNCTION_RULES.update({
     torch.transpose: _transpose, torch.swapaxes: _transpose, torch.t: _transpose,
     torch.matmul: _matmul, operator.matmul: _matmul, torch.bmm: _matmul,
     torch.mean: _reduce, torch.sum: _reduce, torch.amax: _reduce, torch.amin: _reduce,
-    F.scaled_dot_product_attention: _sdpa,
+    F.scaled_dot_product_attention: _sdpa, F.linear: _linear_fn,
     F.layer_norm: _layer_norm_fn, torch.layer_norm: _layer_norm_fn,
     torch.softmax: _over_dim, F.softmax: _over_dim, F.log_softmax: _over_dim,
     torch.log_softmax: _over_dim, F.normalize: _normalize,
@@ -410,7 +474,7 @@ FUNCTION_RULES.update({
     F.avg_pool1d: spatial, F.avg_pool2d: spatial, F.avg_pool3d: spatial,
     F.max_pool1d: spatial, F.max_pool2d: spatial, F.max_pool3d: spatial,
     F.interpolate: spatial, F.upsample: spatial,
-    builtins.getattr: _non_tensor, operator.eq: _non_tensor, operator.ne: _non_tensor,
+    builtins.getattr: _getattr, operator.eq: _non_tensor, operator.ne: _non_tensor,
     operator.lt: _non_tensor, operator.le: _non_tensor, operator.gt: _non_tensor,
     operator.ge: _non_tensor, torch._assert: _non_tensor,
 })
@@ -424,11 +488,12 @@ METHOD_RULES.update({
     "split": _split, "chunk": _chunk, "matmul": _matmul, "bmm": _matmul,
     "mean": _reduce, "sum": _reduce, "amax": _reduce, "amin": _reduce,
     "softmax": _over_dim, "log_softmax": _over_dim,
-    "size": _non_tensor, "dim": _non_tensor, "numel": _non_tensor,
+    "size": _size, "dim": _non_tensor, "numel": _numel,
 })
 
 # Functions of optional libraries, keyed by qualified name so that the library need not be
 # imported to analyse models that do not use it.
 NAMED_FUNCTION_RULES: dict[str, Rule] = {
     "torchvision.ops.stochastic_depth.stochastic_depth": pointwise,
+    "torch.fx._symbolic_trace._assert_is_none": _non_tensor,
 }

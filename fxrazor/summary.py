@@ -26,11 +26,17 @@ _MAX_MEMBERS = 4
 
 
 def measure(module: nn.Module, args: tuple[Any, ...]) -> tuple[int, int]:
-    """(number of parameters, FLOPs of one forward on ``args``)."""
+    """(number of parameters, FLOPs of one forward on ``args``), run in eval mode so that
+    no BatchNorm statistics move."""
     params = sum(p.numel() for p in module.parameters())
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        module(*args)
+    training = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), counter:
+            module(*args)
+    finally:
+        module.train(training)
     return params, int(counter.get_total_flops())
 
 

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,12 +26,12 @@ from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from fxrazor.decompose import decompose_modules
 from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModelError
+from fxrazor.shapes import propagate_shapes
 
-__all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs"]
+__all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,14 +105,33 @@ def _split_leaf_spec(leaf_modules: Iterable[type | str]) -> tuple[tuple[type, ..
     return tuple(types), names
 
 
+def absent_inputs(model: nn.Module, example_inputs: Any) -> dict[str, Any]:
+    """Forward arguments that the example inputs leave out, with their defaults: they are
+    traced as constants, so ``if y is not None:`` takes the branch the defaults take."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    named = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
+                                             p.KEYWORD_ONLY)]
+    if isinstance(example_inputs, dict):
+        given = set(example_inputs)
+    else:
+        count = len(example_inputs) if isinstance(example_inputs, (tuple, list)) else 1
+        given = {p.name for p in named[:count]}
+    return {p.name: p.default for p in named
+            if p.name not in given and p.default is not p.empty}
+
+
 def _trace_with_fallback(
-    model: nn.Module, leaf_types: tuple[type, ...], leaf_names: set[str]
+    model: nn.Module, leaf_types: tuple[type, ...], leaf_names: set[str],
+    concrete_args: dict[str, Any] | None = None,
 ) -> tuple[fx.GraphModule, dict[str, str]]:
     opaque: dict[str, str] = {}
     for _ in range(_MAX_RETRIES):
         tracer = FxRazorTracer(leaf_types, leaf_names | set(opaque))
         try:
-            graph = tracer.trace(model)
+            graph = tracer.trace(model, concrete_args=concrete_args or None)
         except _TRACE_FAILURES as e:
             name = getattr(e, "_fxrazor_module", "")
             if not name or name in opaque:
@@ -167,61 +187,6 @@ def normalize_inputs(gm: fx.GraphModule, example_inputs: Any) -> tuple[Any, ...]
     )
 
 
-class _NodeNamingShapeProp(ShapeProp):
-    def run_node(self, n: fx.Node) -> Any:
-        try:
-            return super().run_node(n)
-        except Exception as e:
-            if not hasattr(e, "_fxrazor_node"):
-                e._fxrazor_node = n  # type: ignore[attr-defined]
-            raise
-
-
-def _propagate_fake(gm: fx.GraphModule, args: tuple[Any, ...]) -> bool:
-    """Shapes from fake tensors: no arithmetic, so large inputs and models cost little.
-    Returns False when some op cannot run on fake tensors (e.g. data-dependent shapes)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
-    try:
-        with torch.no_grad():
-            ShapeProp(gm, fake_mode=mode).propagate(*args)
-    except Exception as e:  # noqa: BLE001 - any failure falls back to the real run below
-        logger.debug("fake shape propagation failed (%s); running the model for real", e)
-        return False
-    return True
-
-
-# Above this many input elements, fake tensors (cost per node) beat a real forward (cost per
-# FLOP); below it a real forward is quicker.
-_FAKE_PROPAGATION_NUMEL = 100_000
-
-
-def _on_meta(gm: fx.GraphModule) -> bool:
-    return any(t.is_meta for t in (*gm.parameters(), *gm.buffers()))
-
-
-def _propagate_shapes(gm: fx.GraphModule, args: tuple[Any, ...]) -> None:
-    if _on_meta(gm):
-        # a model built on the meta device: shapes come for free, nothing is allocated
-        args = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in args)
-    numel = sum(a.numel() for a in args if isinstance(a, torch.Tensor) and not a.is_meta)
-    if numel >= _FAKE_PROPAGATION_NUMEL and _propagate_fake(gm, args):
-        return
-    prop = _NodeNamingShapeProp(gm)
-    try:
-        with torch.no_grad():
-            prop.propagate(*args)
-    except Exception as e:  # noqa: BLE001 - re-raised with the failing node named
-        node = getattr(e, "_fxrazor_node", None)
-        where = node.format_node() if node is not None else "the graph"
-        target = f" (module {node.target!r})" if node is not None and node.op == "call_module" else ""
-        raise ExampleInputError(
-            f"the model failed on the example inputs at {where}{target}: "
-            f"{type(e).__name__}: {e}. Check the example inputs' shapes and dtypes."
-        ) from e
-
-
 def trace_model(
     model: nn.Module,
     example_inputs: Any,
@@ -247,8 +212,9 @@ def trace_model(
     source = copy.deepcopy(model) if copy_model else model
     if copy_model:
         decompose_modules(source)
-    gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names)
+    absent = absent_inputs(model, example_inputs)
+    gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, absent)
     gm.train(model.training)
     args = normalize_inputs(gm, example_inputs)
-    _propagate_shapes(gm, args)
+    propagate_shapes(gm, args)
     return TracedModel(gm, opaque, args)

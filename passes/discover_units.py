@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import fx
 
 from fxrazor.analysis import ChannelAnalysis, PositionMap, ResizeSite, Slot
-from fxrazor.channels import ElementSpace, TensorInfo
+from fxrazor.channels import ElementSpace, SymSize, TensorInfo
 from fxrazor.errors import InvalidChoiceError
 from fxrazor.grouping import group_units
 from fxrazor.module_rules import MODULE_RULES
@@ -62,6 +62,7 @@ class AnalysisContext:
         self.infos: dict[fx.Node, Any] = {}
         self.slots: dict[tuple[str, str], tuple[Slot, np.ndarray]] = {}
         self.sites: list[tuple[str, str, tuple, list[np.ndarray]]] = []
+        self.const_args: list[tuple[str, tuple[int, ...], int]] = []
         self.unknown_ops: list[str] = []
         self.module_rules = module_rules
         self.function_rules = function_rules
@@ -119,18 +120,25 @@ class AnalysisContext:
         return None
 
     def resize_shape_args(self, node: fx.Node, out: TensorInfo) -> None:
-        """Record literal sizes of view/reshape/expand/unflatten at prunable output dims."""
-        sizes, offset = _size_args(node)
+        """Follow the sizes of view/reshape/expand/unflatten.
+
+        At a prunable output dim the size (literal or computed) becomes the dim's kept
+        count. At an inert dim, a size computed from a prunable width (``B, N, D = x.shape``
+        ... ``y.reshape(B, N, D)`` with y's last dim not pruned like x's) is frozen to its
+        traced value, since that dim keeps its width."""
+        sizes, paths, lead = _size_args(node, out.ndim)
         if sizes is None:
+            for ids in out.all_ids():  # a whole shape object: no per-dim size to rewrite
+                self.space.pin(ids, f"{self.describe(node)} takes a computed shape")
             return
-        where, parts = [], []
-        for i, s in enumerate(sizes):
-            ids = out.axes.get(i + offset)
-            if ids is not None and isinstance(s, int) and s != -1:
-                where.append(i)
-                parts.append(ids)
-        if parts:
-            self.sites.append((node.name, "shape", tuple(where), parts))
+        for i, (s, path) in enumerate(zip(sizes, paths, strict=True)):
+            ids = out.axes.get(i + lead)
+            if ids is not None and (isinstance(s, fx.Node) or (isinstance(s, int) and s != -1)):
+                self.sites.append((node.name, "arg", (path,), [ids]))
+            elif ids is None and isinstance(s, fx.Node):
+                info = self.infos.get(s)
+                if not isinstance(info, SymSize) or info.prunable:
+                    self.const_args.append((node.name, path, out.shape[i + lead]))
 
     def resize_arg(self, node: fx.Node, path: tuple[int, ...], ids: np.ndarray) -> None:
         """Record a literal at ``node.args[path[0]][path[1]]...`` equal to the width of ids."""
@@ -196,21 +204,25 @@ def _pin_info(space: ElementSpace, info: Any, why: str) -> None:
             _pin_info(space, item, why)
 
 
-def _size_args(node: fx.Node) -> tuple[Any, int]:
-    """The size list of a view/reshape/expand/unflatten call and the output dim it starts at."""
+def _size_args(node: fx.Node, ndim: int) -> tuple[Any, list[tuple[int, ...]], int]:
+    """The sizes of a view/reshape/expand/unflatten call, the argument path of each, and
+    the output dim the first one sizes; sizes None when they cannot be read one by one."""
     name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
     if name == "unflatten":
-        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-        sizes = node.args[2] if len(node.args) > 2 else node.kwargs.get("sizes")
-        return (list(sizes) if isinstance(sizes, (list, tuple)) else None), dim
+        dim, sizes = node.args[1], node.args[2] if len(node.args) > 2 else None
+        if not isinstance(sizes, (list, tuple)) or not isinstance(dim, int):
+            return None, [], 0
+        return list(sizes), [(2, i) for i in range(len(sizes))], dim % ndim
     if name not in ("view", "reshape", "expand"):
-        return None, 0
+        return [], [], 0
     rest = node.args[1:]
     if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
-        rest = tuple(rest[0])
-    if not rest:
-        rest = tuple(node.kwargs.get("shape", node.kwargs.get("size", ())))
-    return list(rest), 0
+        sizes, paths = list(rest[0]), [(1, i) for i in range(len(rest[0]))]
+    else:
+        sizes, paths = list(rest), [(1 + i,) for i in range(len(rest))]
+    if node.kwargs or len(sizes) > ndim or (name != "expand" and len(sizes) != ndim):
+        return None, [], 0
+    return sizes, paths, ndim - len(sizes)
 
 
 _SPLIT_DIMS = ("largest", "outer")
@@ -254,5 +266,5 @@ def discover_units(traced: TracedModel, module_rules: dict[type, Any] | None = N
                   for name, kind, where, parts in ctx.sites)
     sites = tuple(s for s in sites if not all(p.all_pinned for p in s.parts))
     return ChannelAnalysis(units, pinned, slot_maps, sites, dict(traced.opaque),
-                           tuple(dict.fromkeys(ctx.unknown_ops)))
+                           tuple(dict.fromkeys(ctx.unknown_ops)), tuple(ctx.const_args))
 

@@ -80,6 +80,9 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
         result.bindings.append(Binding(module, slot.role, gidx))
     for site in analysis.resize_sites:
         result.counters.extend(_rewrite_site(new, site, offsets, total))
+    by_name = {n.name: n for n in new.graph.nodes}
+    for name, path, value in analysis.const_args:
+        _rewrite_arg(by_name[name], path, value)
     new.graph.lint()
     new.recompile()
     return result
@@ -138,36 +141,13 @@ def _rewrite_site(gm: fx.GraphModule, site: ResizeSite, offsets: np.ndarray,
     node = next(n for n in gm.graph.nodes if n.name == site.node)
     made = [_counter(gm, node, p, offsets, total, str(i)) for i, p in enumerate(site.parts)]
     nodes = [m[0] for m in made]
-    if site.kind == "shape":
-        _rewrite_shape(node, site.where, nodes)
-    elif site.kind == "arg":
+    if site.kind == "arg":
         _rewrite_arg(node, site.where[0], nodes[0])
     elif site.kind == "split":
         _rewrite_split(node, site.where[0], nodes)
     else:
         _rewrite_slice(node, site.where, nodes)
     return [m[1] for m in made]
-
-
-def _rewrite_shape(node: fx.Node, where: tuple, nodes: list[fx.Node]) -> None:
-    name = node.target if isinstance(node.target, str) else node.target.__name__
-    args = list(node.args)
-    if name == "unflatten":
-        sizes = list(args[2])
-        for i, n in zip(where, nodes, strict=True):
-            sizes[i] = n
-        args[2] = tuple(sizes)
-        node.args = tuple(args)
-        return
-    if len(args) == 2 and isinstance(args[1], (list, tuple)):
-        sizes = list(args[1])
-        for i, n in zip(where, nodes, strict=True):
-            sizes[i] = n
-        node.args = (args[0], tuple(sizes))
-        return
-    for i, n in zip(where, nodes, strict=True):
-        args[1 + i] = n
-    node.args = tuple(args)
 
 
 def _replace_at(value: Any, path: tuple[int, ...], new: Any) -> Any:
@@ -178,7 +158,7 @@ def _replace_at(value: Any, path: tuple[int, ...], new: Any) -> Any:
     return type(value)(items) if isinstance(value, tuple) else items
 
 
-def _rewrite_arg(node: fx.Node, path: tuple[int, ...], new: fx.Node) -> None:
+def _rewrite_arg(node: fx.Node, path: tuple[int, ...], new: fx.Node | int) -> None:
     node.args = _replace_at(node.args, path, new)
 
 

@@ -34,7 +34,7 @@ def zero_pruned_channels(model: nn.Module, supernet: fxrazor.Supernet) -> nn.Mod
     subnet computes.
     """
     zeroed = copy.deepcopy(model)
-    for unit, spec in zip(supernet.all_units, supernet.analysis.units):
+    for unit, spec in zip(supernet.all_units, supernet.analysis.units, strict=True):
         pruned = (~unit.current_mask).nonzero().flatten()
         if not len(pruned):
             continue

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fxrazor.passes.discover_units import discover_units
 
 from fxrazor.analysis import ChannelAnalysis, UnitSpec
 from fxrazor.errors import TraceFailedError
+from fxrazor.passes.discover_units import discover_units
 from fxrazor.tracer import trace_model
 
 
@@ -319,7 +319,7 @@ def test_flatten_to_linear(how):
     assert pinned_positions(a) == pinned_whole(conv__in=3, fc__out=10)
     if how == "view_literal":  # x.view(-1, 64): the literal 64 must follow the conv unit
         (site,) = a.resize_sites
-        assert site.kind == "shape" and site.where == (1,)
+        assert site.kind == "arg" and site.where == ((2,),)  # node.args[2] is the 64
         (part,) = site.parts
         assert part.unit.tolist() == [0] * 64
         assert part.channel.tolist() == [c for c in range(4) for _ in range(16)]
@@ -341,7 +341,7 @@ def test_channel_shuffle_follows_the_permutation():
     assert sorted(map(sorted, outs)) == [[j, j + 4] for j in range(4)]
     # the literals 4 (channels per group) and 8 (channels) follow the unit
     sites = {s.node: s for s in a.resize_sites}
-    assert {s.where for s in sites.values()} == {(2,), (1,)}
+    assert {s.where for s in sites.values()} == {((3,),), ((2,),)}  # node.args paths
     for site in sites.values():
         (part,) = site.parts
         assert (part.unit == 0).all() and len(part) in (4, 8)

@@ -1,0 +1,111 @@
+"""Shape propagation: record ``tensor_meta`` on every node of a traced graph.
+
+Shapes are computed on the meta device first: every parameter and buffer is swapped for a
+meta tensor of the same shape for the run, so no arithmetic is spent and nothing is
+allocated, whatever the model's size. Ops that need real values (data-dependent shapes)
+make that fail; the graph then runs for real on the example inputs, in eval mode so that
+no BatchNorm statistics move. A real failure names the node and module that rejected the
+inputs and chains the original exception.
+
+Example:
+    >>> import torch
+    >>> from torch import fx, nn
+    >>> gm = fx.symbolic_trace(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
+    >>> propagate_shapes(gm, (torch.randn(1, 3, 8, 8),))
+    >>> [tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes if n.op == "call_module"]
+    [(1, 4, 6, 6), (1, 4, 6, 6)]
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import fx
+from torch.fx.passes.shape_prop import ShapeProp
+
+from fxrazor.errors import ExampleInputError
+
+__all__ = ["propagate_shapes"]
+
+logger = logging.getLogger(__name__)
+
+
+def _to_meta(value: Any) -> Any:
+    return value.to("meta") if isinstance(value, torch.Tensor) else value
+
+
+class _MetaShapeProp(ShapeProp):
+    """ShapeProp whose layers and attributes run on meta copies of their tensors."""
+
+    def fetch_attr(self, target: str) -> Any:
+        return _to_meta(super().fetch_attr(target))
+
+    def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+        module = self.fetch_module(target) if hasattr(self, "fetch_module") \
+            else self.module.get_submodule(target)
+        state = {name: torch.empty_like(t, device="meta")
+                 for name, t in (*module.named_parameters(), *module.named_buffers())}
+        return torch.func.functional_call(module, state, args, kwargs)
+
+
+class _NamingShapeProp(ShapeProp):
+    """ShapeProp that remembers which node raised."""
+
+    def run_node(self, n: fx.Node) -> Any:
+        try:
+            return super().run_node(n)
+        except Exception as e:
+            if not hasattr(e, "_fxrazor_node"):
+                e._fxrazor_node = n  # type: ignore[attr-defined]
+            raise
+
+
+def _original(e: BaseException) -> BaseException:
+    """The exception the model raised, under ShapeProp's re-raising wrapper."""
+    while isinstance(e, RuntimeError) and str(e).startswith("ShapeProp error") \
+            and e.__cause__ is not None:
+        e = e.__cause__
+    return e
+
+
+def _propagate_meta(gm: fx.GraphModule, args: tuple[Any, ...]) -> bool:
+    try:
+        with torch.no_grad():
+            _MetaShapeProp(gm).propagate(*(_to_meta(a) for a in args))
+    except Exception as e:  # noqa: BLE001 - any failure falls back to the real run
+        logger.debug("meta shape propagation failed (%s); running the model for real", e)
+        return False
+    return True
+
+
+def _propagate_real(gm: fx.GraphModule, args: tuple[Any, ...]) -> None:
+    try:
+        with torch.no_grad():
+            _NamingShapeProp(gm).propagate(*args)
+    except Exception as e:  # noqa: BLE001 - re-raised below with the failing node named
+        node = getattr(e, "_fxrazor_node", None)
+        cause = _original(e)
+        where = node.format_node() if node is not None else "the graph"
+        module = f" (module {node.target!r})" if node is not None and \
+            node.op == "call_module" else ""
+        raise ExampleInputError(
+            f"the model failed on the example inputs at {where}{module}: "
+            f"{type(cause).__name__}: {cause}. Check the example inputs' shapes and dtypes."
+        ) from cause
+
+
+def propagate_shapes(gm: fx.GraphModule, args: tuple[Any, ...]) -> None:
+    """Record ``node.meta['tensor_meta']`` for every node of ``gm`` run on ``args``."""
+    on_meta = any(t.is_meta for t in (*gm.parameters(), *gm.buffers()))
+    if _propagate_meta(gm, args):
+        return
+    if on_meta:
+        args = tuple(_to_meta(a) for a in args)
+    training = gm.training
+    gm.eval()  # a real run must not move BatchNorm statistics
+    try:
+        _propagate_real(gm, args)
+    finally:
+        gm.train(training)
