@@ -19,8 +19,6 @@ Example:
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 
 from fxrazor.analysis import PinnedGroup, Slot, UnitSpec
@@ -45,12 +43,38 @@ def _runs(labels: np.ndarray, slots: list[tuple[Slot, np.ndarray]]):
     return comp, slot, pos, starts, lengths
 
 
-def _pinned_components(space: ElementSpace, labels: np.ndarray) -> dict[int, set[int]]:
-    """Map each pinned component to the indices of the pin reasons that reached it."""
-    reasons: dict[int, set[int]] = defaultdict(set)
+def _rows(values: np.ndarray, comp_first: np.ndarray, n_runs: np.ndarray) -> np.ndarray:
+    """One row per component holding its runs' ``values``, padded with -1."""
+    rows = np.full((len(comp_first), int(n_runs.max())), -1, dtype=np.int64)
+    which = np.repeat(np.arange(len(comp_first)), n_runs)
+    rows[which, np.arange(len(values)) - np.repeat(comp_first, n_runs)] = values
+    return rows
+
+
+def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(rows, axis=0, return_inverse=True)``, via a row hash (much faster than
+    sorting rows as byte strings), checked exactly afterwards."""
+    h = np.zeros(len(rows), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in rows.T:
+            h = h * np.uint64(1_000_003) + (column + 2).astype(np.uint64)
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    keys = rows[first]
+    if not np.array_equal(keys[inverse], rows):  # a hash collision: take the slow path
+        keys, inverse = np.unique(rows, axis=0, return_inverse=True)
+    return keys, inverse.ravel()
+
+
+def _pin_reasons(space: ElementSpace, labels: np.ndarray, comp_ids: np.ndarray,
+                 group_of: np.ndarray, n_groups: int) -> list[set[int]]:
+    """For each pinned group, the indices of the pin reasons that reached it."""
+    reasons: list[set[int]] = [set() for _ in range(n_groups)]
     for k, (ids, _) in enumerate(space.pins):
-        for c in np.unique(labels[ids]).tolist():
-            reasons[c].add(k)
+        hit = np.searchsorted(comp_ids, np.unique(labels[ids]))
+        hit = hit[(hit < len(comp_ids))]
+        for g in np.unique(group_of[hit]).tolist():
+            if g >= 0:
+                reasons[g].add(k)
     return reasons
 
 
@@ -67,57 +91,79 @@ def group_units(space: ElementSpace, slots: list[tuple[Slot, np.ndarray]]):
     comp_chan = np.full(space.size, -1, dtype=np.int64)
     if not slots:
         return (), (), comp_unit, comp_chan, labels
-    pin_reasons = _pinned_components(space, labels)
     comp, slot, pos, starts, lengths = _runs(labels, slots)
     run_comp, run_slot = comp[starts], slot[starts]
     comp_first = np.flatnonzero(np.r_[True, run_comp[1:] != run_comp[:-1]])
-    comp_last = np.r_[comp_first[1:], len(run_comp)]
-    by_signature: dict[tuple, list[int]] = defaultdict(list)
-    pinned_by_slots: dict[tuple, list[int]] = defaultdict(list)
-    no_producer = "no layer produces these channels"
-    for a, b in zip(comp_first.tolist(), comp_last.tolist(), strict=True):
-        c = int(run_comp[a])
-        sig = tuple(zip(run_slot[a:b].tolist(), lengths[a:b].tolist(), strict=True))
-        if c not in pin_reasons and not any(slots[s][0].is_producer for s, _ in sig):
-            pin_reasons[c] = {-1}
-        if c in pin_reasons:
-            pinned_by_slots[tuple(s for s, _ in sig)].append(a)
-        else:
-            by_signature[sig].append(a)
-    reason_text = [r for _, r in space.pins] + [no_producer]
-    units = _build_units(by_signature, slots, run_comp, starts, pos, comp_unit, comp_chan)
-    pinned = tuple(
-        PinnedGroup(
-            tuple(slots[s][0] for s in key),
-            int(sum(lengths[a:a + len(key)].sum() for a in firsts)),
-            tuple(dict.fromkeys(reason_text[k] for k in sorted(
-                set().union(*(pin_reasons[int(run_comp[a])] for a in firsts)))))[:_MAX_REASONS],
-        )
-        for key, firsts in pinned_by_slots.items()
-    )
-    return units, pinned, comp_unit, comp_chan, labels
+    n_runs = np.diff(np.r_[comp_first, len(run_comp)])
+    comp_ids = run_comp[comp_first]  # sorted: runs are sorted by component
+    pinned_labels = np.unique(np.concatenate([labels[ids] for ids, _ in space.pins])) \
+        if space.pins else np.zeros(0, dtype=np.int64)
+    pinned = np.isin(comp_ids, pinned_labels)
+    is_producer = np.array([s.is_producer for s, _ in slots])
+    no_producer = ~np.logical_or.reduceat(is_producer[run_slot], comp_first) & ~pinned
+    pinned |= no_producer
+    signature = _rows(run_slot * (int(lengths.max()) + 1) + lengths, comp_first, n_runs)
+    units = _build_units(signature, ~pinned, comp_first, slots, run_slot, lengths, run_comp,
+                         starts, pos, comp_unit, comp_chan)
+    groups = _pinned_groups(space, labels, slots, signature, pinned, no_producer, comp_ids,
+                            comp_first, n_runs, lengths, run_slot)
+    return units, groups, comp_unit, comp_chan, labels
 
 
-def _build_units(by_signature, slots, run_comp, starts, pos, comp_unit, comp_chan):
+def _pinned_groups(space, labels, slots, signature, pinned, no_producer, comp_ids, comp_first,
+                   n_runs, lengths, run_slot):
+    """Pinned components grouped by the slots they touch, with their sizes and reasons."""
+    if not pinned.any():
+        return ()
+    slot_rows = _rows(run_slot, comp_first, n_runs)[pinned]
+    keys, inverse = _unique_rows(slot_rows)
+    group_of = np.full(len(comp_ids), -1, dtype=np.int64)
+    group_of[np.flatnonzero(pinned)] = inverse
+    reasons = _pin_reasons(space, labels, comp_ids, group_of, len(keys))
+    texts = [r for _, r in space.pins]
+    sizes = np.add.reduceat(lengths, comp_first)[pinned]
+    counts = np.bincount(inverse, weights=sizes, minlength=len(keys))
+    orphan = np.zeros(len(keys), dtype=bool)
+    orphan[np.unique(inverse[no_producer[pinned]])] = True
+    result = []
+    for g, key in enumerate(keys):
+        why = [texts[k] for k in sorted(reasons[g])]
+        if orphan[g]:
+            why.append("no layer produces these channels")
+        result.append(PinnedGroup(tuple(slots[s][0] for s in key.tolist() if s >= 0),
+                                  int(counts[g]), tuple(dict.fromkeys(why))[:_MAX_REASONS]))
+    result.sort(key=lambda grp: [str(sl) for sl in grp.slots])
+    return tuple(result)
+
+
+def _build_units(signature, free, comp_first, slots, run_slot, lengths, run_comp, starts,
+                 pos, comp_unit, comp_chan):
+    """Free components with identical (slot, count) signatures form one unit each."""
+    if not free.any():
+        return ()
+    keys, inverse = _unique_rows(signature[free])
+    firsts_all = comp_first[free]
     specs = []
-    for sig, firsts in by_signature.items():
-        first_runs = np.asarray(firsts)
+    for g in range(len(keys)):
+        first_runs = firsts_all[inverse == g]
+        n = int((keys[g] >= 0).sum())
         # channel order: position in the earliest slot of the signature
-        order = np.argsort(pos[starts[first_runs]], kind="stable")
-        first_runs = first_runs[order]
+        first_runs = first_runs[np.argsort(pos[starts[first_runs]], kind="stable")]
         members = []
-        for j, (s, r) in enumerate(sig):
-            run_start = starts[first_runs + j]
-            members.append((slots[s][0], pos[run_start[:, None] + np.arange(r)]))
-        producer = min(j for j, (s, _) in enumerate(sig) if slots[s][0].is_producer)
-        specs.append((sig[producer][0], members, run_comp[first_runs], producer))
+        for j in range(n):
+            run = first_runs + j
+            r = int(lengths[run[0]])
+            members.append((slots[int(run_slot[run[0]])][0],
+                            pos[starts[run][:, None] + np.arange(r)]))
+        producer = min(j for j, (sl, _) in enumerate(members) if sl.is_producer)
+        order_key = int(run_slot[first_runs[0] + producer])
+        specs.append((order_key, members, run_comp[first_runs], producer))
     specs.sort(key=lambda item: (item[0], int(item[1][item[3]][1].min())))
     units, names = [], set()
     for index, (_, members, comps, producer) in enumerate(specs):
         comp_unit[comps] = index
         comp_chan[comps] = np.arange(len(comps))
-        name = _unit_name(members[producer], names)
-        units.append(UnitSpec(name, len(comps), tuple(members)))
+        units.append(UnitSpec(_unit_name(members[producer], names), len(comps), tuple(members)))
     return tuple(units)
 
 

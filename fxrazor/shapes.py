@@ -22,7 +22,7 @@ import logging
 from typing import Any
 
 import torch
-from torch import fx
+from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from fxrazor.errors import ExampleInputError
@@ -36,6 +36,17 @@ def _to_meta(value: Any) -> Any:
     return value.to("meta") if isinstance(value, torch.Tensor) else value
 
 
+# Layers whose output has their input's shape and dtype: no need to run them, even on meta
+# (BatchNorm on meta runs a slow Python decomposition).
+_SAME_SHAPE: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
+    nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, nn.ReLU,
+    nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
+    nn.LeakyReLU, nn.ELU, nn.Mish, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.Identity,
+)
+
+
 class _MetaShapeProp(ShapeProp):
     """ShapeProp whose layers and attributes run on meta copies of their tensors."""
 
@@ -43,8 +54,10 @@ class _MetaShapeProp(ShapeProp):
         return _to_meta(super().fetch_attr(target))
 
     def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
-        module = self.fetch_module(target) if hasattr(self, "fetch_module") \
-            else self.module.get_submodule(target)
+        module = self.module.get_submodule(target)
+        if type(module) in _SAME_SHAPE and len(args) == 1 and not kwargs \
+                and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+            return torch.empty_like(args[0])
         state = {name: torch.empty_like(t, device="meta")
                  for name, t in (*module.named_parameters(), *module.named_buffers())}
         return torch.func.functional_call(module, state, args, kwargs)
