@@ -23,9 +23,22 @@ from torch import fx, nn
 from fxrazor.channels import TensorInfo, join_dim, reshape_info
 from fxrazor.op_rules import along_dim, spatial
 
-__all__ = ["MODULE_RULES", "ModuleRule", "elementwise_module", "SLOT_ROLES"]
+__all__ = ["MODULE_RULES", "ModuleRule", "elementwise_module", "SLOT_ROLES", "lookup_by_type"]
 
 ModuleRule = Callable[[Any, fx.Node, nn.Module], Any]
+
+
+def lookup_by_type(table: dict[type, Any], module: nn.Module) -> Any:
+    """``table``'s entry for the module's type, or for the nearest base class in the table
+    when the subclass keeps that base's ``forward`` (e.g. a Conv3d subclass that only
+    changes ``__init__``). A subclass with its own forward matches nothing."""
+    cls = type(module)
+    if cls in table:
+        return table[cls]
+    for base in cls.__mro__[1:]:
+        if base in table:
+            return table[base] if cls.forward is base.forward else None
+    return None
 
 
 def _input(ctx: Any, node: fx.Node) -> TensorInfo | None:

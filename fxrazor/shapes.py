@@ -47,7 +47,24 @@ _SAME_SHAPE: tuple[type[nn.Module], ...] = (
 )
 
 
-class _MetaShapeProp(ShapeProp):
+def _mutable(value: Any) -> Any:
+    """Plain lists/dicts for fx's immutable argument containers: the generated code passes
+    fresh lists, and some wrapped functions mutate theirs."""
+    if isinstance(value, (list, tuple)):
+        items = [_mutable(v) for v in value]
+        return items if isinstance(value, list) else type(value)(items) \
+            if not hasattr(value, "_fields") else type(value)(*items)
+    if isinstance(value, dict):
+        return {k: _mutable(v) for k, v in value.items()}
+    return value
+
+
+class _MutableArgsProp(ShapeProp):
+    def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
+        return super().call_function(target, _mutable(args), _mutable(kwargs))
+
+
+class _MetaShapeProp(_MutableArgsProp):
     """ShapeProp whose layers and attributes run on meta copies of their tensors."""
 
     def fetch_attr(self, target: str) -> Any:
@@ -63,7 +80,7 @@ class _MetaShapeProp(ShapeProp):
         return torch.func.functional_call(module, state, args, kwargs)
 
 
-class _NamingShapeProp(ShapeProp):
+class _NamingShapeProp(_MutableArgsProp):
     """ShapeProp that remembers which node raised."""
 
     def run_node(self, n: fx.Node) -> Any:

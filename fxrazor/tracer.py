@@ -29,6 +29,7 @@ from torch import fx, nn
 
 from fxrazor.decompose import decompose_modules
 from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModelError
+from fxrazor.module_rules import MODULE_RULES, lookup_by_type
 from fxrazor.shapes import propagate_shapes
 
 __all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs"]
@@ -68,16 +69,20 @@ class TracedModel:
 class FxRazorTracer(fx.Tracer):
     """A tracer whose leaves are torch.nn layers, user leaves and opaque modules."""
 
-    def __init__(self, leaf_types: tuple[type, ...] = (), leaf_names: Iterable[str] = ()):
+    def __init__(self, leaf_types: tuple[type, ...] = (), leaf_names: Iterable[str] = (),
+                 rule_types: dict[type, Any] | None = None):
         super().__init__()
         self.leaf_types = leaf_types
         self.leaf_names = set(leaf_names)
+        self.rule_types = MODULE_RULES if rule_types is None else rule_types
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.leaf_names:
             return True
         if self.leaf_types and isinstance(m, self.leaf_types):
             return True
+        if lookup_by_type(self.rule_types, m) is not None:
+            return True  # e.g. a Conv3d subclass that keeps Conv3d's forward
         return super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
