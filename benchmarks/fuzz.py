@@ -32,32 +32,38 @@ from test_fuzz import FAILURE_KINDS, FuzzFailure, check_network, replay_line  # 
 __all__ = ["main", "run"]
 
 
-def run(n: int, start: int = 0, progress_every: int = 500) -> dict:
-    """Check networks ``start .. start+n-1``; return counts, first failures and timing."""
+def run(n: int, start: int = 0, units: tuple[str, ...] = ("sequential",),
+        progress_every: int = 500) -> dict:
+    """Check networks ``start .. start+n-1``; return counts, first failures and timing.
+
+    Network ``i`` is converted with unit type ``units[i % len(units)]``.
+    """
     counts: Counter[str] = Counter()
     first: dict[str, dict] = {}
-    pruned = units = 0
+    pruned = n_units = 0
     began = time.perf_counter()
     for i in range(start, start + n):
         spec = random_spec(RandomChooser(random.Random(i)))
         model, x, has_norm = build_network(spec)
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # fx prints failing code there
-                stats = check_network(model, x, has_norm, i)
+                stats = check_network(model, x, has_norm, i, unit=units[i % len(units)])
         except FuzzFailure as e:
             counts[e.kind] += 1
-            first.setdefault(e.kind, {"index": i, "choice_seed": i, "error": e.detail[:4000],
-                                      "replay": replay_line(spec, i), "spec": spec})
+            first.setdefault(e.kind, {"index": i, "unit": units[i % len(units)],
+                                      "choice_seed": i, "error": e.detail[:4000],
+                                      "replay": replay_line(spec, i, units[i % len(units)]),
+                                      "spec": spec})
         else:
             counts["passed"] += 1
             pruned += stats["pruned"]
-            units += stats["units"]
+            n_units += stats["units"]
         if progress_every and (i - start + 1) % progress_every == 0:
             print(f"  {i - start + 1}/{n} in {time.perf_counter() - began:.0f} s", flush=True)
     seconds = time.perf_counter() - began
     return {"n": n, "start": start, "seconds": seconds, "counts": dict(counts),
             "first_failures": first, "passed_with_pruning": pruned,
-            "mean_units_when_passed": units / max(1, counts["passed"])}
+            "mean_units_when_passed": n_units / max(1, counts["passed"])}
 
 
 def main() -> int:
@@ -65,12 +71,14 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=5000, help="networks to check")
     parser.add_argument("--start", type=int, default=0, help="index of the first network")
     parser.add_argument("--out", default="fuzz_failures.json", help="first failure per kind")
+    parser.add_argument("--units", default="sequential,l1",
+                        help="comma-separated unit types, used in turn")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)  # the library logs every unknown op it pins
-    print(f"torch {torch.__version__}; ops {', '.join(ENABLED_OPS)}; {args.n} networks")
-    report = run(args.n, args.start)
+    print(f"torch {torch.__version__}; ops {', '.join(ENABLED_OPS)}; {args.n} networks; units {args.units}")
+    report = run(args.n, args.start, tuple(args.units.split(",")))
     rows = [[kind, report["counts"].get(kind, 0),
              report["first_failures"].get(kind, {}).get("index", "")]
             for kind in ("passed", *FAILURE_KINDS)]

@@ -83,8 +83,6 @@ def model_specs(kinds: Iterable[str] = ("classification", "segmentation", "video
     if "classification" in kinds:
         for name in torchvision.models.list_models(module=torchvision.models):
             size = 224 if name.startswith(("vit", "swin", "maxvit")) else _LARGE_INPUT.get(name, 64)
-            if name.startswith("vit_h"):
-                size = 518 if name.endswith("14") else 224
             kwargs = {"aux_logits": False, "init_weights": True} \
                 if name in ("googlenet", "inception_v3") else {}
             specs.append(ModelSpec(name, "classification", (1, 3, size, size), kwargs))

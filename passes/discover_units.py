@@ -25,7 +25,7 @@ from fxrazor.analysis import ChannelAnalysis, PositionMap, ResizeSite, Slot
 from fxrazor.channels import ElementSpace, SymSize, TensorInfo
 from fxrazor.errors import InvalidChoiceError
 from fxrazor.grouping import group_units
-from fxrazor.module_rules import MODULE_RULES
+from fxrazor.module_rules import MODULE_RULES, lookup_by_type
 from fxrazor.op_rules import FUNCTION_RULES, METHOD_RULES, NAMED_FUNCTION_RULES
 from fxrazor.tracer import TracedModel
 
@@ -191,7 +191,7 @@ class AnalysisContext:
         module = self.gm.get_submodule(node.target)
         if node.target in self.opaque:
             return self.unknown(node, f"opaque leaf '{node.target}': {self.opaque[node.target]}")
-        rule = self.module_rules.get(type(module))
+        rule = lookup_by_type(self.module_rules, module)
         return rule(self, node, module) if rule is not None else self.unknown(node)
 
 

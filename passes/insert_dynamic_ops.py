@@ -29,6 +29,7 @@ from torch import fx, nn
 
 from fxrazor.analysis import ChannelAnalysis, PositionMap, ResizeSite
 from fxrazor.errors import UnsupportedModelError
+from fxrazor.module_rules import lookup_by_type
 from fxrazor.ops import DYNAMIC_OPS, DynamicParam, SizeCounter
 
 __all__ = ["insert_dynamic_ops", "DynamicGraph", "Binding"]
@@ -92,7 +93,7 @@ def _dynamic_module(gm: fx.GraphModule, target: str, ops: dict[type, type]) -> n
     module = gm.get_submodule(target)
     if hasattr(module, "set_selection"):
         return module
-    op_type = ops.get(type(module))
+    op_type = lookup_by_type(ops, module)
     if op_type is None:
         raise UnsupportedModelError(
             f"layer '{target}' ({type(module).__name__}) has prunable channels but no dynamic "

@@ -10,7 +10,8 @@ weights and input, so a failing case printed as JSON can be replayed exactly::
 
 :func:`random_spec` draws a spec from any :class:`Chooser` (hypothesis data in the tests,
 ``random.Random`` in ``benchmarks/fuzz.py``); :func:`random_networks` is the hypothesis
-strategy. The checks themselves live in ``fuzz_checks.py``.
+strategy. The checks themselves live in ``test_fuzz.py`` (``check_network``). Patterns
+that expose known library bugs are switched off by the ``ENABLE_*`` flags below.
 
 Example:
     >>> import random
@@ -161,6 +162,35 @@ def port_channels(spec: dict) -> list[list[int]]:
 
 
 # ---------------------------------------------------------------------------- the network
+def _layers(node: dict, cs: list[int]) -> dict[str, nn.Module]:
+    """The modules of one node, by name suffix (the forward finds them by these names)."""
+    op, c = node["op"], cs[0]
+    if op == "conv":
+        layers: dict[str, nn.Module] = {"conv": nn.Conv2d(
+            c, node["out"], node["k"], padding=node["k"] // 2, groups=node["groups"],
+            bias=node["bias"])}
+        if node["bn"]:
+            layers["bn"] = nn.BatchNorm2d(node["out"])
+        if node["act"]:
+            layers["act"] = ACTS[node["act"]]()
+        return layers
+    if op == "add":
+        return {"proj": nn.Conv2d(cs[1], c, 1)} if node["proj"] else {}
+    if op == "se":
+        return {"pool": nn.AdaptiveAvgPool2d(1), "reduce": nn.Conv2d(c, node["hidden"], 1),
+                "relu": nn.ReLU(), "expand": nn.Conv2d(node["hidden"], c, 1)}
+    if op == "linear":
+        layers = {"fc": nn.Linear(c, node["out"])}
+        if node["ln"]:
+            layers["ln"] = nn.LayerNorm(node["out"])
+        return layers
+    if op == "gn":
+        return {"gn": nn.GroupNorm(node["groups"], c)}
+    if op == "shared":  # one conv, called on both inputs
+        return {"conv": nn.Conv2d(c, node["out"], 1)}
+    return {}
+
+
 class FuzzNet(nn.Module):
     """Runs the nodes of a spec in order; the forward is plain Python over the spec."""
 
@@ -169,47 +199,13 @@ class FuzzNet(nn.Module):
         self.spec = spec
         self.ports = ports = port_channels(spec)
         for k, node in enumerate(spec["nodes"]):
-            getattr(self, f"_make_{node['op']}")(k, node, [ports[i][p] for i, p in node["inputs"]])
+            cs = [ports[i][p] for i, p in node["inputs"]]
+            for name, layer in _layers(node, cs).items():
+                self.add_module(f"n{k}_{name}", layer)
         for j, head in enumerate(spec["heads"]):
             i, p = head["input"]
             feats = ports[i][p] * (SIZE * SIZE if head["kind"] == "flatten" else 1)
             self.add_module(f"h{j}_fc", nn.Linear(feats, head["out"]))
-
-    # ---- construction, one method per op
-    def _make_conv(self, k: int, node: dict, cs: list[int]) -> None:
-        self.add_module(f"n{k}_conv", nn.Conv2d(cs[0], node["out"], node["k"],
-                                                padding=node["k"] // 2, groups=node["groups"],
-                                                bias=node["bias"]))
-        if node["bn"]:
-            self.add_module(f"n{k}_bn", nn.BatchNorm2d(node["out"]))
-        if node["act"]:
-            self.add_module(f"n{k}_act", ACTS[node["act"]]())
-
-    def _make_add(self, k: int, node: dict, cs: list[int]) -> None:
-        if node["proj"]:
-            self.add_module(f"n{k}_proj", nn.Conv2d(cs[1], cs[0], 1))
-
-    def _make_se(self, k: int, node: dict, cs: list[int]) -> None:
-        self.add_module(f"n{k}_pool", nn.AdaptiveAvgPool2d(1))
-        self.add_module(f"n{k}_reduce", nn.Conv2d(cs[0], node["hidden"], 1))
-        self.add_module(f"n{k}_relu", nn.ReLU())
-        self.add_module(f"n{k}_expand", nn.Conv2d(node["hidden"], cs[0], 1))
-
-    def _make_linear(self, k: int, node: dict, cs: list[int]) -> None:
-        self.add_module(f"n{k}_fc", nn.Linear(cs[0], node["out"]))
-        if node["ln"]:
-            self.add_module(f"n{k}_ln", nn.LayerNorm(node["out"]))
-
-    def _make_gn(self, k: int, node: dict, cs: list[int]) -> None:
-        self.add_module(f"n{k}_gn", nn.GroupNorm(node["groups"], cs[0]))
-
-    def _make_shared(self, k: int, node: dict, cs: list[int]) -> None:
-        self.add_module(f"n{k}_conv", nn.Conv2d(cs[0], node["out"], 1))
-
-    def _make_cat(self, k: int, node: dict, cs: list[int]) -> None:
-        pass
-
-    _make_split = _make_shuffle = _make_unknown = _make_cat
 
     # ---- forward, one method per op
     def forward(self, x):  # type: ignore[no-untyped-def]

@@ -5,9 +5,10 @@ at full width computes what the model computes, a random subnet frozen computes 
 supernet computes, the original model with the pruned channels zeroed computes it too
 (unless a norm mixes statistics over channels), and the frozen module scripts.
 
-A failure prints a replay line (``note``) with the shrunk spec as JSON::
+Subnets come from "sequential" units (trailing channels pruned) and "l1" units (channels
+pruned anywhere). A failure prints a replay line (``note``) with the shrunk spec as JSON::
 
-    model, x, has_norm = build_network(SPEC); check_network(model, x, has_norm, SEED)
+    model, x, has_norm = build_network(SPEC); check_network(model, x, has_norm, SEED, unit=U)
 
 ``benchmarks/fuzz.py`` runs the same checks on many more networks.
 """
@@ -60,9 +61,10 @@ class FuzzFailure(AssertionError):
         self.detail = detail
 
 
-def replay_line(spec: dict, choice_seed: int) -> str:
+def replay_line(spec: dict, choice_seed: int, unit: str = "sequential") -> str:
+    """Python that rebuilds the network and reruns the checks (tests/ on sys.path)."""
     return (f"replay: model, x, has_norm = build_network({json.dumps(spec)}); "
-            f"check_network(model, x, has_norm, {choice_seed})")
+            f"check_network(model, x, has_norm, {choice_seed}, unit={unit!r})")
 
 
 def _close(actual: Any, expected: Any, rtol: float = 1e-4) -> None:
@@ -87,11 +89,25 @@ def _unknown_nodes(spec: dict) -> int:
     return sum(node["op"] == "unknown" for node in spec["nodes"])
 
 
-def _subnet(sn: fxrazor.Supernet, choice_seed: int) -> dict:
+def _check_subnet(model: torch.nn.Module, sn: fxrazor.Supernet, x: torch.Tensor,
+                  has_channel_norm: bool, script: bool) -> None:
+    """Freeze the supernet's current subnet and compare it with the supernet and oracle."""
+    frozen = _stage("freeze error", lambda: fxrazor.freeze(sn))
+    got = _stage("freeze error", lambda: frozen(x))
+    _stage("frozen mismatch", lambda: _close(got, sn(x)))
+    if not has_channel_norm:
+        zeroed = zero_pruned_channels(model, sn)
+        _stage("oracle mismatch", lambda: _close(got, zeroed(x)))
+    if script:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation notices
+            scripted = _stage("script error", lambda: torch.jit.script(frozen))
+        _stage("script error", lambda: _close(scripted(x), got))
+
+
+def _random_subnet(sn: fxrazor.Supernet, choice_seed: int) -> None:
     random.seed(choice_seed)
-    choices = sn.sample_choices()
-    sn.set_choices(choices)
-    return choices
+    sn.set_choices(sn.sample_choices())
 
 
 @torch.no_grad()
@@ -99,41 +115,38 @@ def check_network(model: torch.nn.Module, x: torch.Tensor, has_channel_norm: boo
                   choice_seed: int, **convert_kwargs: Any) -> dict:
     """Run every check on one network; raise :class:`FuzzFailure` on the first that fails.
 
+    Two subnets are checked: the smallest (every unit at its minimum, where emptied tensors
+    show up first) and a random one from ``choice_seed``, which is also scripted.
     Returns ``{"units": ..., "pruned": ...}``: how many mutable units the supernet has and
-    whether the sampled subnet removed any channel (for coverage reports).
+    whether the random subnet removed any channel (for coverage reports).
     """
     expected = model(x)
     sn = _stage("convert error", lambda: fxrazor.convert(model, x, **convert_kwargs))
     _stage("model modified", lambda: _close(model(x), expected, rtol=0.0))
     # custom rules may make an op known; otherwise every unknown node must be reported
-    if not convert_kwargs and len(sn.analysis.unknown_ops) < _unknown_nodes(model.spec):
+    custom_rules = any(key.endswith("_rules") for key in convert_kwargs)
+    if not custom_rules and len(sn.analysis.unknown_ops) < _unknown_nodes(model.spec):
         raise FuzzFailure("unknown op unpinned",
                           f"{_unknown_nodes(model.spec)} unknown ops in the model, analysis "
                           f"reports {list(sn.analysis.unknown_ops)}")
     _stage("full-width mismatch",
            lambda: (sn.set_choices(sn.sample_choices("max")), _close(sn(x), expected)))
-    _stage("freeze error", lambda: _subnet(sn, choice_seed))
-    frozen = _stage("freeze error", lambda: fxrazor.freeze(sn))
-    got = _stage("freeze error", lambda: frozen(x))
-    _stage("frozen mismatch", lambda: _close(got, sn(x)))
-    if not has_channel_norm:
-        zeroed = zero_pruned_channels(model, sn)
-        _stage("oracle mismatch", lambda: _close(got, zeroed(x)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit's deprecation notices
-        scripted = _stage("script error", lambda: torch.jit.script(frozen))
-    _stage("script error", lambda: _close(scripted(x), got))
+    _stage("freeze error", lambda: sn.set_choices(sn.sample_choices("min")))
+    _check_subnet(model, sn, x, has_channel_norm, script=False)
+    _stage("freeze error", lambda: _random_subnet(sn, choice_seed))
+    _check_subnet(model, sn, x, has_channel_norm, script=True)
     pruned = any(not bool(u.current_mask.all()) for u in sn.units)
     return {"units": len(sn.units), "pruned": pruned}
 
 
 @settings(max_examples=200, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(net=random_networks(), choice_seed=st.integers(0, 2**31 - 1))
-def test_random_network(net: tuple, choice_seed: int) -> None:
+@given(net=random_networks(), choice_seed=st.integers(0, 2**31 - 1),
+       unit=st.sampled_from(["sequential", "l1"]))  # l1 keeps channels out of order
+def test_random_network(net: tuple, choice_seed: int, unit: str) -> None:
     model, x, has_norm = net
-    note(replay_line(model.spec, choice_seed))
-    check_network(model, x, has_norm, choice_seed)
+    note(replay_line(model.spec, choice_seed, unit))
+    check_network(model, x, has_norm, choice_seed, unit=unit)
 
 
 # ---------------------------------------------------------------------------- the generator
