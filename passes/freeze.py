@@ -27,6 +27,7 @@ from torch import fx, nn
 
 from fxrazor.mutables.mutable_module import OneShotMutableOP
 from fxrazor.ops import DynamicOp, DynamicParam, SizeCounter
+from fxrazor.passes.inplace_adds import restore_inplace_adds
 
 __all__ = ["freeze"]
 
@@ -86,6 +87,7 @@ def freeze(supernet: Any) -> fx.GraphModule:
         env[node] = graph.node_copy(node, lambda n: env[n])
     frozen = fx.GraphModule(targets, graph, class_name=type(source).__name__)
     frozen.train(supernet.training)
+    restore_inplace_adds(frozen)
     frozen.graph.lint()
     frozen.recompile()
     return frozen
