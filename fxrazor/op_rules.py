@@ -218,9 +218,27 @@ def _getitem(ctx: Any, node: fx.Node) -> Any:
         return ctx.unknown(node)
     if not isinstance(info, TensorInfo):
         return None if ctx.shape(node) is None else ctx.unknown(node)
+    if isinstance(index, fx.Node) and ctx.shape(index) is not None:
+        return _gather_rows(ctx, node, info, index)
     from fxrazor.indexing import index_info
 
     return index_info(ctx, node, info, index)
+
+
+def _gather_rows(ctx: Any, node: fx.Node, info: TensorInfo, index: fx.Node) -> Any:
+    """``x[idx]`` with an index tensor: dim 0 is gathered (pinned), the others pass."""
+    shape, idx_shape = ctx.shape(node), ctx.shape(index)
+    if shape is None or len(shape) != len(idx_shape) + info.ndim - 1:
+        return ctx.unknown(node)
+    why = f"{ctx.describe(node)} gathers along it"
+    if 0 in info.axes:
+        ctx.space.pin(info.axes[0], why)
+    idx_info = ctx.info(index)
+    if isinstance(idx_info, TensorInfo):
+        for ids in idx_info.all_ids():
+            ctx.space.pin(ids, why)
+    lead = len(idx_shape) - 1
+    return TensorInfo(tuple(shape), {d + lead: a for d, a in info.axes.items() if d >= 1})
 
 
 def _reshape(ctx: Any, node: fx.Node) -> TensorInfo | None:
@@ -393,6 +411,41 @@ def _linear_fn(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return TensorInfo(tuple(shape), axes)
 
 
+def _einsum(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    """einsum without '...': dims sharing a letter join across operands; a letter that
+    only one operand has and the output lacks is a sum over it (pinned)."""
+    equation, *operands = node.args
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = list(operands[0])
+    infos = [ctx.info(o) for o in operands]
+    shape = ctx.shape(node)
+    if not isinstance(equation, str) or "." in equation or "->" not in equation \
+            or shape is None or not all(isinstance(i, TensorInfo) for i in infos):
+        return ctx.unknown(node)
+    inputs, output = equation.replace(" ", "").split("->")
+    terms = inputs.split(",")
+    if len(terms) != len(infos) or any(len(t) != i.ndim for t, i in zip(terms, infos,
+                                                                         strict=True)):
+        return ctx.unknown(node)
+    why = ctx.describe(node)
+    letter_ids: dict[str, Any] = {}
+    for letter in dict.fromkeys("".join(terms)):
+        found = [(i.axes.get(t.index(letter)), i.shape[t.index(letter)])
+                 for t, i in zip(terms, infos, strict=True) if letter in t]
+        sized = [(ids, n) for ids, n in found if n > 1]
+        prunable = [ids for ids, _ in sized if ids is not None]
+        if not prunable:
+            continue
+        for other in prunable[1:]:
+            ctx.space.join(prunable[0], other)
+        if len(prunable) < len(sized) or (letter not in output and len(sized) == 1):
+            ctx.space.pin(prunable[0], f"{why} sums or mixes it with an inert dim")
+        else:
+            letter_ids[letter] = prunable[0]
+    axes = {d: letter_ids[c] for d, c in enumerate(output) if c in letter_ids}
+    return TensorInfo(tuple(shape), axes)
+
+
 def _flatten(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return _reshape(ctx, node)
 
@@ -463,6 +516,7 @@ FUNCTION_RULES.update({
     torch.reshape: _reshape, torch.flatten: _flatten, torch.squeeze: _reshape,
     torch.unsqueeze: _reshape, torch.unflatten: _reshape, torch.permute: _permute,
     torch.transpose: _transpose, torch.swapaxes: _transpose, torch.t: _transpose,
+    torch.einsum: _einsum, torch.functional.einsum: _einsum,
     torch.matmul: _matmul, operator.matmul: _matmul, torch.bmm: _matmul,
     torch.mean: _reduce, torch.sum: _reduce, torch.amax: _reduce, torch.amin: _reduce,
     F.scaled_dot_product_attention: _sdpa, F.linear: _linear_fn,
