@@ -103,6 +103,15 @@ def half_width(supernet: Any) -> dict[str, int]:
     return {u.name: max(1, u.num_channels // 2) for u in supernet.units}
 
 
+def _random_choices(supernet: Any) -> dict[str, Any]:
+    """A random choice per unit, with at least one unit below full width."""
+    chosen = supernet.sample_choices()
+    if supernet.units and all(chosen[u.name] == u.max_choice for u in supernet.units):
+        first = supernet.units[0]
+        chosen[first.name] = max(1, first.num_channels // 2)
+    return chosen
+
+
 def _has_channel_norm(supernet: Any) -> bool:
     for spec in supernet.analysis.units:
         for slot, _ in spec.members:
@@ -143,7 +152,7 @@ def check_model(spec: ModelSpec, seed: int = 0, choices: str = "half",
         result.reasons = sorted({r for g in sn.analysis.pinned for r in g.reasons})
         result.opaque = sorted(sn.analysis.opaque)
         result.full_width_error = (_main_output(sn(x)) - ref).abs().max().item()
-        sn.set_choices(half_width(sn) if choices == "half" else sn.sample_choices())
+        sn.set_choices(half_width(sn) if choices == "half" else _random_choices(sn))
         frozen = fxrazor.freeze(sn)
         out = _main_output(sn(x))
         frozen_out = _main_output(frozen(x))
