@@ -43,26 +43,43 @@ def _runs(labels: np.ndarray, slots: list[tuple[Slot, np.ndarray]]):
     return comp, slot, pos, starts, lengths
 
 
-def _rows(values: np.ndarray, comp_first: np.ndarray, n_runs: np.ndarray) -> np.ndarray:
-    """One row per component holding its runs' ``values``, padded with -1."""
-    rows = np.full((len(comp_first), int(n_runs.max())), -1, dtype=np.int64)
-    which = np.repeat(np.arange(len(comp_first)), n_runs)
-    rows[which, np.arange(len(values)) - np.repeat(comp_first, n_runs)] = values
-    return rows
-
-
-def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(rows, axis=0, return_inverse=True)``, via a row hash (much faster than
-    sorting rows as byte strings), checked exactly afterwards."""
-    h = np.zeros(len(rows), dtype=np.uint64)
+def _sequence_hash(codes: np.ndarray, index_in_comp: np.ndarray, comp_first: np.ndarray,
+                   prime: int) -> np.ndarray:
+    """A polynomial hash of each component's run codes (uint64, wrapping)."""
+    powers = np.ones(int(index_in_comp.max()) + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for column in rows.T:
-            h = h * np.uint64(1_000_003) + (column + 2).astype(np.uint64)
-    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-    keys = rows[first]
-    if not np.array_equal(keys[inverse], rows):  # a hash collision: take the slow path
-        keys, inverse = np.unique(rows, axis=0, return_inverse=True)
-    return keys, inverse.ravel()
+        for k in range(1, len(powers)):
+            powers[k] = powers[k - 1] * np.uint64(prime)
+        terms = (codes.astype(np.uint64) + np.uint64(2)) * powers[index_in_comp]
+    return np.add.reduceat(terms, comp_first)
+
+
+def group_sequences(codes: np.ndarray, comp_first: np.ndarray, n_runs: np.ndarray,
+                    select: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group the selected components by their exact sequence of run codes.
+
+    Returns ``(group, reps)``: each component's group index (-1 if not selected) and, per
+    group, the index of one member component. Hashes find candidates in linear time and
+    memory; an exact comparison of every run then confirms them.
+    """
+    index_in_comp = np.arange(len(codes)) - np.repeat(comp_first, n_runs)
+    h1 = _sequence_hash(codes, index_in_comp, comp_first, 1_000_003)
+    h2 = _sequence_hash(codes, index_in_comp, comp_first, 998_244_353)
+    chosen = np.flatnonzero(select)
+    group = np.full(len(comp_first), -1, dtype=np.int64)
+    if not len(chosen):
+        return group, chosen
+    order = chosen[np.lexsort((n_runs[chosen], h2[chosen], h1[chosen]))]
+    new = np.r_[True, (h1[order][1:] != h1[order][:-1]) | (h2[order][1:] != h2[order][:-1])
+                | (n_runs[order][1:] != n_runs[order][:-1])]
+    group[order] = np.cumsum(new) - 1
+    reps = order[new]
+    run_group = np.repeat(group, n_runs)
+    mine = run_group >= 0
+    rep_run = comp_first[reps][run_group[mine]] + index_in_comp[mine]
+    if not np.array_equal(codes[mine], codes[rep_run]):
+        raise RuntimeError("channel grouping hash collision")  # 2 x 64-bit: not expected
+    return group, reps
 
 
 def _pin_reasons(space: ElementSpace, labels: np.ndarray, comp_ids: np.ndarray,
@@ -102,23 +119,22 @@ def group_units(space: ElementSpace, slots: list[tuple[Slot, np.ndarray]]):
     is_producer = np.array([s.is_producer for s, _ in slots])
     no_producer = ~np.logical_or.reduceat(is_producer[run_slot], comp_first) & ~pinned
     pinned |= no_producer
-    signature = _rows(run_slot * (int(lengths.max()) + 1) + lengths, comp_first, n_runs)
-    units = _build_units(signature, ~pinned, comp_first, slots, run_slot, lengths, run_comp,
-                         starts, pos, comp_unit, comp_chan)
-    groups = _pinned_groups(space, labels, slots, signature, pinned, no_producer, comp_ids,
+    signature = run_slot * (int(lengths.max()) + 1) + lengths
+    units = _build_units(signature, ~pinned, comp_first, n_runs, slots, run_slot, lengths,
+                         run_comp, starts, pos, comp_unit, comp_chan)
+    groups = _pinned_groups(space, labels, slots, pinned, no_producer, comp_ids,
                             comp_first, n_runs, lengths, run_slot)
     return units, groups, comp_unit, comp_chan, labels
 
 
-def _pinned_groups(space, labels, slots, signature, pinned, no_producer, comp_ids, comp_first,
-                   n_runs, lengths, run_slot):
+def _pinned_groups(space, labels, slots, pinned, no_producer, comp_ids, comp_first, n_runs,
+                   lengths, run_slot):
     """Pinned components grouped by the slots they touch, with their sizes and reasons."""
     if not pinned.any():
         return ()
-    slot_rows = _rows(run_slot, comp_first, n_runs)[pinned]
-    keys, inverse = _unique_rows(slot_rows)
-    group_of = np.full(len(comp_ids), -1, dtype=np.int64)
-    group_of[np.flatnonzero(pinned)] = inverse
+    group_of, reps = group_sequences(run_slot, comp_first, n_runs, pinned)
+    inverse = group_of[pinned]
+    keys = [run_slot[comp_first[r]:comp_first[r] + n_runs[r]] for r in reps]
     reasons = _pin_reasons(space, labels, comp_ids, group_of, len(keys))
     texts = [r for _, r in space.pins]
     sizes = np.add.reduceat(lengths, comp_first)[pinned]
@@ -136,17 +152,18 @@ def _pinned_groups(space, labels, slots, signature, pinned, no_producer, comp_id
     return tuple(result)
 
 
-def _build_units(signature, free, comp_first, slots, run_slot, lengths, run_comp, starts,
-                 pos, comp_unit, comp_chan):
+def _build_units(signature, free, comp_first, n_runs, slots, run_slot, lengths, run_comp,
+                 starts, pos, comp_unit, comp_chan):
     """Free components with identical (slot, count) signatures form one unit each."""
     if not free.any():
         return ()
-    keys, inverse = _unique_rows(signature[free])
-    firsts_all = comp_first[free]
+    group, reps = group_sequences(signature, comp_first, n_runs, free)
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(len(reps) + 1))
     specs = []
-    for g in range(len(keys)):
-        first_runs = firsts_all[inverse == g]
-        n = int((keys[g] >= 0).sum())
+    for g, rep in enumerate(reps.tolist()):
+        first_runs = comp_first[order[bounds[g]:bounds[g + 1]]]
+        n = int(n_runs[rep])
         # channel order: position in the earliest slot of the signature
         first_runs = first_runs[np.argsort(pos[starts[first_runs]], kind="stable")]
         members = []
