@@ -39,10 +39,13 @@ def index_info(ctx: Any, node: fx.Node, info: TensorInfo, index: Any) -> Any:
         return ctx.unknown(node)
     used = sum(1 for p in parts if p is not None and p is not Ellipsis)
     fill = (slice(None),) * max(info.ndim - used, 0)
+    # original position in the index tuple of each expanded part (None: filled in)
     if Ellipsis in parts:
         at = parts.index(Ellipsis)
+        origin = [*range(at), *([None] * len(fill)), *range(at + 1, len(parts))]
         parts = parts[:at] + fill + parts[at + 1:]
     else:
+        origin = [*range(len(parts)), *([None] * len(fill))]
         parts = parts + fill
     shape = ctx.shape(node)
     if shape is None:
@@ -62,7 +65,7 @@ def index_info(ctx: Any, node: fx.Node, info: TensorInfo, index: Any) -> Any:
             d += 1
             continue
         if ids is not None:
-            kept = _slice_ids(ctx, node, ids, part, k, isinstance(index, tuple))
+            kept = _slice_ids(ctx, node, ids, part, origin[k], isinstance(index, tuple))
             if kept is not None and len(kept) > 1:
                 axes[out] = kept
         d += 1

@@ -241,6 +241,28 @@ def _gather_rows(ctx: Any, node: fx.Node, info: TensorInfo, index: fx.Node) -> A
     return TensorInfo(tuple(shape), {d + lead: a for d, a in info.axes.items() if d >= 1})
 
 
+def _narrow(ctx: Any, node: fx.Node) -> Any:
+    """x.narrow(dim, start, length): a range of a dim, like a slice."""
+    info = ctx.info(node.args[0])
+    dim, start, length = (arg(node, i, n) for i, n in ((1, "dim"), (2, "start"), (3, "length")))
+    shape = ctx.shape(node)
+    if not isinstance(info, TensorInfo) or not isinstance(dim, int) or shape is None:
+        return ctx.unknown(node)
+    d = dim % info.ndim
+    ids = info.axes.get(d)
+    axes = dict(info.axes)
+    if ids is None:
+        return info.with_axes(shape, axes)
+    if not isinstance(start, int) or not isinstance(length, int) or start < 0:
+        ctx.space.pin(ids, f"{ctx.describe(node)} takes a computed range of it")
+        return info.with_axes(shape, axes)
+    if start > 0:
+        ctx.resize_arg(node, (2,), ids[:start])
+    ctx.resize_arg(node, (3,), ids[start:start + length])
+    axes[d] = ids[start:start + length]
+    return info.with_axes(shape, axes)
+
+
 def _reshape(ctx: Any, node: fx.Node) -> TensorInfo | None:
     info = ctx.info(node.args[0])
     shape = ctx.shape(node)
@@ -513,7 +535,7 @@ FUNCTION_RULES: dict[Any, Rule] = {f: pointwise for f in _POINTWISE_FUNCTIONS}
 FUNCTION_RULES.update({
     torch.cat: _cat, torch.concat: _cat, torch.concatenate: _cat, torch.stack: _stack,
     torch.split: _split, torch.chunk: _chunk, operator.getitem: _getitem,
-    torch.reshape: _reshape, torch.flatten: _flatten, torch.squeeze: _reshape,
+    torch.reshape: _reshape, torch.narrow: _narrow, torch.flatten: _flatten, torch.squeeze: _reshape,
     torch.unsqueeze: _reshape, torch.unflatten: _reshape, torch.permute: _permute,
     torch.transpose: _transpose, torch.swapaxes: _transpose, torch.t: _transpose,
     torch.einsum: _einsum, torch.functional.einsum: _einsum,
@@ -535,7 +557,7 @@ FUNCTION_RULES.update({
 
 METHOD_RULES: dict[str, Rule] = {m: pointwise for m in _POINTWISE_METHODS}
 METHOD_RULES.update({
-    "view": _reshape, "reshape": _reshape, "flatten": _flatten, "squeeze": _reshape,
+    "narrow": _narrow, "view": _reshape, "reshape": _reshape, "flatten": _flatten, "squeeze": _reshape,
     "unsqueeze": _reshape, "unflatten": _reshape, "view_as": _reshape, "reshape_as": _reshape,
     "permute": _permute, "transpose": _transpose, "swapaxes": _transpose, "t": _transpose,
     "expand": _expand, "expand_as": pointwise, "repeat": _repeat,

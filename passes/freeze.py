@@ -54,6 +54,23 @@ def _copy_attr(gm: fx.GraphModule, target: str) -> Any:
     return copy.deepcopy(value)
 
 
+def _retie(pairs: list[tuple[nn.Module, nn.Module]]) -> None:
+    """Parameters shared in the supernet (a tied embedding and LM head) stay shared when
+    their frozen slices are equal."""
+    seen: dict[int, list[nn.Parameter]] = {}
+    for old, new in pairs:
+        for name, param in old._parameters.items():
+            frozen = new._parameters.get(name)
+            if param is None or frozen is None:
+                continue
+            for other in seen.setdefault(id(param), []):
+                if other.shape == frozen.shape and torch.equal(other, frozen):
+                    new._parameters[name] = other
+                    break
+            else:
+                seen[id(param)].append(frozen)
+
+
 def freeze(supernet: Any) -> fx.GraphModule:
     """Return a new plain GraphModule of ``supernet``'s current subnet.
 
@@ -68,6 +85,7 @@ def freeze(supernet: Any) -> fx.GraphModule:
     graph = fx.Graph()
     env: dict[fx.Node, Any] = {}
     targets: dict[str, Any] = {}
+    converted: list[tuple[nn.Module, nn.Module]] = []
     for node in source.graph.nodes:
         if node.op == "call_module":
             module = source.get_submodule(node.target)
@@ -82,9 +100,11 @@ def freeze(supernet: Any) -> fx.GraphModule:
                 continue
             if node.target not in targets:
                 targets[node.target] = _static_module(module)
+                converted.append((module, targets[node.target]))
         elif node.op == "get_attr" and node.target not in targets:
             targets[node.target] = _copy_attr(source, node.target)
         env[node] = graph.node_copy(node, lambda n: env[n])
+    _retie(converted)
     frozen = fx.GraphModule(targets, graph, class_name=type(source).__name__)
     frozen.train(supernet.training)
     restore_inplace_adds(frozen)

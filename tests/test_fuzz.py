@@ -1,14 +1,17 @@
 """Fuzz fxrazor's compiler with random DAG networks (``fuzz_models.py``).
 
 For every generated network: ``convert`` succeeds and leaves the model alone, the supernet
-at full width computes what the model computes, a random subnet frozen computes what the
-supernet computes, the original model with the pruned channels zeroed computes it too
-(unless a norm mixes statistics over channels), and the frozen module scripts.
+at full width computes what the model computes, and for the smallest and a random subnet
+the frozen module computes what the supernet computes, as does the original model with the
+pruned channels zeroed (unless a norm mixes statistics over channels); the frozen random
+subnet scripts. Patterns that expose known library bugs are switched off by the
+``ENABLE_*`` flags of ``fuzz_models.py`` (each with the bug next to it).
 
 Subnets come from "sequential" units (trailing channels pruned) and "l1" units (channels
 pruned anywhere). A failure prints a replay line (``note``) with the shrunk spec as JSON::
 
-    model, x, has_norm = build_network(SPEC); check_network(model, x, has_norm, SEED, unit=U)
+    model, x, has_norm = build_network(json.loads(SPEC))
+    check_network(model, x, has_norm, SEED, unit=U)
 
 ``benchmarks/fuzz.py`` runs the same checks on many more networks.
 """
@@ -34,6 +37,7 @@ from fxrazor.op_rules import pointwise
 # pytest runs with --import-mode=importlib, which does not put tests/ on sys.path
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fuzz_models  # noqa: E402
 from fuzz_models import (  # noqa: E402
     ENABLED_OPS,
     RandomChooser,
@@ -63,7 +67,7 @@ class FuzzFailure(AssertionError):
 
 def replay_line(spec: dict, choice_seed: int, unit: str = "sequential") -> str:
     """Python that rebuilds the network and reruns the checks (tests/ on sys.path)."""
-    return (f"replay: model, x, has_norm = build_network({json.dumps(spec)}); "
+    return (f"replay: model, x, has_norm = build_network(json.loads({json.dumps(spec)!r})); "
             f"check_network(model, x, has_norm, {choice_seed}, unit={unit!r})")
 
 
@@ -162,18 +166,22 @@ def test_generator_covers_every_pattern() -> None:
     for want in [("split", "split"), ("split", "chunk"), ("split", "slice"),
                  ("unknown", "cumsum"), ("unknown", "wrapped"), ("unknown", "autograd")]:
         assert want in details
-    convs = [n for s in specs for n in s["nodes"] if n["op"] == "conv"]
-    assert any(n["groups"] > 1 and n["groups"] == port_channels(s)[n["inputs"][0][0]][0]
-               for s in specs for n in s["nodes"] if n["op"] == "conv")
-    assert any(1 < n["groups"] for n in convs)
+    conv_groups = [(n["groups"], port_channels(s)[n["inputs"][0][0]][n["inputs"][0][1]])
+                   for s in specs for n in s["nodes"] if n["op"] == "conv"]
+    assert any(1 < g == c for g, c in conv_groups)  # depthwise
+    assert any(1 < g < c for g, c in conv_groups)  # grouped
     assert any(len(s["heads"]) == 2 for s in specs)
+    assert any(n["op"] == "linear" and n["ln"] for s in specs for n in s["nodes"])
 
 
 def test_specs_are_small_and_channels_bounded() -> None:
     for spec in _specs(200):
         assert 1 <= len(spec["nodes"]) <= 10
-        for ports in port_channels(spec)[1:]:
-            assert all(1 <= c <= 16 for c in ports)
+        ports = port_channels(spec)
+        for node, outs in zip(spec["nodes"], ports[1:], strict=True):
+            assert all(1 <= c <= 16 for c in outs)
+            if node["op"] == "split" and not fuzz_models.ENABLE_ONE_CHANNEL_PARTS:
+                assert min(outs) >= 2, node
 
 
 def test_build_network_is_reproducible_from_json() -> None:

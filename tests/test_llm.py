@@ -299,8 +299,6 @@ def test_meta_and_cpu_models_give_the_same_units():
 
 
 # ---- limitations ----------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="freeze gives each module its own sliced copy of a "
-                   "shared parameter: a tied LM head and embedding come out untied")
 def test_freeze_keeps_tied_embeddings_tied():
     model, ids = _build("gpt2")
     assert model.lm_head.weight is model.wte.weight
