@@ -33,15 +33,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _median_time(module: nn.Module, x: torch.Tensor, repeats: int) -> float:
-    times = []
+def _median_times(a: nn.Module, b: nn.Module, x: torch.Tensor,
+                  repeats: int) -> tuple[float, float]:
+    """Median forward times of a and b, measured alternately so drift hits both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
     with torch.no_grad():
-        module(x)
+        a(x)
+        b(x)
         for _ in range(repeats):
-            start = time.perf_counter()
-            module(x)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            for module, out in ((a, times[0]), (b, times[1])):
+                start = time.perf_counter()
+                module(x)
+                out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def _build_model(name: str) -> nn.Module:
@@ -72,8 +76,7 @@ def _prune(args: argparse.Namespace) -> int:
     print(fxrazor.summary(sn))
     with torch.no_grad():
         error = (frozen(x) - sn(x)).abs().max().item()
-    base = _median_time(model, x, args.repeats)
-    pruned = _median_time(frozen, x, args.repeats)
+    base, pruned = _median_times(model, frozen, x, args.repeats)
     print(f"\nconvert {convert_s:.2f} s, freeze {freeze_s:.2f} s, "
           f"max |frozen - supernet| = {error:.2e}")
     print(f"forward (batch {args.batch}, {args.input_size}px): original {base * 1e3:.1f} ms, "
