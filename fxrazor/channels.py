@@ -122,7 +122,9 @@ class TensorInfo:
         return self.axes.get(dim % self.ndim) if self.ndim else None
 
     def with_axes(self, shape: tuple[int, ...], axes: dict[int, np.ndarray]) -> TensorInfo:
-        return TensorInfo(tuple(shape), {d: a for d, a in axes.items() if shape[d] > 1})
+        """A new info of ``shape``; dims of size 1 keep their ids here and are pinned by the
+        analysis once the rule returns (one channel cannot be removed)."""
+        return TensorInfo(tuple(shape), dict(axes))
 
     def all_ids(self) -> list[np.ndarray]:
         return list(self.axes.values())
@@ -259,7 +261,9 @@ def _split_axes(space: ElementSpace, arr: np.ndarray, dims: list[int],
     varying = [k for k in range(arr.ndim)
                if arr.shape[k] > 1 and not np.all(arr == arr.take([0], axis=k))]
     if not varying:
-        return {}
+        # one element repeated along every dim: it still lives here, on the largest dim
+        k = max(range(arr.ndim), key=lambda k: arr.shape[k]) if arr.ndim else None
+        return {dims[k]: _line(arr, k)} if k is not None and arr.shape[k] > 1 else {}
     if len(varying) == 1:
         k = varying[0]
         return {dims[k]: _line(arr, k)}

@@ -66,7 +66,7 @@ def index_info(ctx: Any, node: fx.Node, info: TensorInfo, index: Any) -> Any:
             continue
         if ids is not None:
             kept = _slice_ids(ctx, node, ids, part, origin[k], isinstance(index, tuple))
-            if kept is not None and len(kept) > 1:
+            if kept is not None and len(kept):
                 axes[out] = kept
         d += 1
         out += 1

@@ -86,7 +86,7 @@ def _conv(ctx: Any, node: fx.Node, m: nn.Module) -> Any:
         else:
             _tie_groups(ctx, ins, g)
             _tie_groups(ctx, outs, g)
-    return TensorInfo(tuple(shape), {1: outs} if shape[1] > 1 else {})
+    return TensorInfo(tuple(shape), {1: outs})
 
 
 def _linear(ctx: Any, node: fx.Node, m: nn.Module) -> Any:
@@ -99,8 +99,7 @@ def _linear(ctx: Any, node: fx.Node, m: nn.Module) -> Any:
     last = info.ndim - 1
     join_dim(ctx.space, info.axes.get(last), ins, ctx.describe(node) + " (input is not prunable)")
     axes = {d: a for d, a in info.axes.items() if d != last}
-    if m.out_features > 1:
-        axes[last] = outs
+    axes[last] = outs
     return TensorInfo(tuple(shape), axes)
 
 

@@ -162,7 +162,19 @@ class AnalysisContext:
     # ---- the walk ----------------------------------------------------------------------------
     def run(self) -> None:
         for node in self.gm.graph.nodes:
-            self.infos[node] = self._visit(node)
+            self.infos[node] = self._single_channels(node, self._visit(node))
+
+    def _single_channels(self, node: fx.Node, info: Any) -> Any:
+        """Pin the element of every dim of size 1: removing it would leave nothing, and
+        size-1 dims broadcast instead of joining. Later rules then see the dim as inert."""
+        if isinstance(info, (tuple, list)):
+            return type(info)(self._single_channels(node, i) for i in info)
+        if not isinstance(info, TensorInfo) or all(info.shape[d] > 1 for d in info.axes):
+            return info
+        for d, ids in info.axes.items():
+            if info.shape[d] <= 1:
+                self.space.pin(ids, f"{self.describe(node)} leaves a single channel")
+        return TensorInfo(info.shape, {d: a for d, a in info.axes.items() if info.shape[d] > 1})
 
     def _visit(self, node: fx.Node) -> Any:
         if node.op == "placeholder":

@@ -43,21 +43,10 @@ ENABLE_CONV = True
 ENABLE_ADD = True
 ENABLE_CAT = True
 ENABLE_SPLIT = True
-# library bug: a one-channel part of a split / chunk / slice (e.g. torch.split(y, [2, 1], 1)[1]
-# or y[:, 2:] of 3 channels) is not pinned, so its channel can be pruned, leaving an empty
-# tensor that the next layer (still expecting one channel) rejects. Parts have >= 2 channels.
-ENABLE_ONE_CHANNEL_PARTS = False
+ENABLE_ONE_CHANNEL_PARTS = True
 ENABLE_SE = True
 ENABLE_SHUFFLE = True
-# library bug: a shuffle whose sizes come from x.size() arithmetic, e.g.
-# view(n, g, c // g, h, w), breaks when groups > channels per group: the literal g in view()
-# is rewritten to the pruned group count but the divisor in `c // g` is not, so the view no
-# longer fits (supernet and frozen forward raise). Such shuffles use literal sizes instead.
-ENABLE_SHUFFLE_RUNTIME_SIZES_WIDE_GROUPS = False
-# library bug: after a channel shuffle, a split / chunk / slice part that holds exactly the
-# channels of one unit channel (conv(4) -> shuffle(g=2) -> y[:, 2:]) is not cut into its own
-# unit, so pruning that unit channel empties the part. No split reads a shuffled tensor.
-ENABLE_SPLIT_AFTER_SHUFFLE = False
+ENABLE_SPLIT_AFTER_SHUFFLE = True
 ENABLE_LINEAR = True
 ENABLE_GROUP_NORM = True
 ENABLE_SHARED = True
@@ -398,11 +387,8 @@ def _gen_se(ch: Chooser, ports: list[Port]) -> dict:
 
 def _gen_shuffle(ch: Chooser, ports: list[Port]) -> dict:
     ref, c = _pick(ch, ports, lambda c: bool(_divisors(c, (2, 3, 4))))
-    groups = _choose(ch, _divisors(c, (2, 3, 4)))
-    literal = ch.boolean()
-    if not ENABLE_SHUFFLE_RUNTIME_SIZES_WIDE_GROUPS and groups > c // groups:
-        literal = True
-    return {"op": "shuffle", "inputs": [ref], "groups": groups, "literal": literal}
+    return {"op": "shuffle", "inputs": [ref], "groups": _choose(ch, _divisors(c, (2, 3, 4))),
+            "literal": ch.boolean()}
 
 
 def _gen_linear(ch: Chooser, ports: list[Port]) -> dict:
