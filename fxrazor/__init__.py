@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from fxrazor.api import convert, freeze
+from fxrazor.api import convert, convert_, freeze
 from fxrazor.errors import FxRazorError
 from fxrazor.structures.subnet import export_fix_subnet, load_fix_subnet
 from fxrazor.summary import summary
@@ -23,6 +23,7 @@ __all__ = [
     "Supernet",
     "__version__",
     "convert",
+    "convert_",
     "export_fix_subnet",
     "freeze",
     "load_fix_subnet",

@@ -46,7 +46,7 @@ from fxrazor.passes.insert_dynamic_ops import insert_dynamic_ops
 from fxrazor.supernet import Supernet
 from fxrazor.tracer import trace_model
 
-__all__ = ["convert", "freeze", "UNIT_TYPES"]
+__all__ = ["convert", "convert_", "freeze", "UNIT_TYPES"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,9 +149,18 @@ def convert(model: nn.Module, example_inputs: Any, unit: str | type[MutableChann
     Returns:
         The :class:`~fxrazor.supernet.Supernet`; at full width its output equals the model's.
     """
+    return _convert(model, example_inputs, unit, unit_args, leaf_modules, module_rules,
+                    function_rules, method_rules, dynamic_ops, split_dims, copy_model=True)
+
+
+def _convert(model: nn.Module, example_inputs: Any, unit: Any, unit_args: dict | None,
+             leaf_modules: Iterable[type | str], module_rules: dict | None,
+             function_rules: dict | None, method_rules: dict | None,
+             dynamic_ops: dict | None, split_dims: str, copy_model: bool) -> Supernet:
     start = time.perf_counter()
     unit_cls = _unit_type(unit)
-    traced = trace_model(model, example_inputs, (*leaf_modules, BaseMutable))
+    traced = trace_model(model, example_inputs, (*leaf_modules, BaseMutable),
+                         copy_model=copy_model)
     analysis = discover_units(traced, module_rules, function_rules, method_rules, split_dims)
     dyn = insert_dynamic_ops(traced.graph_module, analysis, dynamic_ops)
     units = _build_units(analysis.units, unit_cls, dict(unit_args or {}))
@@ -164,6 +173,31 @@ def convert(model: nn.Module, example_inputs: Any, unit: str | type[MutableChann
     logger.info("converted %s: %d units in %.3f s", type(model).__name__, len(supernet.units),
                 time.perf_counter() - start)
     return supernet
+
+
+def convert_(model: nn.Module, example_inputs: Any, unit: str | type[MutableChannelUnit]
+             = "sequential", unit_args: dict[str, Any] | None = None,
+             leaf_modules: Iterable[type | str] = (), module_rules: dict | None = None,
+             function_rules: dict | None = None, method_rules: dict | None = None,
+             dynamic_ops: dict | None = None, split_dims: str = "largest") -> Supernet:
+    """Like :func:`convert`, but the supernet shares ``model``'s layers and weights instead of
+    copying them: no second copy of a large model, and training the supernet trains
+    ``model``. ``model`` itself may be changed (its ``nn.MultiheadAttention`` layers are
+    replaced by equivalent decomposed ones).
+
+    Example:
+        >>> import torch, fxrazor
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> sn = fxrazor.convert_(model, torch.randn(1, 4))
+        >>> sn.graph_module.get_submodule("0").weight is model[0].weight
+        True
+    """
+    from fxrazor.decompose import decompose_modules
+
+    decompose_modules(model)
+    return _convert(model, example_inputs, unit, unit_args, leaf_modules, module_rules,
+                    function_rules, method_rules, dynamic_ops, split_dims, copy_model=False)
 
 
 def freeze(supernet: Supernet) -> torch.fx.GraphModule:

@@ -401,3 +401,17 @@ def test_config_template_format() -> None:
     assert all(c["is_output_channel"] for c in outputs.values())
     assert not any(c["is_output_channel"] for c in inputs.values())
     assert yaml.safe_load(yaml.safe_dump(config)) == config  # plain data
+
+
+def test_convert_underscore_shares_weights_and_convert_does_not() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 2, 1))
+    x = torch.randn(1, 3, 4, 4)
+    copied = fxrazor.convert(model, x)
+    shared = fxrazor.convert_(model, x)
+    assert copied.graph_module.get_submodule("0").weight is not model[0].weight
+    assert shared.graph_module.get_submodule("0").weight is model[0].weight
+    shared.set_choices({"0": 5})
+    torch.testing.assert_close(fxrazor.freeze(shared)(x), shared(x))
+    with torch.no_grad():
+        shared.graph_module.get_submodule("0").weight.add_(1.0)
+    assert torch.equal(model[0].weight, shared.graph_module.get_submodule("0").weight)
