@@ -25,17 +25,12 @@ import torch.nn.functional as F
 from torch import fx
 
 from fxrazor.channels import SymSize, TensorInfo, broadcast_join, permute_info, reshape_info
+from fxrazor.contraction_rules import CONTRACTION_RULES
+from fxrazor.rule_utils import arg
 
 __all__ = ["FUNCTION_RULES", "METHOD_RULES", "NAMED_FUNCTION_RULES", "Rule", "pointwise", "arg", "along_dim", "spatial"]
 
 Rule = Callable[[Any, fx.Node], Any]
-
-
-def arg(node: fx.Node, index: int, name: str, default: Any = None) -> Any:
-    """The call argument at position ``index`` or keyword ``name``."""
-    if len(node.args) > index:
-        return node.args[index]
-    return node.kwargs.get(name, default)
 
 
 def _tensor_infos(ctx: Any, node: fx.Node) -> list[TensorInfo]:
@@ -324,150 +319,6 @@ def _repeat(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return TensorInfo(tuple(shape), axes)
 
 
-def _matmul(ctx: Any, node: fx.Node) -> TensorInfo | None:
-    a, b = (ctx.info(x) for x in node.args[:2])
-    shape = ctx.shape(node)
-    if not isinstance(a, TensorInfo) or not isinstance(b, TensorInfo) or shape is None \
-            or a.ndim < 2 or b.ndim < 2:
-        return ctx.unknown(node)
-    space, why = ctx.space, ctx.describe(node)
-    # contracted dims of both operands must be removed together
-    ka, kb = a.axes.get(a.ndim - 1), b.axes.get(b.ndim - 2)
-    if ka is not None and kb is not None:
-        space.join(ka, kb)
-    elif ka is not None or kb is not None:
-        space.pin(ka if ka is not None else kb, why + " contracts it with an inert dim")
-    batch_a = TensorInfo(a.shape[:-2], {d: x for d, x in a.axes.items() if d < a.ndim - 2})
-    batch_b = TensorInfo(b.shape[:-2], {d: x for d, x in b.axes.items() if d < b.ndim - 2})
-    batch = broadcast_join(space, [batch_a, batch_b], tuple(shape[:-2]), why)
-    axes = dict(batch.axes)
-    n = len(shape)
-    if a.ndim - 2 in a.axes:
-        axes[n - 2] = a.axes[a.ndim - 2]
-    if b.ndim - 1 in b.axes:
-        axes[n - 1] = b.axes[b.ndim - 1]
-    return TensorInfo(tuple(shape), axes)
-
-
-def _layer_norm_fn(ctx: Any, node: fx.Node) -> TensorInfo | None:
-    """F.layer_norm over the last dim: weight and bias follow it, and the normalized_shape
-    literal is rewritten to the kept width."""
-    info = ctx.info(node.args[0])
-    shape = arg(node, 1, "normalized_shape")
-    if not isinstance(info, TensorInfo) or not isinstance(shape, (list, tuple)) \
-            or len(shape) != 1 or len(node.args) < 2:
-        return ctx.unknown(node)
-    last = info.ndim - 1
-    ids = info.axes.get(last)
-    params = [arg(node, 2, "weight"), arg(node, 3, "bias")]
-    for p in params:
-        p_info = ctx.info(p)
-        if isinstance(p_info, TensorInfo):
-            p_ids = p_info.axes.get(0)
-            if ids is None and p_ids is not None:
-                ctx.space.pin(p_ids, f"{ctx.describe(node)} normalises an inert dim")
-            elif ids is not None and p_ids is not None:
-                ctx.space.join(ids, p_ids)
-            elif ids is not None:
-                ctx.space.pin(ids, f"{ctx.describe(node)} has a non-prunable weight")
-        elif p is not None:
-            return ctx.unknown(node)
-    if ids is not None and isinstance(shape[0], int):
-        ctx.resize_arg(node, (1, 0), ids)
-    return info
-
-
-def _sdpa(ctx: Any, node: fx.Node) -> TensorInfo | None:
-    """scaled_dot_product_attention(q, k, v): q·k contracts the head dim, the weights
-    contract the key length with v; heads and batch join across q, k and v."""
-    q, k, v = (ctx.info(x) for x in node.args[:3])
-    mask = arg(node, 3, "attn_mask")
-    shape = ctx.shape(node)
-    if not all(isinstance(i, TensorInfo) and i.ndim >= 2 for i in (q, k, v)) or shape is None:
-        return ctx.unknown(node)
-    space, why = ctx.space, ctx.describe(node)
-    _join_or_pin(space, q.axes.get(q.ndim - 1), k.axes.get(k.ndim - 1), why)
-    _join_or_pin(space, k.axes.get(k.ndim - 2), v.axes.get(v.ndim - 2), why)
-    lead = [TensorInfo(i.shape[:-2], {d: a for d, a in i.axes.items() if d < i.ndim - 2})
-            for i in (q, k, v)]
-    mask_info = ctx.info(mask)
-    if isinstance(mask_info, TensorInfo):
-        scores = TensorInfo(q.shape[:-1] + (k.shape[-2],),
-                            {d: a for d, a in q.axes.items() if d < q.ndim - 1})
-        broadcast_join(space, [scores, mask_info], scores.shape, why)
-    batch = broadcast_join(space, lead, tuple(shape[:-2]), why)
-    axes = dict(batch.axes)
-    for d, i in ((len(shape) - 2, q.axes.get(q.ndim - 2)), (len(shape) - 1, v.axes.get(v.ndim - 1))):
-        if i is not None:
-            axes[d] = i
-    return TensorInfo(tuple(shape), axes)
-
-
-def _join_or_pin(space: Any, a: Any, b: Any, why: str) -> None:
-    if a is not None and b is not None:
-        space.join(a, b)
-    elif a is not None or b is not None:
-        space.pin(a if a is not None else b, why + " contracts it with an inert dim")
-
-
-def _linear_fn(ctx: Any, node: fx.Node) -> TensorInfo | None:
-    """F.linear(x, weight, bias) on parameters used in the graph: the weight's columns
-    follow x's last dim, its rows (and the bias) make the output's last dim."""
-    info, weight = ctx.info(node.args[0]), ctx.info(arg(node, 1, "weight"))
-    bias_node = arg(node, 2, "bias")
-    bias = ctx.info(bias_node)
-    shape = ctx.shape(node)
-    if not isinstance(info, TensorInfo) or not isinstance(weight, TensorInfo) \
-            or weight.ndim != 2 or shape is None or (bias_node is not None and not
-                                                       isinstance(bias, TensorInfo)):
-        return ctx.unknown(node)
-    why = ctx.describe(node)
-    last = info.ndim - 1
-    _join_or_pin(ctx.space, info.axes.get(last), weight.axes.get(1), why)
-    rows = weight.axes.get(0)
-    if isinstance(bias, TensorInfo):
-        _join_or_pin(ctx.space, rows, bias.axes.get(0), why)
-    axes = {d: a for d, a in info.axes.items() if d != last}
-    if rows is not None:
-        axes[len(shape) - 1] = rows
-    return TensorInfo(tuple(shape), axes)
-
-
-def _einsum(ctx: Any, node: fx.Node) -> TensorInfo | None:
-    """einsum without '...': dims sharing a letter join across operands; a letter that
-    only one operand has and the output lacks is a sum over it (pinned)."""
-    equation, *operands = node.args
-    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
-        operands = list(operands[0])
-    infos = [ctx.info(o) for o in operands]
-    shape = ctx.shape(node)
-    if not isinstance(equation, str) or "." in equation or "->" not in equation \
-            or shape is None or not all(isinstance(i, TensorInfo) for i in infos):
-        return ctx.unknown(node)
-    inputs, output = equation.replace(" ", "").split("->")
-    terms = inputs.split(",")
-    if len(terms) != len(infos) or any(len(t) != i.ndim for t, i in zip(terms, infos,
-                                                                         strict=True)):
-        return ctx.unknown(node)
-    why = ctx.describe(node)
-    letter_ids: dict[str, Any] = {}
-    for letter in dict.fromkeys("".join(terms)):
-        found = [(i.axes.get(t.index(letter)), i.shape[t.index(letter)])
-                 for t, i in zip(terms, infos, strict=True) if letter in t]
-        sized = [(ids, n) for ids, n in found if n > 1]
-        prunable = [ids for ids, _ in sized if ids is not None]
-        if not prunable:
-            continue
-        for other in prunable[1:]:
-            ctx.space.join(prunable[0], other)
-        if len(prunable) < len(sized) or (letter not in output and len(sized) == 1):
-            ctx.space.pin(prunable[0], f"{why} sums or mixes it with an inert dim")
-        else:
-            letter_ids[letter] = prunable[0]
-    axes = {d: letter_ids[c] for d, c in enumerate(output) if c in letter_ids}
-    return TensorInfo(tuple(shape), axes)
-
-
 def _flatten(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return _reshape(ctx, node)
 
@@ -532,17 +383,15 @@ _POINTWISE_METHODS = [
 ]
 
 FUNCTION_RULES: dict[Any, Rule] = {f: pointwise for f in _POINTWISE_FUNCTIONS}
+FUNCTION_RULES.update(CONTRACTION_RULES)
 FUNCTION_RULES.update({
     torch.cat: _cat, torch.concat: _cat, torch.concatenate: _cat, torch.stack: _stack,
     torch.split: _split, torch.chunk: _chunk, operator.getitem: _getitem,
     torch.reshape: _reshape, torch.narrow: _narrow, torch.flatten: _flatten, torch.squeeze: _reshape,
     torch.unsqueeze: _reshape, torch.unflatten: _reshape, torch.permute: _permute,
     torch.transpose: _transpose, torch.swapaxes: _transpose, torch.t: _transpose,
-    torch.einsum: _einsum, torch.functional.einsum: _einsum,
-    torch.matmul: _matmul, operator.matmul: _matmul, torch.bmm: _matmul,
+    operator.matmul: CONTRACTION_RULES[torch.matmul],
     torch.mean: _reduce, torch.sum: _reduce, torch.amax: _reduce, torch.amin: _reduce,
-    F.scaled_dot_product_attention: _sdpa, F.linear: _linear_fn,
-    F.layer_norm: _layer_norm_fn, torch.layer_norm: _layer_norm_fn,
     torch.softmax: _over_dim, F.softmax: _over_dim, F.log_softmax: _over_dim,
     torch.log_softmax: _over_dim, F.normalize: _normalize,
     F.adaptive_avg_pool1d: spatial, F.adaptive_avg_pool2d: spatial,
@@ -561,7 +410,8 @@ METHOD_RULES.update({
     "unsqueeze": _reshape, "unflatten": _reshape, "view_as": _reshape, "reshape_as": _reshape,
     "permute": _permute, "transpose": _transpose, "swapaxes": _transpose, "t": _transpose,
     "expand": _expand, "expand_as": pointwise, "repeat": _repeat,
-    "split": _split, "chunk": _chunk, "matmul": _matmul, "bmm": _matmul,
+    "split": _split, "chunk": _chunk, "matmul": CONTRACTION_RULES[torch.matmul],
+    "bmm": CONTRACTION_RULES[torch.matmul],
     "mean": _reduce, "sum": _reduce, "amax": _reduce, "amin": _reduce,
     "softmax": _over_dim, "log_softmax": _over_dim,
     "size": _size, "dim": _non_tensor, "numel": _numel,
