@@ -60,14 +60,14 @@ def global_index(pmap: PositionMap, offsets: np.ndarray, total: int) -> torch.Te
 
 def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
                        dynamic_ops: dict[type, type] | None = None) -> DynamicGraph:
-    """Return a supernet graph module built from ``gm`` (whose modules it takes over)."""
+    """Turn ``gm`` into a supernet graph, in place (``gm`` must be a private copy)."""
     ops = {**DYNAMIC_OPS, **(dynamic_ops or {})}
     sizes = np.array([u.num_channels for u in analysis.units], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else sizes
     total = int(sizes.sum())
-    graph = fx.Graph()
-    graph.output(graph.graph_copy(gm.graph, {}))
-    new = fx.GraphModule(gm, graph)
+    # ``gm`` is the private traced copy that convert owns: rewriting it in place saves a
+    # second GraphModule (module copies and code generation) per conversion.
+    new = gm
     result = DynamicGraph(new)
     params: dict[str, DynamicParam] = {}
     for slot, pmap in analysis.slot_maps.items():
