@@ -31,6 +31,7 @@ from fxrazor.analysis import ChannelAnalysis, PositionMap, ResizeSite
 from fxrazor.errors import UnsupportedModelError
 from fxrazor.module_rules import lookup_by_type
 from fxrazor.ops import DYNAMIC_OPS, DynamicParam, SizeCounter
+from fxrazor.passes.inplace_adds import restore_inplace_adds
 
 __all__ = ["insert_dynamic_ops", "DynamicGraph", "Binding"]
 
@@ -84,6 +85,7 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
     by_name = {n.name: n for n in new.graph.nodes}
     for name, path, value in analysis.const_args:
         _rewrite_arg(by_name[name], path, value)
+    restore_inplace_adds(new)
     new.graph.lint()
     new.recompile()
     return result
