@@ -27,9 +27,10 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from fxrazor.decompose import decompose_modules
+from fxrazor.decompose import decompose_modules, needs_decomposition
 from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModelError
 from fxrazor.module_rules import MODULE_RULES, lookup_by_type
+from fxrazor.ownership import ParallelClone, take_ownership
 from fxrazor.shapes import propagate_shapes
 
 __all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs"]
@@ -198,13 +199,14 @@ def trace_model(
     leaf_modules: Iterable[type | str] = (),
     copy_model: bool = True,
 ) -> TracedModel:
-    """Trace ``model`` (a deep copy unless ``copy_model`` is False) and record shapes.
+    """Trace ``model`` and record shapes; the result owns copies of the model's state
+    unless ``copy_model`` is False.
 
     Args:
         model: the model; it is never modified.
         example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs.
         leaf_modules: module types or qualified names to keep as single nodes.
-        copy_model: trace a deep copy, so that the result owns its parameters.
+        copy_model: give the result its own copy of every layer and weight it uses.
 
     Returns:
         The traced model with ``tensor_meta`` on every node.
@@ -214,11 +216,23 @@ def trace_model(
             f"expected a torch.nn.Module, got {type(model).__name__}; wrap functions in a Module"
         )
     leaf_types, leaf_names = _split_leaf_spec(leaf_modules)
-    source = copy.deepcopy(model) if copy_model else model
-    if copy_model:
+    cloner = None
+    if copy_model and not needs_decomposition(model):
+        # trace the model itself while its weights are cloned on another thread; the graph
+        # then takes the clones (fxrazor.ownership), so the model is never touched
+        cloner, source = ParallelClone(model), model
+    elif copy_model:
+        source = copy.deepcopy(model)
         decompose_modules(source)
+    else:
+        source = model
     absent = absent_inputs(model, example_inputs)
-    gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, absent)
+    try:
+        gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, absent)
+    finally:
+        clones = cloner.result() if cloner is not None else None
+    if clones is not None:
+        take_ownership(gm, clones)
     gm.train(model.training)
     args = normalize_inputs(gm, example_inputs)
     propagate_shapes(gm, args)

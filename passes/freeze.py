@@ -104,6 +104,10 @@ def freeze(supernet: Any) -> fx.GraphModule:
         elif node.op == "get_attr" and node.target not in targets:
             targets[node.target] = _copy_attr(source, node.target)
         env[node] = graph.node_copy(node, lambda n: env[n])
+        if node.op in ("placeholder", "output"):
+            # annotations written as strings (``from __future__ import annotations``) come
+            # out as names TorchScript cannot resolve; unannotated means Tensor to it
+            env[node].type = None
     _retie(converted)
     frozen = fx.GraphModule(targets, graph, class_name=type(source).__name__)
     frozen.train(supernet.training)
