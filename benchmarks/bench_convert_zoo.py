@@ -1,0 +1,85 @@
+"""``fxrazor.convert`` vs Torch-Pruning's ``build_dependency`` on every torchvision
+classification model.
+
+For each model (weights=None, eval, the input size `fxrazor.zoo` uses): the median of
+``--repeats`` interleaved runs of ``fxrazor.convert(model, x)`` and of
+``torch_pruning.DependencyGraph().build_dependency(model, example_inputs=x)``. A side that
+raises is recorded as failed. Goal: fxrazor faster on every model. Torch-Pruning is not a
+dependency of fxrazor (``pip install --no-deps torch-pruning==1.6.1``).
+
+Run: ``python benchmarks/bench_convert_zoo.py [--repeats 3] [--models resnet18 ...]``
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import interleaved_medians, make_parser, print_table, setup_torch  # noqa: E402
+
+import fxrazor  # noqa: E402
+from fxrazor.zoo import model_specs  # noqa: E402
+
+__all__ = ["main"]
+
+
+def _sides(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Callable[[], Any]]:
+    sides: dict[str, Callable[[], Any]] = {"fxrazor": lambda: fxrazor.convert(model, x)}
+    if importlib.util.find_spec("torch_pruning") is not None:
+        import torch_pruning as tp
+
+        sides["tp"] = lambda: tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    return sides
+
+
+def _measure(sides: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float | str]:
+    """Medians per side; a side that fails is reported by its error instead."""
+    working: dict[str, Callable[[], Any]] = {}
+    result: dict[str, float | str] = {}
+    for name, fn in sides.items():
+        try:
+            fn()
+            working[name] = fn
+        except Exception as e:  # noqa: BLE001 - a failing side is a row of the report
+            result[name] = f"fails: {type(e).__name__}"
+    result.update(interleaved_medians(working, repeats, warmup=0) if working else {})
+    return result
+
+
+def main() -> int:
+    parser = make_parser(__doc__.splitlines()[0], repeats=3)
+    parser.add_argument("--models", nargs="*", help="model names (default: all 80)")
+    args = parser.parse_args()
+    setup_torch(args.threads)
+    rows, faster = [], 0
+    specs = [s for s in model_specs(["classification"])
+             if not args.models or s.name in args.models]
+    for spec in specs:
+        torch.manual_seed(0)
+        model = spec.build()
+        x = torch.randn(spec.input_shape)
+        m = _measure(_sides(model, x), args.repeats)
+        ours, tp = m.get("fxrazor"), m.get("tp", "not installed")
+        ratio = ours / tp if isinstance(ours, float) and isinstance(tp, float) else None
+        faster += ratio is not None and ratio < 1.0
+        rows.append([spec.name, "x".join(map(str, spec.input_shape[2:])),
+                     f"{ours * 1e3:.1f}" if isinstance(ours, float) else ours,
+                     f"{tp * 1e3:.1f}" if isinstance(tp, float) else tp,
+                     f"{ratio:.2f}" if ratio is not None else "-"])
+        print(*rows[-1], sep="\t", flush=True)
+        del model
+    print()
+    print_table(["model", "input", "fxrazor ms", "Torch-Pruning ms", "fxrazor / TP"], rows)
+    print(f"\nfxrazor faster on {faster} of {len(rows)} models")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
