@@ -27,10 +27,9 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from fxrazor.decompose import decompose_modules, needs_decomposition
+from fxrazor.decompose import decompose_modules
 from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModelError
 from fxrazor.module_rules import MODULE_RULES, lookup_by_type
-from fxrazor.ownership import ParallelClone, take_ownership
 from fxrazor.shapes import propagate_shapes
 
 __all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs"]
@@ -216,23 +215,11 @@ def trace_model(
             f"expected a torch.nn.Module, got {type(model).__name__}; wrap functions in a Module"
         )
     leaf_types, leaf_names = _split_leaf_spec(leaf_modules)
-    cloner = None
-    if copy_model and not needs_decomposition(model):
-        # trace the model itself while its weights are cloned on another thread; the graph
-        # then takes the clones (fxrazor.ownership), so the model is never touched
-        cloner, source = ParallelClone(model), model
-    elif copy_model:
-        source = copy.deepcopy(model)
+    source = copy.deepcopy(model) if copy_model else model
+    if copy_model:
         decompose_modules(source)
-    else:
-        source = model
     absent = absent_inputs(model, example_inputs)
-    try:
-        gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, absent)
-    finally:
-        clones = cloner.result() if cloner is not None else None
-    if clones is not None:
-        take_ownership(gm, clones)
+    gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, absent)
     gm.train(model.training)
     args = normalize_inputs(gm, example_inputs)
     propagate_shapes(gm, args)
