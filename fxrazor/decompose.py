@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DecomposedMultiheadAttention", "decompose_modules", "needs_decomposition",
-           "DECOMPOSITIONS"]
+__all__ = ["DecomposedMultiheadAttention", "decompose_modules", "DECOMPOSITIONS"]
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
@@ -146,12 +145,6 @@ def _decompose_mha(module: nn.Module) -> nn.Module | None:
 
 
 DECOMPOSITIONS = [_decompose_mha]
-
-
-def needs_decomposition(model: nn.Module) -> bool:
-    """Whether ``decompose_modules`` would replace anything in ``model``."""
-    return any(isinstance(m, nn.MultiheadAttention) and DecomposedMultiheadAttention.supports(m)
-               for m in model.modules())
 
 
 def decompose_modules(model: nn.Module) -> list[str]:
