@@ -119,14 +119,22 @@ def _reduce(ctx: Any, node: fx.Node) -> Any:
     return out
 
 
-def _cat(ctx: Any, node: fx.Node) -> TensorInfo | None:
-    tensors = arg(node, 0, "tensors")
+def _tensor_list(ctx: Any, node: fx.Node) -> tuple[list[TensorInfo], tuple[int, ...], int] | None:
+    """The infos of cat/stack's tensor list, the output shape and the dim (None: unknown)."""
+    infos = [ctx.info(t) for t in arg(node, 0, "tensors")]
     dim = arg(node, 1, "dim", 0)
-    infos = [ctx.info(t) for t in tensors]
     shape = ctx.shape(node)
-    if shape is None or not all(isinstance(i, TensorInfo) for i in infos):
+    if shape is None or not isinstance(dim, int) \
+            or not all(isinstance(i, TensorInfo) for i in infos):
+        return None
+    return infos, shape, dim % len(shape)
+
+
+def _cat(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    found = _tensor_list(ctx, node)
+    if found is None:
         return ctx.unknown(node)
-    d = dim % len(shape)
+    infos, shape, d = found
     others = [TensorInfo(i.shape, {k: a for k, a in i.axes.items() if k != d}) for i in infos]
     rest = broadcast_join(ctx.space, others, shape, ctx.describe(node))
     axes = dict(rest.axes)
@@ -143,13 +151,10 @@ def _cat(ctx: Any, node: fx.Node) -> TensorInfo | None:
 
 
 def _stack(ctx: Any, node: fx.Node) -> TensorInfo | None:
-    tensors = arg(node, 0, "tensors")
-    dim = arg(node, 1, "dim", 0)
-    infos = [ctx.info(t) for t in tensors]
-    shape = ctx.shape(node)
-    if shape is None or not all(isinstance(i, TensorInfo) for i in infos):
+    found = _tensor_list(ctx, node)
+    if found is None:
         return ctx.unknown(node)
-    d = dim % len(shape)
+    infos, shape, d = found
     joined = broadcast_join(ctx.space, infos, infos[0].shape, ctx.describe(node))
     axes = {(k if k < d else k + 1): a for k, a in joined.axes.items()}
     return TensorInfo(tuple(shape), axes)
