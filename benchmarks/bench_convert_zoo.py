@@ -2,7 +2,8 @@
 classification model.
 
 For each model (weights=None, eval, the input size `fxrazor.zoo` uses): the median of
-``--repeats`` interleaved runs of ``fxrazor.convert(model, x)`` and of
+``--repeats`` interleaved runs of ``fxrazor.convert(model, x)``, of ``fxrazor.convert_``
+(no weight copy) and of
 ``torch_pruning.DependencyGraph().build_dependency(model, example_inputs=x)``. A side that
 raises is recorded as failed. Goal: fxrazor faster on every model. Torch-Pruning is not a
 dependency of fxrazor (``pip install --no-deps torch-pruning==1.6.1``).
@@ -12,6 +13,7 @@ Run: ``python benchmarks/bench_convert_zoo.py [--repeats 3] [--models resnet18 .
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 from collections.abc import Callable
@@ -31,7 +33,9 @@ __all__ = ["main"]
 
 
 def _sides(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Callable[[], Any]]:
-    sides: dict[str, Callable[[], Any]] = {"fxrazor": lambda: fxrazor.convert(model, x)}
+    shared = copy.deepcopy(model)  # convert_ may change its model
+    sides: dict[str, Callable[[], Any]] = {"fxrazor": lambda: fxrazor.convert(model, x),
+                                           "convert_": lambda: fxrazor.convert_(shared, x)}
     if importlib.util.find_spec("torch_pruning") is not None:
         import torch_pruning as tp
 
@@ -53,12 +57,16 @@ def _measure(sides: dict[str, Callable[[], Any]], repeats: int) -> dict[str, flo
     return result
 
 
+def _ms(value: Any) -> str:
+    return f"{value * 1e3:.1f}" if isinstance(value, float) else str(value)
+
+
 def main() -> int:
     parser = make_parser(__doc__.splitlines()[0], repeats=3)
     parser.add_argument("--models", nargs="*", help="model names (default: all 80)")
     args = parser.parse_args()
     setup_torch(args.threads)
-    rows, faster = [], 0
+    rows, faster, faster_ = [], 0, 0
     specs = [s for s in model_specs(["classification"])
              if not args.models or s.name in args.models]
     for spec in specs:
@@ -66,18 +74,20 @@ def main() -> int:
         model = spec.build()
         x = torch.randn(spec.input_shape)
         m = _measure(_sides(model, x), args.repeats)
-        ours, tp = m.get("fxrazor"), m.get("tp", "not installed")
+        ours, shared, tp = m.get("fxrazor"), m.get("convert_"), m.get("tp", "not installed")
         ratio = ours / tp if isinstance(ours, float) and isinstance(tp, float) else None
+        ratio_ = shared / tp if isinstance(shared, float) and isinstance(tp, float) else None
         faster += ratio is not None and ratio < 1.0
-        rows.append([spec.name, "x".join(map(str, spec.input_shape[2:])),
-                     f"{ours * 1e3:.1f}" if isinstance(ours, float) else ours,
-                     f"{tp * 1e3:.1f}" if isinstance(tp, float) else tp,
-                     f"{ratio:.2f}" if ratio is not None else "-"])
+        faster_ += ratio_ is not None and ratio_ < 1.0
+        rows.append([spec.name, "x".join(map(str, spec.input_shape[2:])), _ms(ours),
+                     _ms(shared), _ms(tp), f"{ratio:.2f}" if ratio is not None else "-",
+                     f"{ratio_:.2f}" if ratio_ is not None else "-"])
         print(*rows[-1], sep="\t", flush=True)
         del model
     print()
-    print_table(["model", "input", "fxrazor ms", "Torch-Pruning ms", "fxrazor / TP"], rows)
-    print(f"\nfxrazor faster on {faster} of {len(rows)} models")
+    print_table(["model", "input", "convert ms", "convert_ ms", "Torch-Pruning ms",
+                 "convert / TP", "convert_ / TP"], rows)
+    print(f"\nconvert faster on {faster}, convert_ on {faster_}, of {len(rows)} models")
     return 0
 
 
