@@ -111,7 +111,7 @@ def freeze(supernet: Any) -> fx.GraphModule:
     _retie(converted)
     frozen = fx.GraphModule(targets, graph, class_name=type(source).__name__)
     frozen.train(supernet.training)
-    restore_inplace_adds(frozen)
+    restore_inplace_adds(frozen, recompile=False)
     frozen.graph.lint()
     frozen.recompile()
     return frozen

@@ -40,8 +40,9 @@ def _shape(node: object) -> tuple | None:
     return tuple(meta.shape) if hasattr(meta, "shape") else None
 
 
-def restore_inplace_adds(gm: fx.GraphModule) -> int:
-    """Rewrite eligible ``a + b`` into ``a.add_(b)`` in ``gm`` (in place); returns how many."""
+def restore_inplace_adds(gm: fx.GraphModule, recompile: bool = True) -> int:
+    """Rewrite eligible ``a + b`` into ``a.add_(b)`` in ``gm`` (in place); returns how many.
+    ``recompile=False`` leaves regenerating the code to a caller that edits more."""
     count = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target not in (operator.add, torch.add) \
@@ -56,7 +57,7 @@ def restore_inplace_adds(gm: fx.GraphModule) -> int:
             continue
         node.op, node.target = "call_method", "add_"
         count += 1
-    if count:
+    if count and recompile:
         gm.graph.lint()
         gm.recompile()
     return count

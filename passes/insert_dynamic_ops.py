@@ -85,7 +85,7 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
     by_name = {n.name: n for n in new.graph.nodes}
     for name, path, value in analysis.const_args:
         _rewrite_arg(by_name[name], path, value)
-    restore_inplace_adds(new)
+    restore_inplace_adds(new, recompile=False)
     new.graph.lint()
     new.recompile()
     return result
