@@ -415,3 +415,28 @@ def test_convert_underscore_shares_weights_and_convert_does_not() -> None:
     with torch.no_grad():
         shared.graph_module.get_submodule("0").weight.add_(1.0)
     assert torch.equal(model[0].weight, shared.graph_module.get_submodule("0").weight)
+
+
+def test_unit_configs_round_trip_through_init_from_cfg_with_parameter_members() -> None:
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 6, 1)
+            self.gamma = nn.Parameter(torch.rand(6, 1, 1))
+            self.head = nn.Conv2d(6, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.conv(x) * self.gamma)
+
+    model = Scaled().eval()
+    sn = fxrazor.convert(model, torch.randn(1, 3, 4, 4))
+    (unit,) = sn.units
+    cfg = unit.config_template(with_init_args=True, with_channels=True)
+    assert {c["name"] for c in cfg["channels"]["output_related"]} == {"conv", "gamma:dim0"}
+    rebuilt = type(unit).init_from_cfg(model, cfg)
+    assert rebuilt.num_channels == 6 and rebuilt.output_related == unit.output_related
+    unit.prepare_for_pruning(sn)  # every member exists in the supernet
+    with pytest.raises(fxrazor.errors.SubnetConfigError, match="nope"):
+        type(unit).init_from_cfg(model, {**cfg, "channels": {
+            "input_related": [], "output_related": [{**cfg["channels"]["output_related"][0],
+                                                      "name": "nope"}]}})

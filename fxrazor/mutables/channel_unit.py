@@ -139,11 +139,10 @@ class MutableChannelUnit(nn.Module):
         member layer names are checked against ``model``."""
         unit = cls(**config.get("init_args", {}))
         channels = config.get("channels", {})
-        names = {n for n, _ in model.named_modules()} | {n for n, _ in model.named_parameters()}
+        names = _layer_names(model)
         for key in ("input_related", "output_related"):
             for spec in channels.get(key, []):
-                layer = spec["name"].rsplit(".", 1)[0] if "." in spec["name"] else spec["name"]
-                if spec["name"] not in names and layer not in names:
+                if _base(spec["name"]) not in names:
                     raise SubnetConfigError(
                         f"unit config names layer {spec['name']!r}, which the model lacks"
                     )
@@ -170,9 +169,9 @@ class MutableChannelUnit(nn.Module):
 
     def prepare_for_pruning(self, model: nn.Module) -> None:
         """Check that every member layer exists in ``model`` (a supernet)."""
-        names = {n for n, _ in model.named_modules()} | {n for n, _ in model.named_parameters()}
+        names = _layer_names(model)
         missing = [c["name"] for c in self.output_related + self.input_related
-                   if c["name"] not in names]
+                   if _base(c["name"]) not in names]
         if missing:
             raise SubnetConfigError(f"unit {self.name!r}: layers {missing} are not in the model")
 
@@ -270,6 +269,19 @@ class OneShotMutableChannelUnit(SequentialMutableChannelUnit):
 
     def sample_choice(self) -> int | float:
         return random.choice(self.candidate_choices)
+
+
+def _base(name: str) -> str:
+    """The layer or parameter path of a member name (``pos_embedding:dim2`` → parameter)."""
+    return name.split(":", 1)[0]
+
+
+def _layer_names(model: nn.Module) -> set[str]:
+    """Paths of the layers, parameters and buffers of a model or of a supernet's graph."""
+    root = getattr(model, "graph_module", model)
+    return ({n for n, _ in root.named_modules()}
+            | {n for n, _ in root.named_parameters(remove_duplicate=False)}
+            | {n for n, _ in root.named_buffers(remove_duplicate=False)})
 
 
 def _plain(value: Any) -> Any:
