@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,12 @@ __all__ = [
     "DynamicConv1d", "DynamicConv2d", "DynamicConv3d",
     "DynamicConvTranspose1d", "DynamicConvTranspose2d", "DynamicConvTranspose3d",
 ]
+
+if TYPE_CHECKING:  # the mixins are only ever combined with these layer types
+    _ConvBase = nn.modules.conv._ConvNd
+    _ConvTransposeBase = nn.modules.conv._ConvTransposeNd
+else:
+    _ConvBase = _ConvTransposeBase = object
 
 _CONV_FNS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONVT_FNS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -43,7 +49,7 @@ def _group_columns(sel: Any, per_group: int) -> Any:
     return sel[sel < per_group]
 
 
-class _DynamicConvMixin(DynamicOp):
+class _DynamicConvMixin(DynamicOp, _ConvBase):
     roles = ("out", "in")
 
     def _sliced(self) -> tuple[torch.Tensor, torch.Tensor | None, int, int, int]:
@@ -92,7 +98,7 @@ class DynamicConv3d(_DynamicConvMixin, nn.Conv3d):
     static_type = nn.Conv3d
 
 
-class _DynamicConvTransposeMixin(DynamicOp):
+class _DynamicConvTransposeMixin(DynamicOp, _ConvTransposeBase):
     """Transposed conv (groups == 1; the analysis pins grouped ones): weight is (in, out, k)."""
 
     roles = ("out", "in")

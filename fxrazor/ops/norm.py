@@ -15,13 +15,18 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fxrazor.ops.base import DynamicOp, count, take
+
+if TYPE_CHECKING:  # the mixins are only ever combined with these layer types
+    _NormBase = nn.modules.batchnorm._NormBase
+else:
+    _NormBase = object
 
 __all__ = [
     "DynamicBatchNorm1d", "DynamicBatchNorm2d", "DynamicBatchNorm3d", "DynamicSyncBatchNorm",
@@ -30,7 +35,7 @@ __all__ = [
 ]
 
 
-class _ChannelNormMixin(DynamicOp):
+class _ChannelNormMixin(DynamicOp, _NormBase):
     """Shared slicing of per-channel parameters and running statistics."""
 
     roles = ("channels",)
