@@ -20,6 +20,7 @@ import torch
 from tabulate import tabulate
 
 __all__ = [
+    "frozen_matches",
     "make_parser",
     "setup_torch",
     "interleaved_medians",
@@ -90,3 +91,14 @@ def half_width_choices(supernet: Any, names: Sequence[str] | None = None) -> dic
     units = {u.name: u for u in supernet.units}
     chosen = names if names is not None else list(units)
     return {name: max(1, units[name].num_channels // 2) for name in chosen}
+
+
+def frozen_matches(frozen: Any, supernet: Any, x: torch.Tensor) -> bool:
+    """Whether the frozen subnet's output equals the supernet's; prints the mismatch if not."""
+    with torch.no_grad():
+        try:
+            torch.testing.assert_close(frozen(x), supernet(x), rtol=1e-4, atol=1e-4)
+        except AssertionError as e:
+            print(f"ERROR: frozen output differs from the supernet's: {e}")
+            return False
+    return True

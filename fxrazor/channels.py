@@ -61,11 +61,6 @@ class ElementSpace:
         self._left.append(a)
         self._right.append(b)
 
-    def join_all(self, ids: np.ndarray) -> None:
-        """Join every element of ``ids`` with every other."""
-        if len(ids) > 1:
-            self.join(ids[:-1], ids[1:])
-
     def pin(self, ids: np.ndarray, reason: str) -> None:
         """Mark ``ids`` as never removable, remembering why."""
         if len(ids):

@@ -23,7 +23,7 @@ from torch import fx, nn
 from fxrazor.channels import TensorInfo, join_dim, reshape_info
 from fxrazor.op_rules import along_dim, spatial
 
-__all__ = ["MODULE_RULES", "ModuleRule", "elementwise_module", "SLOT_ROLES", "lookup_by_type"]
+__all__ = ["MODULE_RULES", "ModuleRule", "elementwise_module", "lookup_by_type"]
 
 ModuleRule = Callable[[Any, fx.Node, nn.Module], Any]
 
@@ -206,10 +206,3 @@ MODULE_RULES.update({
     nn.Embedding: _embedding, nn.Flatten: _flatten_module, nn.Softmax: _softmax_module,
     nn.LogSoftmax: _softmax_module, nn.PReLU: _prelu,
 })
-
-# Which slot roles each layer type owns (the dynamic ops slice exactly these).
-SLOT_ROLES: dict[type, tuple[str, ...]] = {t: ("out", "in") for t in _CONVS}
-SLOT_ROLES.update({t: ("channels",) for t in _CHANNEL_NORMS})
-SLOT_ROLES.update({nn.Linear: ("out", "in"), nn.GroupNorm: ("channels",),
-                   nn.LayerNorm: ("channels",), nn.RMSNorm: ("channels",),
-                   nn.Embedding: ("out",)})
