@@ -11,8 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -20,7 +18,7 @@ from tabulate import tabulate
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["summary", "measure", "full_width"]
+__all__ = ["summary", "measure"]
 
 _MAX_MEMBERS = 4
 
@@ -38,24 +36,6 @@ def measure(module: nn.Module, args: tuple[Any, ...]) -> tuple[int, int]:
     finally:
         module.train(training)
     return params, int(counter.get_total_flops())
-
-
-@contextlib.contextmanager
-def full_width(supernet: Any) -> Iterator[None]:
-    """Run the supernet at full width inside the block, whatever its units' choices."""
-    saved = [(b, b.module.selection(b.role)) for b in supernet._bindings]
-    counters = [(c, c.module.value) for c in supernet._counters]
-    for b, _ in saved:
-        b.module.set_selection(b.role, None)
-    for c, _ in counters:
-        c.module.value = c.module.full
-    try:
-        yield
-    finally:
-        for b, sel in saved:
-            b.module.set_selection(b.role, sel)
-        for c, value in counters:
-            c.module.value = value
 
 
 def _members(unit: Any) -> str:
@@ -102,7 +82,7 @@ def summary(supernet: Any, flops: bool = True) -> str:
     if flops:
         args = supernet.example_args
         supernet.sync()
-        with full_width(supernet):
+        with supernet.full_width():
             before = measure(supernet.graph_module, args)
         after = measure(freeze(supernet), args)
         rows = [("params", before[0], after[0], _ratio(after[0], before[0])),

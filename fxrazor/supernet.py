@@ -15,7 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -120,13 +122,24 @@ class Supernet(nn.Module):
     def sync(self) -> None:
         """Push the units' current masks into every dynamic op and size literal."""
         mask = self.current_mask()
-        if self._last_mask is not None and torch.equal(mask, self._last_mask):
-            return
+        if self._last_mask is None or not torch.equal(mask, self._last_mask):
+            self._push(mask)
+
+    def _push(self, mask: torch.Tensor) -> None:
         for binding in self._bindings:
             binding.module.set_selection(binding.role, _selection(mask[binding.gidx]))
         for counter in self._counters:
             counter.module.value = int(mask[counter.gidx].sum())
         self._last_mask = mask
+
+    @contextlib.contextmanager
+    def full_width(self) -> Iterator[None]:
+        """Run the graph at full width inside the block, whatever the units' choices."""
+        self._push(torch.ones_like(self.current_mask()))
+        try:
+            yield
+        finally:
+            self._push(self.current_mask())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         self.sync()
