@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 from collections.abc import Iterable
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from fxrazor.copying import copy_module
 from fxrazor.decompose import decompose_modules
 from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModelError
 from fxrazor.module_rules import MODULE_RULES, lookup_by_type
@@ -215,7 +215,7 @@ def trace_model(
             f"expected a torch.nn.Module, got {type(model).__name__}; wrap functions in a Module"
         )
     leaf_types, leaf_names = _split_leaf_spec(leaf_modules)
-    source = copy.deepcopy(model) if copy_model else model
+    source = copy_module(model) if copy_model else model
     if copy_model:
         decompose_modules(source)
     absent = absent_inputs(model, example_inputs)

@@ -1,0 +1,84 @@
+"""copy_module: a deep copy whose weights are copied on first write, never shared in effect."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import fxrazor
+from fxrazor.copying import copy_module
+
+_is_cow = getattr(torch._C, "_is_cow_tensor", None)
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(8 * 6 * 6, 4))
+
+
+def test_copy_equals_original_and_writes_stay_on_their_side() -> None:
+    model = _model()
+    before = copy.deepcopy(model.state_dict())
+    twin = copy_module(model)
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(twin.eval()(x), model.eval()(x))
+    with torch.no_grad():
+        twin[0].weight.add_(1.0)          # write through the copy
+        model[4].bias.zero_()             # write through the original
+    assert torch.equal(model[0].weight, before["0.weight"])
+    assert torch.equal(twin[4].bias, before["4.bias"])
+    assert not torch.equal(twin[0].weight, before["0.weight"])
+
+
+def test_training_the_copy_leaves_the_original_untouched() -> None:
+    model = _model()
+    before = copy.deepcopy(model.state_dict())
+    twin = copy_module(model).train()
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.5)
+    twin(torch.randn(4, 3, 8, 8)).square().sum().backward()
+    optimizer.step()                     # also BatchNorm running stats were written
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert not torch.equal(twin[1].running_mean, before["1.running_mean"])
+
+
+def test_tied_and_view_sharing_weights_stay_shared_in_the_copy() -> None:
+    model = _model()
+    model.extra = nn.Linear(8 * 6 * 6, 4)
+    model.extra.weight = model[4].weight                      # tied parameter
+    flat = torch.zeros(10)
+    model.register_buffer("a", flat[:5])                      # two views of one storage
+    model.register_buffer("b", flat[5:])
+    twin = copy_module(model)
+    assert twin.extra.weight is twin[4].weight
+    with torch.no_grad():
+        twin.a.fill_(1.0)
+    assert twin.a.untyped_storage()._cdata == twin.b.untyped_storage()._cdata
+    assert torch.equal(flat, torch.zeros(10))
+
+
+def test_shared_memory_tensors_fall_back_to_a_plain_copy() -> None:
+    model = _model()
+    model[4].weight.share_memory_()
+    twin = copy_module(model)
+    assert torch.equal(twin[4].weight, model[4].weight) and model[4].weight.is_shared()
+    if _is_cow is not None:
+        assert not _is_cow(model[4].weight)       # the shared-memory original is left as is
+
+
+@pytest.mark.skipif(_is_cow is None, reason="this torch has no copy-on-write tensors")
+def test_convert_copies_weights_lazily_and_never_changes_the_model() -> None:
+    model = _model().eval()
+    before = copy.deepcopy(model.state_dict())
+    sn = fxrazor.convert(model, torch.randn(1, 3, 8, 8))
+    assert _is_cow(model[0].weight)               # no 100 MB copy paid up front
+    sn.train()
+    optimizer = torch.optim.SGD(sn.parameters(), lr=0.5)
+    sn(torch.randn(4, 3, 8, 8)).square().sum().backward()
+    optimizer.step()
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
