@@ -28,7 +28,8 @@ Example:
 from __future__ import annotations
 
 import copy
-from collections import Counter
+import copyreg
+from collections import Counter, OrderedDict
 from typing import Any
 
 import torch
@@ -72,13 +73,65 @@ def copy_module(module: nn.Module) -> nn.Module:
         except that untouched weights share memory with ``module`` until written.
     """
     tensors = {id(t): t for t in (*module.parameters(), *module.buffers())}
+    memo: dict[int, Any] = {}
     if _lazy_clone is None or not tensors:
-        return copy.deepcopy(module)
+        return _deepcopy(module, memo)
     clonable = [t for t in tensors.values() if _lazily_clonable(t)]
     users = Counter(_storage_key(t) for t in tensors.values() if t.layout == torch.strided
                     and not t.is_quantized and t.device.type != "meta")
-    memo: dict[int, Any] = {}
     for tensor in clonable:
         if users[_storage_key(tensor)] == 1:
             memo[id(tensor)] = _lazy_copy(tensor)
-    return copy.deepcopy(module, memo)
+    return _deepcopy(module, memo)
+
+
+# Values that deepcopy returns as they are.
+_ATOMIC = frozenset({int, float, bool, complex, str, bytes, type(None), type, range,
+                     torch.dtype, torch.device, torch.layout, torch.memory_format, torch.Size})
+
+
+def _plain_module_type(cls: type) -> bool:
+    """A module type that ``copy.deepcopy`` copies through its ``__dict__`` alone."""
+    return (getattr(cls, "__deepcopy__", None) is None
+            and cls.__reduce_ex__ is object.__reduce_ex__
+            and cls.__reduce__ is object.__reduce__
+            and getattr(cls, "__getstate__", None) is nn.Module.__getstate__
+            and cls.__new__ is object.__new__
+            and cls not in copyreg.dispatch_table
+            and not copyreg._slotnames(cls))  # type: ignore[attr-defined]
+
+
+def _deepcopy(value: Any, memo: dict[int, Any]) -> Any:
+    """``copy.deepcopy(value, memo)``, done directly for what module trees are made of
+    (plain modules, dicts, lists, tuples, sets, atoms): the generic protocol costs about
+    ten times more per object, which adds up over the thousands of objects of a model.
+    Anything else goes to ``copy.deepcopy`` with the same memo."""
+    cls = type(value)
+    if cls in _ATOMIC:
+        return value
+    found = memo.get(id(value), memo)
+    if found is not memo:
+        return found
+    if cls in (dict, OrderedDict):
+        new: Any = cls()
+        memo[id(value)] = new
+        for k, v in value.items():  # most are empty: a module's hook registries
+            new[_deepcopy(k, memo)] = _deepcopy(v, memo)
+    elif cls is list:
+        new = memo[id(value)] = []
+        new.extend(_deepcopy(v, memo) for v in value)
+    elif cls is tuple:
+        items = tuple(_deepcopy(v, memo) for v in value)
+        new = value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        memo[id(value)] = new
+    elif cls in (set, frozenset) and all(type(v) in _ATOMIC for v in value):
+        new = memo[id(value)] = value if cls is frozenset else set(value)
+    elif isinstance(value, nn.Module) and _plain_module_type(cls):
+        new = memo[id(value)] = object.__new__(cls)
+        state = nn.Module.__getstate__(value)
+        new.__setstate__({k: _deepcopy(v, memo) for k, v in state.items()})
+    else:
+        return copy.deepcopy(value, memo)
+    # No keep-alive list (deepcopy's guard against reused ids): everything visited here is
+    # reachable from the module being copied, which outlives the copy.
+    return new

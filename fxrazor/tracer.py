@@ -32,9 +32,27 @@ from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModel
 from fxrazor.module_rules import MODULE_RULES, lookup_by_type
 from fxrazor.shapes import propagate_shapes
 
-__all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs"]
+__all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs",
+           "compile_graph_module"]
 
 logger = logging.getLogger(__name__)
+
+try:  # generates its forward code only when first called: convert edits the graph first
+    from torch.fx._lazy_graph_module import _LazyGraphModule as _TracedGraphModule
+except ImportError:  # pragma: no cover - older torch
+    _TracedGraphModule = fx.GraphModule
+
+
+def compile_graph_module(gm: fx.GraphModule) -> None:
+    """Make ``gm`` (from :func:`trace_model`, graph edited since) a plain GraphModule whose
+    code matches its graph.
+
+    The traced module defers code generation, which every pass that edits the graph would
+    repeat; this generates it once, and turns the module into an ordinary GraphModule (one
+    that TorchScript and pickling treat as usual) in place, keeping every attribute."""
+    if isinstance(gm, _TracedGraphModule) and _TracedGraphModule is not fx.GraphModule:
+        gm.__class__ = type(type(gm).__name__, (fx.GraphModule,), {})
+    gm.recompile()
 
 # Exceptions that mean "symbolic tracing cannot follow this code", not "the model is broken".
 _TRACE_FAILURES = (
@@ -148,7 +166,7 @@ def _trace_with_fallback(
             opaque[name] = f"untraceable ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
             logger.info("tracing %s failed; keeping it as an opaque leaf", name)
             continue
-        return fx.GraphModule(tracer.root, graph, type(model).__name__), opaque
+        return _TracedGraphModule(tracer.root, graph, type(model).__name__), opaque
     raise TraceFailedError(f"gave up tracing after {_MAX_RETRIES} opaque submodules")
 
 

@@ -32,6 +32,7 @@ from fxrazor.errors import UnsupportedModelError
 from fxrazor.module_rules import lookup_by_type
 from fxrazor.ops import DYNAMIC_OPS, DynamicParam, SizeCounter
 from fxrazor.passes.inplace_adds import restore_inplace_adds
+from fxrazor.tracer import compile_graph_module
 
 __all__ = ["insert_dynamic_ops", "DynamicGraph", "Binding"]
 
@@ -87,7 +88,7 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
         _rewrite_arg(by_name[name], path, value)
     restore_inplace_adds(new, recompile=False)
     new.graph.lint()
-    new.recompile()
+    compile_graph_module(new)
     return result
 
 

@@ -82,3 +82,74 @@ def test_convert_copies_weights_lazily_and_never_changes_the_model() -> None:
     optimizer.step()
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name
+
+
+class _CustomCopy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(2, 2)
+        self.copied_by_hand = False
+
+    def __deepcopy__(self, memo: dict) -> _CustomCopy:
+        new = _CustomCopy()
+        new.copied_by_hand = True
+        return new
+
+
+class _Odd(nn.Module):
+    """Attributes of every kind a module tree holds, shared objects included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared = nn.Conv2d(3, 3, 1)
+        self.branches = nn.ModuleList([self.shared, nn.ReLU()])
+        self.config = {"sizes": [1, 2, (3, 4)], "name": "x", "dtype": torch.float16}
+        self.alias = self.config["sizes"]
+        self.tags = {"a", "b"}
+        self.plain_tensor = torch.arange(4.0)
+        self.custom = _CustomCopy()
+        self.register_forward_hook(lambda mod, args, out: out * 2)
+
+
+def _walk(a: object, b: object, seen: set[int]) -> None:
+    """``b`` is a faithful deep copy of ``a``: same types and values, no shared mutables."""
+    assert type(a) is type(b)
+    if id(a) in seen or isinstance(a, (int, float, str, bytes, type(None), torch.dtype,
+                                       _CustomCopy)):
+        return
+    seen.add(id(a))
+    if isinstance(a, torch.Tensor):
+        assert a is not b and torch.equal(a, b) and a.requires_grad == b.requires_grad
+    elif isinstance(a, (dict, list, set, nn.Module)):
+        assert a is not b
+        if isinstance(a, nn.Module):
+            a, b = vars(a), vars(b)
+        if isinstance(a, dict):
+            assert list(a) == list(b)
+            for k in a:
+                _walk(a[k], b[k], seen)
+        elif isinstance(a, list):
+            for x, y in zip(a, b, strict=True):
+                _walk(x, y, seen)
+        else:
+            assert a == b
+    elif isinstance(a, tuple):
+        for x, y in zip(a, b, strict=True):
+            _walk(x, y, seen)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "vit_b_16", "odd"])
+def test_copy_module_is_a_faithful_deep_copy(name: str) -> None:
+    if name == "odd":
+        model = _Odd()
+    else:
+        torchvision = pytest.importorskip("torchvision")
+        model = torchvision.models.get_model(name, weights=None)
+    twin = copy_module(model)
+    _walk(model, twin, set())
+    if name == "odd":
+        assert twin.branches[0] is twin.shared and twin.alias is twin.config["sizes"]
+        assert twin.custom.copied_by_hand          # a module's own __deepcopy__ is honoured
+        x = torch.randn(1, 3, 2, 2)
+        assert torch.equal(twin.shared(x), model.shared(x))
+        assert len(twin._forward_hooks) == 1
