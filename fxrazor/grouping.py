@@ -32,10 +32,12 @@ _MAX_REASONS = 4
 def _runs(labels: np.ndarray, slots: list[tuple[Slot, np.ndarray]]):
     """Sort every slot position by (component, slot, position) and cut it into runs of one
     (component, slot) pair."""
-    comp = np.concatenate([labels[ids] for _, ids in slots])
-    slot = np.concatenate([np.full(len(ids), i) for i, (_, ids) in enumerate(slots)])
-    pos = np.concatenate([np.arange(len(ids)) for _, ids in slots])
-    order = np.lexsort((pos, slot, comp))
+    lens = np.array([len(ids) for _, ids in slots], dtype=np.int64)
+    comp = labels[np.concatenate([ids for _, ids in slots])]
+    slot = np.repeat(np.arange(len(slots)), lens)
+    pos = np.arange(len(comp)) - np.repeat(np.cumsum(lens) - lens, lens)
+    # One stable sort on (component, slot): positions are already ascending within a slot.
+    order = np.argsort(comp * len(slots) + slot, kind="stable")
     comp, slot, pos = comp[order], slot[order], pos[order]
     change = np.r_[True, (comp[1:] != comp[:-1]) | (slot[1:] != slot[:-1])]
     starts = np.flatnonzero(change)

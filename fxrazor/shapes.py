@@ -19,11 +19,13 @@ Example:
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
@@ -117,6 +119,31 @@ def _on_meta(module: nn.Module) -> Iterator[None]:
             mod._parameters, mod._buffers = params, buffers
 
 
+# Element-wise ops whose meta kernels are slow Python reference implementations (100-250 us
+# a call, against 1 us to allocate a meta tensor): their output shape is the broadcast of
+# their tensor inputs', with a floating dtype that ``torch.result_type`` gives.
+_POINTWISE_FUNCTIONS = frozenset({
+    operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
+    torch.div, torch.relu, torch.sigmoid, torch.tanh, F.relu, F.relu6, F.gelu, F.silu,
+    F.hardswish, F.hardsigmoid, F.sigmoid, F.tanh, F.leaky_relu, F.mish, F.elu,
+})
+_POINTWISE_METHODS = frozenset({"add", "sub", "mul", "div", "relu", "sigmoid", "tanh"})
+
+
+def _pointwise_meta(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """The meta output of an element-wise op on ``args``, or None when not that simple."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if not tensors or any(isinstance(v, torch.Tensor) for v in kwargs.values()) or \
+            not all(isinstance(a, (torch.Tensor, int, float, bool)) for a in args[:2]):
+        return None
+    dtype = torch.result_type(args[0], args[1]) if len(args) > 1 and \
+        isinstance(args[1], (torch.Tensor, int, float, bool)) else tensors[0].dtype
+    if not dtype.is_floating_point or len(tensors) > 2:
+        return None
+    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
 class _MetaShapeRecorder(_ShapeRecorder):
     """Shape recording where layers and attributes run on meta copies of their tensors."""
 
@@ -127,9 +154,17 @@ class _MetaShapeRecorder(_ShapeRecorder):
         module = self.module.get_submodule(target)
         if type(module) in _SAME_SHAPE and len(args) == 1 and not kwargs \
                 and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
-            return torch.empty_like(args[0])
+            return torch.empty(args[0].shape, dtype=args[0].dtype, device="meta")
         with _on_meta(module):
             return module(*args, **kwargs)
+
+    def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
+        fast = _pointwise_meta(args, kwargs) if target in _POINTWISE_FUNCTIONS else None
+        return fast if fast is not None else super().call_function(target, args, kwargs)
+
+    def call_method(self, target: Any, args: Any, kwargs: Any) -> Any:
+        fast = _pointwise_meta(args, kwargs) if target in _POINTWISE_METHODS else None
+        return fast if fast is not None else super().call_method(target, args, kwargs)
 
 
 def _propagate_meta(gm: fx.GraphModule, args: tuple[Any, ...]) -> bool:
