@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import operator
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from fxrazor.errors import ExampleInputError
+from fxrazor.layer_shapes import layer_output
 
 __all__ = ["propagate_shapes"]
 
@@ -73,7 +75,10 @@ class _ShapeRecorder(fx.Interpreter):
 
     def run_node(self, n: fx.Node) -> Any:
         try:
-            result = super().run_node(n)
+            # Interpreter.run_node minus its per-node logging and node-context bookkeeping
+            # (a third of the cost of a node whose output is only allocated).
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            result = getattr(self, n.op)(n.target, args, kwargs)
         except Exception as e:
             if not hasattr(e, "_fxrazor_node"):
                 e._fxrazor_node = n  # type: ignore[attr-defined]
@@ -144,6 +149,26 @@ def _pointwise_meta(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tens
     return torch.empty(shape, dtype=dtype, device="meta")
 
 
+def _cat_meta(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """The meta output of ``torch.cat`` of same-rank tensors (its meta kernel is Python)."""
+    tensors = args[0] if args else kwargs.get("tensors")
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    if not isinstance(tensors, (list, tuple)) or not tensors or not isinstance(dim, int) or \
+            not all(isinstance(t, torch.Tensor) for t in tensors) or set(kwargs) - {"dim"}:
+        return None
+    rank = tensors[0].dim()
+    if rank == 0 or not -rank <= dim < rank:
+        return None
+    dim %= rank
+    rest = [t.shape[:dim] + t.shape[dim + 1:] for t in tensors]
+    if any(t.dim() != rank for t in tensors) or any(r != rest[0] for r in rest):
+        return None
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+    shape = list(tensors[0].shape)
+    shape[dim] = sum(t.shape[dim] for t in tensors)
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
 class _MetaShapeRecorder(_ShapeRecorder):
     """Shape recording where layers and attributes run on meta copies of their tensors."""
 
@@ -155,11 +180,15 @@ class _MetaShapeRecorder(_ShapeRecorder):
         if type(module) in _SAME_SHAPE and len(args) == 1 and not kwargs \
                 and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
             return torch.empty(args[0].shape, dtype=args[0].dtype, device="meta")
+        known = layer_output(module, args, kwargs)
+        if known is not None:
+            return known
         with _on_meta(module):
             return module(*args, **kwargs)
 
     def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
-        fast = _pointwise_meta(args, kwargs) if target in _POINTWISE_FUNCTIONS else None
+        fast = _pointwise_meta(args, kwargs) if target in _POINTWISE_FUNCTIONS else \
+            _cat_meta(args, kwargs) if target is torch.cat else None
         return fast if fast is not None else super().call_function(target, args, kwargs)
 
     def call_method(self, target: Any, args: Any, kwargs: Any) -> Any:

@@ -29,7 +29,8 @@ class _Mixed(nn.Module):
         counts = steps + 1                                       # integer stays integer
         ratio = steps / 2                                        # integer true division
         mixed = operator.mul(x.half(), 2.0)                      # float16 stays float16
-        return v, counts, ratio, mixed
+        joined = torch.cat([mixed, v, y], dim=-3)                # float16 + float32 → float32
+        return v, counts, ratio, mixed, joined, torch.cat((y, y), 2)
 
 
 def _recorded(gm: fx.GraphModule) -> dict[str, tuple]:
@@ -56,3 +57,42 @@ def test_meta_recording_rejects_shapes_that_do_not_broadcast() -> None:
 
     with pytest.raises(RuntimeError):
         _MetaShapeRecorder(fx.symbolic_trace(Bad())).run(torch.empty(1, 3, device="meta"))
+
+
+_LAYERS = [
+    (nn.Conv1d(4, 6, 3, stride=2, padding=1), (2, 4, 11)),
+    (nn.Conv1d(4, 6, 3), (4, 9)),                                    # unbatched
+    (nn.Conv2d(4, 8, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(2, 1)), (1, 4, 13, 10)),
+    (nn.Conv2d(4, 8, 3, padding="same", dilation=2, groups=2), (1, 4, 7, 6)),
+    (nn.Conv2d(4, 8, 4, padding="valid", stride=3), (1, 4, 15, 16)),
+    (nn.Conv2d(4, 4, 3, padding=2, padding_mode="reflect"), (1, 4, 5, 5)),
+    (nn.Conv3d(2, 3, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)), (1, 2, 4, 9, 9)),
+    (nn.Linear(5, 7), (5,)),
+    (nn.Linear(5, 7), (2, 3, 4, 5)),
+    (nn.AdaptiveAvgPool2d((None, 3)), (1, 4, 9, 8)),
+    (nn.AdaptiveMaxPool1d(2), (3, 10)),
+    (nn.AdaptiveAvgPool3d(1), (1, 2, 3, 4, 5)),
+]
+
+
+@pytest.mark.parametrize(("layer", "shape"), _LAYERS, ids=lambda v: str(v)[:40])
+def test_layer_shape_formulas_match_the_real_layer(layer: nn.Module, shape: tuple) -> None:
+    from fxrazor.layer_shapes import layer_output
+
+    expected = layer(torch.randn(shape))
+    got = layer_output(layer, (torch.empty(shape, device="meta"),), {})
+    assert got is not None and got.is_meta
+    assert (got.shape, got.dtype) == (expected.shape, expected.dtype)
+
+
+@pytest.mark.parametrize(("layer", "shape", "dtype"), [
+    (nn.Conv2d(4, 8, 3), (1, 5, 8, 8), torch.float32),          # wrong channel count
+    (nn.Conv2d(4, 8, 5), (1, 4, 3, 3), torch.float32),          # empty output
+    (nn.Conv2d(4, 8, 3), (1, 4, 8, 8), torch.float16),          # dtype differs from weight
+    (nn.Linear(5, 7), (2, 6), torch.float32),
+    (nn.AdaptiveMaxPool2d(2, return_indices=True), (1, 3, 4, 4), torch.float32),
+])
+def test_layer_shape_formulas_leave_unusual_calls_to_the_layer(layer, shape, dtype) -> None:
+    from fxrazor.layer_shapes import layer_output
+
+    assert layer_output(layer, (torch.empty(shape, dtype=dtype, device="meta"),), {}) is None
