@@ -1,10 +1,11 @@
 """Shape propagation: record ``tensor_meta`` on every node of a traced graph.
 
-Large models and inputs get their shapes on the meta device: every parameter and buffer is
-swapped for a meta tensor of the same shape for the run, so no arithmetic is spent and
-nothing is allocated. Small networks on small inputs, and graphs with ops that need real
-values (data-dependent shapes), run for real on the example inputs instead, in eval mode so
-that no BatchNorm statistics move. A real failure names the node and module that rejected the
+Shapes are found on the meta device: every parameter and buffer is swapped for a meta
+tensor of the same shape for the run, so no arithmetic is spent and nothing is allocated;
+common layers and element-wise ops get their output shapes by formula, which is cheaper
+still. Graphs with ops that need real values (data-dependent shapes), or inputs the meta run
+rejects, run for real on the example inputs instead, in eval mode so that no BatchNorm
+statistics move. A real failure names the node and module that rejected the
 inputs and chains the original exception.
 
 Example:
@@ -221,19 +222,11 @@ def _propagate_real(gm: fx.GraphModule, args: tuple[Any, ...]) -> None:
         ) from e
 
 
-# Below this (input elements × parameters), a real forward is cheaper than running every
-# layer on meta tensors (a fixed cost per layer): small networks on small inputs.
-_REAL_FIRST_WORK = 1e11
-
-
 def propagate_shapes(gm: fx.GraphModule, args: tuple[Any, ...]) -> None:
     """Record ``node.meta['tensor_meta']`` for every node of ``gm`` run on ``args``."""
-    on_meta = any(t.is_meta for t in (*gm.parameters(), *gm.buffers()))
-    numel = sum(a.numel() for a in args if isinstance(a, torch.Tensor))
-    work = numel * sum(p.numel() for p in gm.parameters())
-    if (on_meta or work >= _REAL_FIRST_WORK) and _propagate_meta(gm, args):
+    if _propagate_meta(gm, args):
         return
-    if on_meta:
+    if any(t.is_meta for t in (*gm.parameters(), *gm.buffers())):
         args = tuple(_to_meta(a) for a in args)
     training = gm.training
     gm.eval()  # a real run must not move BatchNorm statistics
