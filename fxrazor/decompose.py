@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fxrazor.decompose_swin import decompose_swin_attention
+
 __all__ = ["DecomposedMultiheadAttention", "decompose_modules", "DECOMPOSITIONS"]
 
 
@@ -144,7 +146,7 @@ def _decompose_mha(module: nn.Module) -> nn.Module | None:
     return None
 
 
-DECOMPOSITIONS = [_decompose_mha]
+DECOMPOSITIONS = [_decompose_mha, decompose_swin_attention]
 
 
 def decompose_modules(model: nn.Module) -> list[str]:

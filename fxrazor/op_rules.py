@@ -255,6 +255,7 @@ def _narrow(ctx: Any, node: fx.Node) -> Any:
         return info.with_axes(shape, axes)
     if not isinstance(start, int) or not isinstance(length, int) or start < 0:
         ctx.space.pin(ids, f"{ctx.describe(node)} takes a computed range of it")
+        del axes[d]  # which positions survive is unknown here: the output dim is inert
         return info.with_axes(shape, axes)
     if start > 0:
         ctx.resize_arg(node, (2,), ids[:start])
@@ -328,6 +329,40 @@ def _flatten(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return _reshape(ctx, node)
 
 
+def _roll(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    """torch.roll: a cyclic shift moves positions along the rolled dims (pinned: pruning
+    would change where they land); the other dims pass element-wise."""
+    info = ctx.info(node.args[0])
+    dims = arg(node, 2, "dims", None)
+    if isinstance(dims, int):
+        dims = [dims]
+    if not isinstance(info, TensorInfo) or not dims \
+            or not all(isinstance(d, int) for d in dims):
+        return ctx.unknown(node)  # dims=None rolls the flattened tensor: all dims mix
+    return TensorInfo(info.shape, _pin_dims(ctx, node, info, list(dims), "rolls along it"))
+
+
+def _pad(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    """F.pad: dims padded by a literal 0 on both sides pass; padded dims (or dims padded
+    by computed amounts) get positions that belong to no layer, so they are pinned."""
+    info = ctx.info(node.args[0])
+    pad = arg(node, 1, "pad")
+    shape = ctx.shape(node)
+    if not isinstance(info, TensorInfo) or not isinstance(pad, (list, tuple)) \
+            or len(pad) % 2 or len(pad) // 2 > info.ndim or shape is None:
+        return ctx.unknown(node)
+    padded = [info.ndim - 1 - k for k in range(len(pad) // 2)
+              if any(not isinstance(p, int) or p != 0 for p in pad[2 * k:2 * k + 2])]
+    return info.with_axes(shape, _pin_dims(ctx, node, info, padded, "pads it"))
+
+
+def _factory(ctx: Any, node: fx.Node) -> TensorInfo | None:
+    """torch.arange / zeros / ones / full / empty: a new tensor whose dims hold no channels
+    of any layer (inert), whatever the sizes it was asked for."""
+    shape = ctx.shape(node)
+    return None if shape is None else TensorInfo(shape)
+
+
 def _non_tensor(ctx: Any, node: fx.Node) -> Any:
     return _sym_args(ctx, node) if ctx.shape(node) is None else ctx.unknown(node)
 
@@ -375,6 +410,10 @@ _POINTWISE_FUNCTIONS = [
     F.elu, F.selu, F.celu, F.leaky_relu, F.hardtanh, F.softplus, F.logsigmoid, F.dropout,
     F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.relu_, F.softsign,
     F.tanhshrink, F.threshold,
+    # comparisons compare equal positions (on ints: arithmetic on sizes, as above)
+    operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
+    torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge, torch.logical_and,
+    torch.logical_or, torch.logical_not,
 ]
 _POINTWISE_METHODS = [
     "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "abs", "neg", "exp", "log",
@@ -384,7 +423,8 @@ _POINTWISE_METHODS = [
     "cos", "square", "reciprocal", "sign", "floor", "ceil", "round", "erf", "exp_",
     "softplus", "sqrt_", "fill_", "zero_", "__add__", "__mul__", "__radd__", "__rmul__",
     "__sub__", "__rsub__", "__truediv__", "__rtruediv__", "lerp", "where", "maximum",
-    "minimum", "cpu", "cuda", "requires_grad_",
+    "minimum", "cpu", "cuda", "requires_grad_", "long", "int", "bool", "eq", "ne", "lt",
+    "le", "gt", "ge", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__",
 ]
 
 FUNCTION_RULES: dict[Any, Rule] = {f: pointwise for f in _POINTWISE_FUNCTIONS}
@@ -404,9 +444,9 @@ FUNCTION_RULES.update({
     F.avg_pool1d: spatial, F.avg_pool2d: spatial, F.avg_pool3d: spatial,
     F.max_pool1d: spatial, F.max_pool2d: spatial, F.max_pool3d: spatial,
     F.interpolate: spatial, F.upsample: spatial,
-    builtins.getattr: _getattr, operator.eq: _non_tensor, operator.ne: _non_tensor,
-    operator.lt: _non_tensor, operator.le: _non_tensor, operator.gt: _non_tensor,
-    operator.ge: _non_tensor, torch._assert: _non_tensor,
+    builtins.getattr: _getattr, torch._assert: _non_tensor,
+    torch.roll: _roll, F.pad: _pad, torch.arange: _factory, torch.zeros: _factory,
+    torch.ones: _factory, torch.full: _factory, torch.empty: _factory,
 })
 
 METHOD_RULES: dict[str, Rule] = {m: pointwise for m in _POINTWISE_METHODS}
@@ -419,7 +459,7 @@ METHOD_RULES.update({
     "bmm": CONTRACTION_RULES[torch.matmul],
     "mean": _reduce, "sum": _reduce, "amax": _reduce, "amin": _reduce,
     "softmax": _over_dim, "log_softmax": _over_dim,
-    "size": _size, "dim": _non_tensor, "numel": _numel,
+    "size": _size, "dim": _non_tensor, "numel": _numel, "roll": _roll,
 })
 
 # Functions of optional libraries, keyed by qualified name so that the library need not be

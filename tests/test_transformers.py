@@ -1,5 +1,6 @@
-"""Attention: whole-head and head-dim pruning of torchvision ViT and MaxViT, embedding-dim
-pruning across the residual stream, and nn.MultiheadAttention decomposition."""
+"""Attention: whole-head and head-dim pruning of torchvision ViT, MaxViT and Swin,
+embedding-dim pruning across the residual stream, and nn.MultiheadAttention and Swin
+window-attention decomposition."""
 
 from __future__ import annotations
 
@@ -116,3 +117,189 @@ def test_model_with_multihead_attention_prunes_heads_and_stays_exact() -> None:
     frozen = fxrazor.freeze(sn)
     torch.testing.assert_close(frozen(x), sn(x))
     assert frozen.get_submodule("attn.q_proj").out_features == 8
+
+
+# ---- Swin: shifted-window attention decomposed into prunable heads -------------------------
+
+def _swin_attention(version: int, shift: list[int]) -> nn.Module:
+    """A torchvision Swin window attention: 1 and 2 (V1, V2; 4x4 windows) or 3 (video)."""
+    from torchvision.models import swin_transformer as swin
+    from torchvision.models.video import swin_transformer as swin3d
+
+    if version == 3:
+        attn = swin3d.ShiftedWindowAttention3d(16, [2, 4, 4], [1, *shift], num_heads=4)
+    else:
+        cls = swin.ShiftedWindowAttention if version == 1 else swin.ShiftedWindowAttentionV2
+        attn = cls(16, [4, 4], shift, num_heads=4)
+    with torch.no_grad():  # move V2's parameters off their initial values
+        for p in attn.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return attn.eval()
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("shift", [[2, 2], [3, 1], [0, 0]])
+def test_decomposed_swin_attention_equals_torchvision(version, shift) -> None:
+    from fxrazor.decompose_swin import DecomposedShiftedWindowAttention
+
+    torch.manual_seed(0)
+    attn = _swin_attention(version, shift)
+    dec = DecomposedShiftedWindowAttention.from_module(attn)
+    traced = torch.fx.symbolic_trace(dec)  # one graph for every input size: no baked sizes
+    # whole windows; padding; one window per side (the shift drops to 0); mixed; 1 row
+    sizes = [(8, 8), (6, 10), (3, 3), (4, 9), (1, 5)]
+    if version == 3:  # frames: whole windows, padded, shorter than the window (it adapts)
+        sizes = [(t, *hw) for t, hw in zip([4, 3, 1, 2, 5], sizes, strict=True)]
+    for size in sizes:
+        x = torch.randn(2, *size, 16)
+        with torch.no_grad():
+            ref = attn(x)
+            torch.testing.assert_close(dec(x), ref)
+            torch.testing.assert_close(traced(x), ref)
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_decomposed_swin_attention_builds_torchvision_buffers(version) -> None:
+    from fxrazor.decompose_swin import DecomposedShiftedWindowAttention
+
+    attn = _swin_attention(version, [2, 2])
+    fresh = DecomposedShiftedWindowAttention(16, attn.window_size, attn.shift_size, 4,
+                                             cosine=version == 2, adapt_window=version == 3)
+    torch.testing.assert_close(fresh.relative_position_index, attn.relative_position_index)
+    if version == 2:
+        torch.testing.assert_close(fresh.relative_coords_table, attn.relative_coords_table)
+        assert fresh.k_proj.bias is None  # every V2 forward zeroes the key bias
+    else:
+        assert fresh.relative_position_bias_table.shape == attn.relative_position_bias_table.shape
+
+
+@pytest.mark.parametrize(("window", "shift", "heads", "cosine", "words"), [
+    ([4], [2], 2, False, "must both have 2"),
+    ([4, 4], [2, -1], 2, False, "shifts at least 0"),
+    ([4, 4], [2, 2], 3, False, "equal heads"),
+    ([2, 4, 4], [0, 0, 0], 2, True, "needs a 2-D window"),
+])
+def test_decomposed_swin_attention_rejects_bad_config(window, shift, heads, cosine, words) -> None:
+    from fxrazor.decompose_swin import DecomposedShiftedWindowAttention
+    from fxrazor.errors import FxRazorError
+
+    with pytest.raises(FxRazorError, match=words):
+        DecomposedShiftedWindowAttention(8, window, shift, heads, cosine=cosine)
+
+
+def test_roll_and_pad_keep_other_dims_prunable() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+            self.c, self.d = nn.Linear(4, 5), nn.Linear(5, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.nn.functional.pad(self.a(x), (0, 0, 1, x.shape[1] % 2))
+            y = torch.roll(y, shifts=(-x.shape[1],), dims=(1,))  # rolls positions, not channels
+            z = torch.roll(self.c(x), shifts=1, dims=-1)  # rolls channels: they stay
+            return self.b(y).sum(1) + self.d(z).sum(1)
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    x = torch.randn(2, 5, 4)
+    sn = fxrazor.convert(model, x)
+    assert [u.name for u in sn.units] == ["a"]
+    assert any("rolls along it" in r for g in sn.analysis.pinned for r in g.reasons)
+    sn.set_choices({"a": 2})
+    frozen = fxrazor.freeze(sn)
+    torch.testing.assert_close(frozen(x), sn(x))
+    assert frozen.get_submodule("a").out_features == 2
+
+
+def _tensor_shape(module: nn.Module, path: str) -> tuple[int, ...]:
+    """Shape of a parameter of ``path``, wherever freezing moved it."""
+    tensors = dict(module.named_parameters()) | dict(module.named_buffers())
+    (name,) = [n for n in tensors if n.replace(".", "_").endswith(path.replace(".", "_"))]
+    return tuple(tensors[name].shape)
+
+
+def _zero_heads(model: nn.Module, block: str, keep: torch.Tensor) -> None:
+    """Zero the value rows of the heads not kept in the torchvision block: their outputs
+    vanish, which is what removing them must give."""
+    attn = model.get_submodule(block)
+    dim, heads = attn.proj.in_features, attn.num_heads
+    rows = torch.arange(dim).view(heads, -1)[~keep].flatten() + 2 * dim
+    with torch.no_grad():
+        attn.qkv.weight[rows] = 0.0
+        attn.qkv.bias[rows] = 0.0
+
+
+def _check_swin_heads(name: str, per_head: dict[str, int]) -> tuple[nn.Module, nn.Module]:
+    """Convert with whole heads, check the head unit of the first block and prune one head
+    of every block; returns the frozen model and the first block's torchvision attention."""
+    import copy
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    x = torch.randn(1, 3, 112, 112)  # stage 1 shifts and masks, stage 4 pads 4x4 to 7x7
+    sn = fxrazor.convert(model, x, split_dims="outer")
+    block = "features.1.0.attn"
+    ref_attn = model.get_submodule(block)
+    heads, head_dim = ref_attn.num_heads, ref_attn.proj.in_features // ref_attn.num_heads
+    spec = next(s for s in sn.analysis.units if s.name == f"{block}.q_proj")
+    members = {str(slot): pos.shape for slot, pos in spec.members}
+    expected = {f"{block}.{p}": (heads, head_dim)
+                for p in ("q_proj.out", "k_proj.out", "v_proj.out", "proj.in")}
+    expected |= {f"{block}.{p}": (heads, r) for p, r in per_head.items()}
+    assert members == expected
+    head_units = [u for u in sn.units if u.name.endswith("attn.q_proj")]
+    assert len(head_units) == sum(len(s) for s in model.features[1::2])
+    with torch.no_grad():
+        torch.testing.assert_close(sn(x), model(x), rtol=1e-4, atol=1e-5)
+    sn.set_choices({u.name: u.num_channels - 1 for u in head_units})
+    frozen = fxrazor.freeze(sn)
+    zeroed = copy.deepcopy(model)
+    for u in head_units:
+        _zero_heads(zeroed, u.name.rpartition(".")[0], u.current_mask)
+    with torch.no_grad():
+        out = frozen(x)
+        torch.testing.assert_close(out, sn(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out, zeroed(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.jit.script(frozen)(x), out, rtol=1e-4, atol=1e-5)
+    assert _params(frozen) < _params(model)
+    kept = (heads - 1) * head_dim
+    assert frozen.get_submodule(f"{block}.q_proj").out_features == kept
+    assert frozen.get_submodule(f"{block}.v_proj").out_features == kept
+    assert frozen.get_submodule(f"{block}.proj").in_features == kept
+    return frozen, ref_attn
+
+
+@pytest.mark.slow
+def test_swin_t_whole_head_pruning() -> None:
+    frozen, ref = _check_swin_heads("swin_t", {"relative_position_bias_table.dim1": 1})
+    offsets = ref.relative_position_bias_table.shape[0]
+    assert _tensor_shape(frozen, "features.1.0.attn.relative_position_bias_table") \
+        == (offsets, ref.num_heads - 1)
+
+
+@pytest.mark.slow
+def test_swin_v2_t_whole_head_pruning() -> None:
+    frozen, ref = _check_swin_heads("swin_v2_t", {"logit_scale.dim0": 1, "cpb_mlp.2.out": 1})
+    block = "features.1.0.attn"
+    assert _tensor_shape(frozen, f"{block}.logit_scale") == (ref.num_heads - 1, 1, 1)
+    assert frozen.get_submodule(f"{block}.cpb_mlp.2").out_features == ref.num_heads - 1
+
+
+@pytest.mark.slow
+def test_swin_t_head_dim_pruning() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.swin_t(weights=None).eval()
+    x = torch.randn(1, 3, 112, 112)
+    sn = fxrazor.convert(model, x)
+    block = "features.1.0.attn"
+    head_dim = model.get_submodule(block).proj.in_features // model.get_submodule(block).num_heads
+    # q/k rows are joined across heads, v rows with the projection's columns
+    assert sn.unit(f"{block}.q_proj").num_channels == head_dim
+    assert sn.unit(f"{block}.v_proj").num_channels == head_dim
+    random.seed(0)
+    sn.set_choices(sn.sample_choices())
+    frozen = fxrazor.freeze(sn)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x), sn(x), rtol=1e-4, atol=1e-5)
+    assert _params(frozen) < _params(model)
