@@ -24,16 +24,20 @@ class Slot:
         role: ``out``/``in`` (conv, linear, embedding), ``channels`` (norms) or ``dim<k>``
             (dimension k of a parameter used directly in the graph).
         size: number of positions in that dimension.
+        constant: a buffer used directly in the graph (a fixed table or mask): it is sliced
+            with the channels it meets but never creates any, so channels that only a
+            buffer provides are not prunable.
     """
 
     target: str
     role: str
     size: int
+    constant: bool = False
 
     @property
     def is_producer(self) -> bool:
         """Whether the slot creates channels (rather than passing or consuming them)."""
-        return self.role == "out" or self.role.startswith("dim")
+        return self.role == "out" or (self.role.startswith("dim") and not self.constant)
 
     @property
     def is_param(self) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import fx
+from torch import fx, nn
 
 from fxrazor.analysis import ChannelAnalysis, PositionMap, ResizeSite, Slot
 from fxrazor.channels import ElementSpace, SymSize, TensorInfo
@@ -85,14 +85,14 @@ class AnalysisContext:
         return f"{_fn_name(node.target)} (node '{node.name}')"
 
     # ---- effects used by rules -------------------------------------------------------------
-    def slot(self, target: str, role: str, size: int) -> np.ndarray:
+    def slot(self, target: str, role: str, size: int, constant: bool = False) -> np.ndarray:
         """Element ids of a layer dimension, allocated once per (target, role)."""
         key = (target, role)
         if key not in self.slots:
             ids = self.space.fresh(size)
             if size == 1:  # one channel cannot be pruned, and size-1 dims are never joined
                 self.space.pin(ids, f"'{target}' has a single {role} channel")
-            self.slots[key] = (Slot(target, role, size), ids)
+            self.slots[key] = (Slot(target, role, size, constant), ids)
         return self.slots[key][1]
 
     def unknown(self, node: fx.Node, reason: str | None = None) -> Any:
@@ -196,7 +196,10 @@ class AnalysisContext:
         shape = self.shape(node)
         if shape is None:
             return None
-        axes = {d: self.slot(node.target, f"dim{d}", s) for d, s in enumerate(shape) if s > 1}
+        owner, _, attr = node.target.rpartition(".")
+        constant = not isinstance(getattr(self.gm.get_submodule(owner), attr, None), nn.Parameter)
+        axes = {d: self.slot(node.target, f"dim{d}", s, constant)
+                for d, s in enumerate(shape) if s > 1}
         return TensorInfo(shape, axes)
 
     def _call_module(self, node: fx.Node) -> Any:
@@ -224,7 +227,8 @@ def _size_args(node: fx.Node, ndim: int) -> tuple[Any, list[tuple[int, ...]], in
         dim, sizes = node.args[1], node.args[2] if len(node.args) > 2 else None
         if not isinstance(sizes, (list, tuple)) or not isinstance(dim, int):
             return None, [], 0
-        return list(sizes), [(2, i) for i in range(len(sizes))], dim % ndim
+        # ``dim`` counts in the input, which has len(sizes) - 1 fewer dims than the output
+        return list(sizes), [(2, i) for i in range(len(sizes))], dim % (ndim - len(sizes) + 1)
     if name not in ("view", "reshape", "expand"):
         return [], [], 0
     rest = node.args[1:]

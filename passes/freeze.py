@@ -71,6 +71,14 @@ def _retie(pairs: list[tuple[nn.Module, nn.Module]]) -> None:
                 seen[id(param)].append(frozen)
 
 
+def _param_name(module: DynamicParam, node_target: str, layers: set[str]) -> str:
+    """The model's own name for a sliced parameter or buffer (so the frozen state_dict
+    uses the model's keys), unless a layer of the graph owns that path."""
+    parts = module.target.split(".") if module.target else []
+    owners = {".".join(parts[:k]) for k in range(1, len(parts) + 1)}
+    return module.target if parts and not owners & layers else node_target
+
+
 def freeze(supernet: Any) -> fx.GraphModule:
     """Return a new plain GraphModule of ``supernet``'s current subnet.
 
@@ -86,6 +94,7 @@ def freeze(supernet: Any) -> fx.GraphModule:
     env: dict[fx.Node, Any] = {}
     targets: dict[str, Any] = {}
     converted: list[tuple[nn.Module, nn.Module]] = []
+    layers = {n.target for n in source.graph.nodes if n.op == "call_module"}
     for node in source.graph.nodes:
         if node.op == "call_module":
             module = source.get_submodule(node.target)
@@ -93,7 +102,7 @@ def freeze(supernet: Any) -> fx.GraphModule:
                 env[node] = module.value
                 continue
             if isinstance(module, DynamicParam):
-                name = node.target
+                name = _param_name(module, node.target, layers)
                 targets[name] = module.to_static()
                 env[node] = graph.get_attr(name)
                 env[node].meta = dict(node.meta)

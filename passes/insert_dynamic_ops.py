@@ -116,7 +116,7 @@ def _dynamic_param(gm: fx.GraphModule, target: str, cache: dict[str, DynamicPara
     owner_path, _, attr = target.rpartition(".")
     owner = gm.get_submodule(owner_path) if owner_path else gm
     value = getattr(owner, attr)
-    dyn = DynamicParam(value)
+    dyn = DynamicParam(value, target)
     name = "fxr_param_" + target.replace(".", "_")
     gm.add_submodule(name, dyn)
     for node in list(gm.graph.nodes):

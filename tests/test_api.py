@@ -22,6 +22,7 @@ from fxrazor.errors import (
     UnsupportedModelError,
 )
 from fxrazor.mutables.channel_unit import OneShotMutableChannelUnit
+from fxrazor.oracle import zero_pruned_channels
 
 # pytest runs with --import-mode=importlib, which does not put tests/ on sys.path
 if str(Path(__file__).resolve().parent) not in sys.path:
@@ -440,3 +441,54 @@ def test_unit_configs_round_trip_through_init_from_cfg_with_parameter_members() 
         type(unit).init_from_cfg(model, {**cfg, "channels": {
             "input_related": [], "output_related": [{**cfg["channels"]["output_related"][0],
                                                       "name": "nope"}]}})
+
+
+@pytest.mark.parametrize("dim", [-1, 2])
+@pytest.mark.parametrize("split_dims", ["outer", "largest"])
+def test_unflatten_sizes_follow_the_pruned_dim(dim: int, split_dims: str) -> None:
+    class Unflat(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(self.a(x).unflatten(dim, (2, 4)).relu().flatten(-2))
+
+    torch.manual_seed(0)
+    model, x = Unflat().eval(), torch.randn(2, 5, 4)
+    sn = fxrazor.convert(model, x, split_dims=split_dims)
+    (unit,) = sn.units
+    sn.set_choices({unit.name: 1})
+    frozen = fxrazor.freeze(sn)
+    torch.testing.assert_close(frozen(x), sn(x))
+    torch.testing.assert_close(frozen(x), zero_pruned_channels(model, sn)(x))
+    assert frozen.get_submodule("b").in_features < 8
+
+
+def test_buffers_follow_channels_but_never_create_them() -> None:
+    class Tables(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 6, 1)
+            self.register_buffer("embed", torch.randn(1, 6, 1, 1))   # added to the conv stream
+            self.register_buffer("coords", torch.randn(5, 4))       # only a buffer makes these
+            self.mlp = nn.Linear(4, 6)
+            self.head = nn.Conv2d(6, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            bias = self.mlp(self.coords).mean(0)[None, :, None, None]
+            return self.head(self.conv(x) + self.embed + bias)
+
+    torch.manual_seed(0)
+    model, x = Tables().eval(), torch.randn(1, 3, 4, 4)
+    sn = fxrazor.convert(model, x)
+    (unit,) = sn.units  # the stream: conv, mlp rows and the added buffer, 6 channels
+    assert {c["name"] for c in unit.output_related} >= {"conv", "embed:dim1", "mlp"}
+    coords = [g for g in sn.analysis.pinned if {str(s) for s in g.slots} == {"coords.dim1",
+                                                                              "mlp.in"}]
+    assert coords and coords[0].reasons == ("no layer produces these channels",)
+    sn.set_choices({unit.name: 2})
+    frozen = fxrazor.freeze(sn)
+    torch.testing.assert_close(frozen(x), sn(x))
+    torch.testing.assert_close(frozen(x), zero_pruned_channels(model, sn)(x))
+    assert frozen.embed.shape == (1, 2, 1, 1) and frozen.coords.shape == (5, 4)

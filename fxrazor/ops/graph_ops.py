@@ -19,10 +19,16 @@ __all__ = ["DynamicParam", "SizeCounter"]
 
 
 class DynamicParam(nn.Module):
-    """Returns a parameter (or buffer) sliced along each of its prunable dims."""
+    """Returns a parameter (or buffer) sliced along each of its prunable dims.
 
-    def __init__(self, value: torch.Tensor) -> None:
+    Args:
+        value: the parameter or buffer.
+        target: its qualified name in the model (the frozen model uses it again).
+    """
+
+    def __init__(self, value: torch.Tensor, target: str = "") -> None:
         super().__init__()
+        self.target = target
         if isinstance(value, nn.Parameter):
             self.value = value
         else:
