@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fxrazor.decompose import decompose_modules
+
 __all__ = ["zero_pruned_channels"]
 
 
@@ -53,11 +55,17 @@ def _zero_slot(model: nn.Module, slot: Any, pos: torch.Tensor) -> None:
 def zero_pruned_channels(model: nn.Module, supernet: Any) -> nn.Module:
     """A copy of ``model`` whose producers of every pruned unit channel output zeros.
 
+    Layers that ``convert`` decomposes (``nn.MultiheadAttention``, Swin window attention)
+    are decomposed in the copy too, so that every member of every unit exists in it.
+
     Args:
         model: the original model the supernet was converted from.
         supernet: the :class:`fxrazor.Supernet` with the choices to check.
     """
     zeroed = copy.deepcopy(model)
+    # the supernet's layer names are those of the decomposed model (separate q/k/v layers
+    # where the model has fused attention); the decomposition computes the same function
+    decompose_modules(zeroed)
     for unit, spec in zip(supernet.all_units, supernet.analysis.units, strict=True):
         pruned = (~unit.current_mask).nonzero().flatten()
         if not len(pruned):
