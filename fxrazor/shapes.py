@@ -173,11 +173,15 @@ def _cat_meta(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | N
 class _MetaShapeRecorder(_ShapeRecorder):
     """Shape recording where layers and attributes run on meta copies of their tensors."""
 
+    def __init__(self, module: fx.GraphModule) -> None:
+        super().__init__(module)
+        self.layers = dict(module.named_modules(remove_duplicate=False))
+
     def fetch_attr(self, target: str) -> Any:
         return _to_meta(super().fetch_attr(target))
 
     def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
-        module = self.module.get_submodule(target)
+        module = self.layers[target]
         if type(module) in _SAME_SHAPE and len(args) == 1 and not kwargs \
                 and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
             return torch.empty(args[0].shape, dtype=args[0].dtype, device="meta")

@@ -57,6 +57,7 @@ class AnalysisContext:
     def __init__(self, traced: TracedModel, module_rules: dict, function_rules: dict,
                  method_rules: dict, split_dims: str = "largest") -> None:
         self.gm = traced.graph_module
+        self.modules = dict(self.gm.named_modules(remove_duplicate=False))  # one path walk
         self.opaque = traced.opaque
         self.space = ElementSpace()
         self.infos: dict[fx.Node, Any] = {}
@@ -80,7 +81,7 @@ class AnalysisContext:
 
     def describe(self, node: fx.Node) -> str:
         if node.op == "call_module":
-            mod = self.gm.get_submodule(node.target)
+            mod = self.modules[node.target]
             return f"{type(mod).__name__} '{node.target}'"
         return f"{_fn_name(node.target)} (node '{node.name}')"
 
@@ -197,13 +198,13 @@ class AnalysisContext:
         if shape is None:
             return None
         owner, _, attr = node.target.rpartition(".")
-        constant = not isinstance(getattr(self.gm.get_submodule(owner), attr, None), nn.Parameter)
+        constant = not isinstance(getattr(self.modules[owner], attr, None), nn.Parameter)
         axes = {d: self.slot(node.target, f"dim{d}", s, constant)
                 for d, s in enumerate(shape) if s > 1}
         return TensorInfo(shape, axes)
 
     def _call_module(self, node: fx.Node) -> Any:
-        module = self.gm.get_submodule(node.target)
+        module = self.modules[node.target]
         if node.target in self.opaque:
             return self.unknown(node, f"opaque leaf '{node.target}': {self.opaque[node.target]}")
         rule = lookup_by_type(self.module_rules, module)

@@ -72,6 +72,7 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
     new = gm
     result = DynamicGraph(new)
     params: dict[str, DynamicParam] = {}
+    modules = dict(new.named_modules(remove_duplicate=False))  # one walk, not one per lookup
     for slot, pmap in analysis.slot_maps.items():
         if pmap.all_pinned:
             continue
@@ -79,7 +80,7 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
         if slot.is_param:
             module = params.get(slot.target) or _dynamic_param(new, slot.target, params)
         else:
-            module = _dynamic_module(new, slot.target, ops)
+            module = _dynamic_module(modules, slot.target, ops)
         result.bindings.append(Binding(module, slot.role, gidx))
     for site in analysis.resize_sites:
         result.counters.extend(_rewrite_site(new, site, offsets, total))
@@ -92,8 +93,9 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
     return result
 
 
-def _dynamic_module(gm: fx.GraphModule, target: str, ops: dict[type, type]) -> nn.Module:
-    module = gm.get_submodule(target)
+def _dynamic_module(modules: dict[str, nn.Module], target: str, ops: dict[type, type]
+                    ) -> nn.Module:
+    module = modules[target]
     if hasattr(module, "set_selection"):
         return module
     op_type = lookup_by_type(ops, module)
@@ -103,13 +105,10 @@ def _dynamic_module(gm: fx.GraphModule, target: str, ops: dict[type, type]) -> n
             f"op; pass dynamic_ops={{{type(module).__name__}: ...}} to convert"
         )
     dynamic = op_type.from_static(module)
-    _set_submodule(gm, target, dynamic)
-    return dynamic
-
-
-def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
     parent, _, name = target.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, module)
+    setattr(modules[parent], name, dynamic)
+    modules[target] = dynamic
+    return dynamic
 
 
 def _dynamic_param(gm: fx.GraphModule, target: str, cache: dict[str, DynamicParam]) -> nn.Module:
