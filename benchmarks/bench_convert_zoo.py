@@ -1,14 +1,21 @@
 """``fxrazor.convert`` vs Torch-Pruning's ``build_dependency`` on every torchvision
 classification model.
 
-For each model (weights=None, eval, the input size `fxrazor.zoo` uses): the median of
+For each model (weights=None, eval): the median of
 ``--repeats`` interleaved runs of ``fxrazor.convert(model, x)``, of ``fxrazor.convert_``
 (no weight copy) and of
 ``torch_pruning.DependencyGraph().build_dependency(model, example_inputs=x)``. A side that
 raises is recorded as failed. Goal: fxrazor faster on every model. Torch-Pruning is not a
 dependency of fxrazor (``pip install --no-deps torch-pruning==1.6.1``).
 
-Run: ``python benchmarks/bench_convert_zoo.py [--repeats 3] [--models resnet18 ...]``
+Inputs (``--input``): ``imagenet`` (default) is the size the models are evaluated at,
+1x3x224x224 (299x299 for inception_v3); ``small`` is the reduced size of the CI zoo tests
+(64x64 for most CNNs), where a forward costs next to nothing, so Torch-Pruning's one forward
+is cheap while fxrazor's per-node graph work (trace, shapes, analysis, code generation) is
+not: there fxrazor is slower on most models.
+
+Run: ``python benchmarks/bench_convert_zoo.py [--repeats 3] [--input small]
+[--models resnet18 ...]``
 """
 
 from __future__ import annotations
@@ -64,6 +71,8 @@ def _ms(value: Any) -> str:
 def main() -> int:
     parser = make_parser(__doc__.splitlines()[0], repeats=3)
     parser.add_argument("--models", nargs="*", help="model names (default: all 80)")
+    parser.add_argument("--input", choices=("imagenet", "small"), default="imagenet",
+                        help="input size: ImageNet evaluation size or the CI zoo's small one")
     args = parser.parse_args()
     setup_torch(args.threads)
     rows, faster, faster_ = [], 0, 0
@@ -72,14 +81,16 @@ def main() -> int:
     for spec in specs:
         torch.manual_seed(0)
         model = spec.build()
-        x = torch.randn(spec.input_shape)
+        shape = spec.input_shape if args.input == "small" else \
+            (1, 3, *(2 * (299 if spec.name == "inception_v3" else 224,)))
+        x = torch.randn(shape)
         m = _measure(_sides(model, x), args.repeats)
         ours, shared, tp = m.get("fxrazor"), m.get("convert_"), m.get("tp", "not installed")
         ratio = ours / tp if isinstance(ours, float) and isinstance(tp, float) else None
         ratio_ = shared / tp if isinstance(shared, float) and isinstance(tp, float) else None
         faster += ratio is not None and ratio < 1.0
         faster_ += ratio_ is not None and ratio_ < 1.0
-        rows.append([spec.name, "x".join(map(str, spec.input_shape[2:])), _ms(ours),
+        rows.append([spec.name, "x".join(map(str, shape[2:])), _ms(ours),
                      _ms(shared), _ms(tp), f"{ratio:.2f}" if ratio is not None else "-",
                      f"{ratio_:.2f}" if ratio_ is not None else "-"])
         print(*rows[-1], sep="\t", flush=True)
