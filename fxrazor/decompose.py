@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fxrazor.decompose_swin import decompose_swin_attention
+from fxrazor.decompose_swin import decompose_swin_attention, decompose_swin_patch_merging
 
 __all__ = ["DecomposedMultiheadAttention", "decompose_modules", "DECOMPOSITIONS"]
 
@@ -146,7 +146,7 @@ def _decompose_mha(module: nn.Module) -> nn.Module | None:
     return None
 
 
-DECOMPOSITIONS = [_decompose_mha, decompose_swin_attention]
+DECOMPOSITIONS = [_decompose_mha, decompose_swin_attention, decompose_swin_patch_merging]
 
 
 def decompose_modules(model: nn.Module) -> list[str]:

@@ -1,4 +1,5 @@
-"""Swin window attention as traceable layers, so that its heads can be pruned.
+"""Swin window attention and patch merging as traceable layers, so that heads and the
+embedding dim of every stage can be pruned.
 
 torchvision's ``ShiftedWindowAttention`` (Swin V1), ``ShiftedWindowAttentionV2`` and
 ``ShiftedWindowAttention3d`` (video Swin) call functions that torch.fx keeps as single
@@ -7,7 +8,9 @@ computes the same output with separate q/k/v ``nn.Linear`` layers, an explicit h
 and per-head position bias tables, with every size derived from the input's shape by
 arithmetic rather than Python branches: padding to whole windows, the shift (dropped where
 one window covers a side), the cyclic roll and the shifted-window mask (built with
-vectorised comparisons).
+vectorised comparisons). :class:`DecomposedPatchMerging` replaces ``PatchMerging`` and
+``PatchMergingV2`` (also used by video Swin), whose wrapped padding-and-slicing function
+otherwise pins the stream's channels at every merge.
 
 Example:
     >>> import torch
@@ -21,9 +24,10 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -32,11 +36,22 @@ from torch import nn
 
 from fxrazor.errors import InvalidArgumentError
 
-__all__ = ["DecomposedShiftedWindowAttention", "decompose_swin_attention"]
+__all__ = ["DecomposedPatchMerging", "DecomposedShiftedWindowAttention",
+           "decompose_swin_attention", "decompose_swin_patch_merging"]
 
 _SWIN_CLASSES = {"torchvision.models.swin_transformer": ("ShiftedWindowAttention",
                                                          "ShiftedWindowAttentionV2"),
                  "torchvision.models.video.swin_transformer": ("ShiftedWindowAttention3d",)}
+_MERGE_CLASSES = {"torchvision.models.swin_transformer": ("PatchMerging", "PatchMergingV2")}
+
+
+def _is_one_of(module: nn.Module, classes: Mapping[str, tuple[str, ...]]) -> bool:
+    """Whether ``module``'s type is exactly one of the named torchvision classes."""
+    for path, names in classes.items():
+        found = sys.modules.get(path)  # not imported: module cannot be one of its classes
+        if found is not None and type(module) in tuple(getattr(found, n) for n in names):
+            return True
+    return False
 
 
 def _relative_position_index(window_size: Sequence[int], device: torch.device | str | None = None
@@ -131,11 +146,7 @@ class DecomposedShiftedWindowAttention(nn.Module):
     def supports(module: nn.Module) -> bool:
         """Whether ``module`` is exactly a torchvision Swin window attention (2-D V1 or V2,
         or 3-D)."""
-        for path, names in _SWIN_CLASSES.items():
-            swin = sys.modules.get(path)  # not imported: module cannot be one of its classes
-            if swin is not None and type(module) in tuple(getattr(swin, n) for n in names):
-                return True
-        return False
+        return _is_one_of(module, _SWIN_CLASSES)
 
     @classmethod
     def from_module(cls, source: nn.Module) -> DecomposedShiftedWindowAttention:
@@ -305,4 +316,77 @@ def decompose_swin_attention(module: nn.Module) -> nn.Module | None:
     """
     if DecomposedShiftedWindowAttention.supports(module):
         return DecomposedShiftedWindowAttention.from_module(module)
+    return None
+
+
+class DecomposedPatchMerging(nn.Module):
+    """Swin patch merging over ``[..., H, W, C]`` inputs (images, or videos with a time dim):
+    each 2x2 patch's four pixels side by side on the channel dim, then ``norm`` and the
+    ``reduction`` to 2C channels (V2: the reduction first).
+
+    torchvision's ``PatchMerging`` hides the padding and the four strided slices in one
+    wrapped function; here they are traced ops, so the analysis sees the same C channels
+    concatenated four times and the stream's channels can be pruned across the merge.
+    Odd sides are padded by ``side % 2``, arithmetic that traced sizes record.
+
+    Args:
+        dim: input channels C.
+        norm: normalisation of the 4C concatenation (V1) or the 2C reduction (V2); the
+            default is a LayerNorm of the right width.
+        norm_first: V1's order (norm, then reduction) rather than V2's.
+        device: where to create the reduction (``"meta"`` in :meth:`from_module`).
+
+    Example:
+        >>> merge = DecomposedPatchMerging(8)
+        >>> merge(torch.randn(2, 5, 7, 8)).shape
+        torch.Size([2, 3, 4, 16])
+    """
+
+    def __init__(self, dim: int, norm: nn.Module | None = None, norm_first: bool = True,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        if dim < 1:
+            raise InvalidArgumentError(f"DecomposedPatchMerging: dim must be at least 1, "
+                                       f"got {dim}")
+        self.norm_first = norm_first
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False, device=device)
+        self.norm = norm if norm is not None else nn.LayerNorm(
+            (4 if norm_first else 2) * dim, device=device)
+
+    @staticmethod
+    def supports(module: nn.Module) -> bool:
+        """Whether ``module`` is exactly torchvision's ``PatchMerging`` or
+        ``PatchMergingV2``."""
+        return _is_one_of(module, _MERGE_CLASSES)
+
+    @classmethod
+    def from_module(cls, source: nn.Module) -> DecomposedPatchMerging:
+        """The decomposition of a torchvision ``PatchMerging`` (V2), with copies of its
+        ``reduction`` and ``norm``."""
+        module: Any = source  # torchvision's attributes, which nn.Module does not declare
+        norm_first = type(module).__name__ == "PatchMerging"
+        dec = cls(module.dim, copy.deepcopy(module.norm), norm_first, device="meta")
+        dec.reduction = copy.deepcopy(module.reduction)
+        return dec.train(module.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-3], x.shape[-2]
+        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        # torchvision's order: (even, even), (odd, even), (even, odd), (odd, odd) rows/cols
+        x = torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :],
+                       x[..., 0::2, 1::2, :], x[..., 1::2, 1::2, :]], -1)
+        if self.norm_first:
+            return self.reduction(self.norm(x))
+        return self.norm(self.reduction(x))
+
+
+def decompose_swin_patch_merging(module: nn.Module) -> nn.Module | None:
+    """The traceable replacement of a torchvision Swin patch merging layer, else None.
+
+    Example:
+        >>> decompose_swin_patch_merging(nn.Linear(2, 2)) is None
+        True
+    """
+    if DecomposedPatchMerging.supports(module):
+        return DecomposedPatchMerging.from_module(module)
     return None

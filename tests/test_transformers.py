@@ -303,3 +303,105 @@ def test_swin_t_head_dim_pruning() -> None:
     with torch.no_grad():
         torch.testing.assert_close(frozen(x), sn(x), rtol=1e-4, atol=1e-5)
     assert _params(frozen) < _params(model)
+
+
+# ---- Swin: patch merging decomposed, so each stage's stream is one unit -------------------
+
+def _patch_merging(version: int, dim: int = 6) -> nn.Module:
+    """A torchvision Swin patch merging (V1 or V2) with a non-trivial norm."""
+    from torchvision.models import swin_transformer as swin
+
+    merge = (swin.PatchMerging if version == 1 else swin.PatchMergingV2)(dim)
+    with torch.no_grad():
+        for p in merge.norm.parameters():
+            p.add_(torch.randn_like(p))
+    return merge.eval()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_decomposed_patch_merging_equals_torchvision(version) -> None:
+    from fxrazor.decompose_swin import DecomposedPatchMerging
+
+    torch.manual_seed(0)
+    merge = _patch_merging(version)
+    dec = DecomposedPatchMerging.from_module(merge)
+    assert dec.reduction is not merge.reduction and dec.norm is not merge.norm
+    traced = torch.fx.symbolic_trace(dec)  # one graph for every size: the padding is traced
+    # even; odd both ways; odd one way; a single pixel; video ([B, T, H, W, C], video Swin)
+    for size in [(8, 8), (5, 7), (4, 3), (1, 1), (3, 5, 6)]:
+        x = torch.randn(2, *size, 6)
+        with torch.no_grad():
+            ref = merge(x)
+            torch.testing.assert_close(dec(x), ref, rtol=0, atol=0)
+            torch.testing.assert_close(traced(x), ref, rtol=0, atol=0)
+    ops = [n.target for n in traced.graph.nodes if n.op == "call_function"]
+    assert ops.count(torch.cat) == 1 and "_patch_merging_pad" not in str(traced.code)
+
+
+def test_decompose_modules_replaces_patch_merging() -> None:
+    import copy
+
+    from fxrazor.decompose import decompose_modules
+    from fxrazor.decompose_swin import DecomposedPatchMerging
+    from fxrazor.errors import FxRazorError
+
+    torch.manual_seed(0)
+    model = nn.Sequential(_patch_merging(1), nn.GELU(), _patch_merging(2, 12))
+    ref = copy.deepcopy(model)
+    assert decompose_modules(model) == ["0", "2"]
+    # by name: collecting the module's doctests imports a second copy of its classes
+    assert [type(m).__name__ for m in model] == ["DecomposedPatchMerging", "GELU",
+                                                 "DecomposedPatchMerging"]
+    assert model[0].norm_first and not model[2].norm_first
+    x = torch.randn(1, 5, 3, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=0, atol=0)
+    with pytest.raises(FxRazorError, match="dim must be at least 1"):
+        DecomposedPatchMerging(0)
+
+
+def _check_swin_stream(name: str) -> None:
+    """The first stage's embedding dim is one unit from the patch embedding to the merge's
+    reduction (its columns: C channels x 4 pixels); random subnets freeze exactly."""
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    x = torch.randn(1, 3, 112, 112)
+    sn = fxrazor.convert(model, x)
+    dim = model.features[0][0].out_channels
+    spec = next(s for s in sn.analysis.units if s.name == "features.0.0")
+    members = {str(slot): pos for slot, pos in spec.members}
+    assert spec.num_channels == dim
+    for slot in ("features.0.0.out", "features.1.0.attn.q_proj.in", "features.1.0.attn.proj.out",
+                 "features.1.1.mlp.3.out"):
+        assert members[slot].shape == (dim, 1)
+    # torchvision concatenates the four pixels of a patch: column p·C + c is channel c
+    columns = torch.arange(dim)[:, None] + dim * torch.arange(4)
+    assert members["features.2.reduction.in"].tolist() == columns.tolist()
+    assert not any("features.2" in str(s) for g in sn.analysis.pinned for s in g.slots)
+    with torch.no_grad():
+        torch.testing.assert_close(sn(x), model(x), rtol=1e-4, atol=1e-5)
+    random.seed(0)
+    sn.set_choices(sn.sample_choices())
+    frozen = fxrazor.freeze(sn)
+    keep = sn.unit("features.0.0").current_mask
+    assert 0 < int(keep.sum()) < dim
+    with torch.no_grad():
+        out = frozen(x)
+        torch.testing.assert_close(out, sn(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.jit.script(frozen)(x), out, rtol=1e-4, atol=1e-5)
+        # the frozen merge keeps exactly the kept channels of each of the four pixels
+        rows = sn.unit("features.2.reduction").current_mask
+        weight = model.features[2].reduction.weight.view(-1, 4, dim)[rows][:, :, keep]
+        torch.testing.assert_close(frozen.get_submodule("features.2.reduction").weight,
+                                   weight.flatten(1))
+    assert _params(frozen) < _params(model)
+
+
+@pytest.mark.slow
+def test_swin_t_stream_prunes_across_patch_merging() -> None:
+    _check_swin_stream("swin_t")
+
+
+@pytest.mark.slow
+def test_swin_v2_t_stream_prunes_across_patch_merging() -> None:
+    _check_swin_stream("swin_v2_t")
