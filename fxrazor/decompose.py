@@ -32,10 +32,12 @@ __all__ = ["DecomposedMultiheadAttention", "decompose_modules", "DECOMPOSITIONS"
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    # No copy: the decomposed layer takes over the replaced one's memory (its slices of the
+    # fused projection), as decomposition only runs on a model that may be changed.
     layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
-    layer.weight = nn.Parameter(weight.detach().clone(), weight.requires_grad)
+    layer.weight = nn.Parameter(weight.detach(), weight.requires_grad)
     if bias is not None:
-        layer.bias = nn.Parameter(bias.detach().clone(), bias.requires_grad)
+        layer.bias = nn.Parameter(bias.detach(), bias.requires_grad)
     return layer
 
 

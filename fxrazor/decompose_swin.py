@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -160,14 +159,14 @@ class DecomposedShiftedWindowAttention(nn.Module):
                   qkv_bias=qkv_bias, proj_bias=module.proj.bias is not None,
                   attention_dropout=module.attention_dropout, dropout=module.dropout,
                   cosine=cosine, adapt_window=len(module.window_size) == 3, device="meta")
-        state = {k: v.detach().clone() for k, v in module.state_dict().items()
+        state = {k: v.detach() for k, v in module.state_dict().items()
                  if not k.startswith("qkv.")}
         for name, weight in zip(("q", "k", "v"), module.qkv.weight.split(dim), strict=True):
-            state[f"{name}_proj.weight"] = weight.detach().clone()
+            state[f"{name}_proj.weight"] = weight.detach()
         if qkv_bias:
             for name, bias in zip(("q", "k", "v"), module.qkv.bias.split(dim), strict=True):
                 if name != "k" or not cosine:  # V2 zeroes the key bias in every forward
-                    state[f"{name}_proj.bias"] = bias.detach().clone()
+                    state[f"{name}_proj.bias"] = bias.detach()
         dec.load_state_dict(state, assign=True)
         return dec.train(module.training)
 
@@ -365,8 +364,10 @@ class DecomposedPatchMerging(nn.Module):
         ``reduction`` and ``norm``."""
         module: Any = source  # torchvision's attributes, which nn.Module does not declare
         norm_first = type(module).__name__ == "PatchMerging"
-        dec = cls(module.dim, copy.deepcopy(module.norm), norm_first, device="meta")
-        dec.reduction = copy.deepcopy(module.reduction)
+        # the replaced layer's own norm and reduction: decomposition only runs on a model
+        # that may be changed, so nothing is copied
+        dec = cls(module.dim, module.norm, norm_first, device="meta")
+        dec.reduction = module.reduction
         return dec.train(module.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -325,7 +325,7 @@ def test_decomposed_patch_merging_equals_torchvision(version) -> None:
     torch.manual_seed(0)
     merge = _patch_merging(version)
     dec = DecomposedPatchMerging.from_module(merge)
-    assert dec.reduction is not merge.reduction and dec.norm is not merge.norm
+    assert dec.reduction is merge.reduction and dec.norm is merge.norm  # taken over, not copied
     traced = torch.fx.symbolic_trace(dec)  # one graph for every size: the padding is traced
     # even; odd both ways; odd one way; a single pixel; video ([B, T, H, W, C], video Swin)
     for size in [(8, 8), (5, 7), (4, 3), (1, 1), (3, 5, 6)]:
