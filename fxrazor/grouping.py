@@ -86,14 +86,19 @@ def group_sequences(codes: np.ndarray, comp_first: np.ndarray, n_runs: np.ndarra
 
 def _pin_reasons(space: ElementSpace, labels: np.ndarray, comp_ids: np.ndarray,
                  group_of: np.ndarray, n_groups: int) -> list[set[int]]:
-    """For each pinned group, the indices of the pin reasons that reached it."""
+    """For each pinned group, the indices of the pin reasons that reached it (all pins at
+    once: one lookup and one ``unique`` instead of one per pin)."""
     reasons: list[set[int]] = [set() for _ in range(n_groups)]
-    for k, (ids, _) in enumerate(space.pins):
-        hit = np.searchsorted(comp_ids, np.unique(labels[ids]))
-        hit = hit[(hit < len(comp_ids))]
-        for g in np.unique(group_of[hit]).tolist():
-            if g >= 0:
-                reasons[g].add(k)
+    if not space.pins or not len(comp_ids):
+        return reasons
+    n_pins = len(space.pins)
+    lab = labels[np.concatenate([ids for ids, _ in space.pins])]
+    pin = np.repeat(np.arange(n_pins), [len(ids) for ids, _ in space.pins])
+    where = np.minimum(np.searchsorted(comp_ids, lab), len(comp_ids) - 1)
+    group = np.where(comp_ids[where] == lab, group_of[where], -1)  # components with slots only
+    hit = group >= 0
+    for code in np.unique(group[hit] * n_pins + pin[hit]).tolist():
+        reasons[code // n_pins].add(code % n_pins)
     return reasons
 
 

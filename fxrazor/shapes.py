@@ -19,21 +19,18 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import logging
-import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from fxrazor.errors import ExampleInputError
-from fxrazor.layer_shapes import layer_output
+from fxrazor.meta_shortcuts import function_output, layer_output
 
 __all__ = ["propagate_shapes"]
 
@@ -125,51 +122,6 @@ def _on_meta(module: nn.Module) -> Iterator[None]:
             mod._parameters, mod._buffers = params, buffers
 
 
-# Element-wise ops whose meta kernels are slow Python reference implementations (100-250 us
-# a call, against 1 us to allocate a meta tensor): their output shape is the broadcast of
-# their tensor inputs', with a floating dtype that ``torch.result_type`` gives.
-_POINTWISE_FUNCTIONS = frozenset({
-    operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
-    torch.div, torch.relu, torch.sigmoid, torch.tanh, F.relu, F.relu6, F.gelu, F.silu,
-    F.hardswish, F.hardsigmoid, F.sigmoid, F.tanh, F.leaky_relu, F.mish, F.elu,
-})
-_POINTWISE_METHODS = frozenset({"add", "sub", "mul", "div", "relu", "sigmoid", "tanh"})
-
-
-def _pointwise_meta(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
-    """The meta output of an element-wise op on ``args``, or None when not that simple."""
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    if not tensors or any(isinstance(v, torch.Tensor) for v in kwargs.values()) or \
-            not all(isinstance(a, (torch.Tensor, int, float, bool)) for a in args[:2]):
-        return None
-    dtype = torch.result_type(args[0], args[1]) if len(args) > 1 and \
-        isinstance(args[1], (torch.Tensor, int, float, bool)) else tensors[0].dtype
-    if not dtype.is_floating_point or len(tensors) > 2:
-        return None
-    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
-    return torch.empty(shape, dtype=dtype, device="meta")
-
-
-def _cat_meta(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
-    """The meta output of ``torch.cat`` of same-rank tensors (its meta kernel is Python)."""
-    tensors = args[0] if args else kwargs.get("tensors")
-    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-    if not isinstance(tensors, (list, tuple)) or not tensors or not isinstance(dim, int) or \
-            not all(isinstance(t, torch.Tensor) for t in tensors) or set(kwargs) - {"dim"}:
-        return None
-    rank = tensors[0].dim()
-    if rank == 0 or not -rank <= dim < rank:
-        return None
-    dim %= rank
-    rest = [t.shape[:dim] + t.shape[dim + 1:] for t in tensors]
-    if any(t.dim() != rank for t in tensors) or any(r != rest[0] for r in rest):
-        return None
-    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
-    shape = list(tensors[0].shape)
-    shape[dim] = sum(t.shape[dim] for t in tensors)
-    return torch.empty(shape, dtype=dtype, device="meta")
-
-
 class _MetaShapeRecorder(_ShapeRecorder):
     """Shape recording where layers and attributes run on meta copies of their tensors."""
 
@@ -192,12 +144,11 @@ class _MetaShapeRecorder(_ShapeRecorder):
             return module(*args, **kwargs)
 
     def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
-        fast = _pointwise_meta(args, kwargs) if target in _POINTWISE_FUNCTIONS else \
-            _cat_meta(args, kwargs) if target is torch.cat else None
+        fast = function_output(target, args, kwargs)
         return fast if fast is not None else super().call_function(target, args, kwargs)
 
     def call_method(self, target: Any, args: Any, kwargs: Any) -> Any:
-        fast = _pointwise_meta(args, kwargs) if target in _POINTWISE_METHODS else None
+        fast = function_output(target, args, kwargs)
         return fast if fast is not None else super().call_method(target, args, kwargs)
 
 

@@ -77,7 +77,7 @@ _LAYERS = [
 
 @pytest.mark.parametrize(("layer", "shape"), _LAYERS, ids=lambda v: str(v)[:40])
 def test_layer_shape_formulas_match_the_real_layer(layer: nn.Module, shape: tuple) -> None:
-    from fxrazor.layer_shapes import layer_output
+    from fxrazor.meta_shortcuts import layer_output
 
     expected = layer(torch.randn(shape))
     got = layer_output(layer, (torch.empty(shape, device="meta"),), {})
@@ -93,6 +93,36 @@ def test_layer_shape_formulas_match_the_real_layer(layer: nn.Module, shape: tupl
     (nn.AdaptiveMaxPool2d(2, return_indices=True), (1, 3, 4, 4), torch.float32),
 ])
 def test_layer_shape_formulas_leave_unusual_calls_to_the_layer(layer, shape, dtype) -> None:
-    from fxrazor.layer_shapes import layer_output
+    from fxrazor.meta_shortcuts import layer_output
 
     assert layer_output(layer, (torch.empty(shape, dtype=dtype, device="meta"),), {}) is None
+
+
+class _Shortcuts(nn.Module):
+    """Ops with meta shortcuts: comparisons, roll, masked_fill, contiguous."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        below = x < y                                   # (2, 1, 3) vs (4, 1): broadcast
+        rolled = torch.roll(x, shifts=(1, -2), dims=(0, 2)).roll(1, 1)
+        filled = x.masked_fill(x.ge(0.5), -100.0)
+        same = (x == 0.25).ne(below)
+        return below, rolled, filled.contiguous(), same, torch.ge(y, 1)
+
+
+def test_meta_shortcuts_match_a_real_run() -> None:
+    x, y = torch.rand(2, 1, 3), torch.rand(4, 1)
+    real, meta = fx.symbolic_trace(_Shortcuts()), fx.symbolic_trace(_Shortcuts())
+    _ShapeRecorder(real).run(x, y)
+    _MetaShapeRecorder(meta).run(x.to("meta"), y.to("meta"))
+    assert _recorded(meta) == _recorded(real)
+
+
+def test_meta_shortcuts_leave_invalid_calls_to_the_op() -> None:
+    from fxrazor.meta_shortcuts import function_output
+
+    x = torch.empty(2, 3, device="meta")
+    too_big_mask = torch.empty(4, 3, dtype=torch.bool, device="meta")
+    assert function_output("masked_fill", (x, too_big_mask, 0.0), {}) is None
+    assert function_output(operator.floordiv, (x, 2), {}) is None        # no shortcut
+    ints = torch.empty(2, 3, dtype=torch.int64, device="meta")
+    assert function_output(operator.truediv, (ints, 2), {}) is None      # integer division
