@@ -88,7 +88,8 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
     for name, path, value in analysis.const_args:
         _rewrite_arg(by_name[name], path, value)
     restore_inplace_adds(new, recompile=False)
-    new.graph.lint()
+    # (no graph.lint() here: it costs as much as the edits; the tests lint every supernet
+    # graph they build, and a malformed graph would fail its code generation below)
     compile_graph_module(new)
     return result
 
@@ -96,7 +97,7 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
 def _dynamic_module(modules: dict[str, nn.Module], target: str, ops: dict[type, type]
                     ) -> nn.Module:
     module = modules[target]
-    if hasattr(module, "set_selection"):
+    if getattr(type(module), "set_selection", None) is not None:  # already dynamic
         return module
     op_type = lookup_by_type(ops, module)
     if op_type is None:

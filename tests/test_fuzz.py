@@ -126,6 +126,7 @@ def check_network(model: torch.nn.Module, x: torch.Tensor, has_channel_norm: boo
     """
     expected = model(x)
     sn = _stage("convert error", lambda: fxrazor.convert(model, x, **convert_kwargs))
+    _stage("malformed supernet graph", sn.graph_module.graph.lint)
     _stage("model modified", lambda: _close(model(x), expected, rtol=0.0))
     # custom rules may make an op known; otherwise every unknown node must be reported
     custom_rules = any(key.endswith("_rules") for key in convert_kwargs)

@@ -110,6 +110,7 @@ def _case(name: str) -> Case:
     with torch.no_grad():
         ref = model(x)
         sn = fxrazor.convert(model, x)
+        sn.graph_module.graph.lint()  # convert itself skips the check for speed
         full = sn(x)
         full_choices = sn.choices()
         subnets = []
