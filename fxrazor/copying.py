@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import copyreg
+import weakref
 from collections import Counter, OrderedDict
 from typing import Any
 
@@ -90,8 +91,19 @@ _ATOMIC = frozenset({int, float, bool, complex, str, bytes, type(None), type, ra
                      torch.dtype, torch.device, torch.layout, torch.memory_format, torch.Size})
 
 
+# Weak keys: GraphModules make one class per instance, which must not be kept alive here.
+_PLAIN: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
 def _plain_module_type(cls: type) -> bool:
     """A module type that ``copy.deepcopy`` copies through its ``__dict__`` alone."""
+    known = _PLAIN.get(cls)
+    if known is None:
+        known = _PLAIN[cls] = _check_plain(cls)
+    return known
+
+
+def _check_plain(cls: type) -> bool:
     return (getattr(cls, "__deepcopy__", None) is None
             and cls.__reduce_ex__ is object.__reduce_ex__
             and cls.__reduce__ is object.__reduce__
@@ -128,10 +140,25 @@ def _deepcopy(value: Any, memo: dict[int, Any]) -> Any:
         new = memo[id(value)] = value if cls is frozenset else set(value)
     elif isinstance(value, nn.Module) and _plain_module_type(cls):
         new = memo[id(value)] = object.__new__(cls)
-        state = nn.Module.__getstate__(value)
-        new.__setstate__({k: _deepcopy(v, memo) for k, v in state.items()})
+        new.__setstate__(_copy_state(nn.Module.__getstate__(value), memo))
     else:
         return copy.deepcopy(value, memo)
     # No keep-alive list (deepcopy's guard against reused ids): everything visited here is
     # reachable from the module being copied, which outlives the copy.
     return new
+
+
+def _copy_state(state: dict[str, Any], memo: dict[int, Any]) -> dict[str, Any]:
+    """A module's copied ``__dict__``. Inlines the two commonest cases: atoms and the empty
+    hook registries every module has (a fresh empty dict each: never shared, so not
+    memoised)."""
+    out = {}
+    for k, v in state.items():
+        cls = type(v)
+        if cls in _ATOMIC:
+            out[k] = v
+        elif (cls is OrderedDict or cls is dict) and not v:
+            out[k] = cls()
+        else:
+            out[k] = _deepcopy(v, memo)
+    return out
