@@ -71,7 +71,8 @@ def _unit_type(unit: str | type[MutableChannelUnit]) -> type[MutableChannelUnit]
 
 
 def _channel_specs(spec: UnitSpec) -> tuple[list[dict], list[dict]]:
-    outputs, inputs = [], []
+    outputs: list[dict] = []
+    inputs: list[dict] = []
     for slot, positions in spec.members:
         start, end = int(positions.min()), int(positions.max()) + 1
         entry: dict[str, Any] = {

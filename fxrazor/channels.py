@@ -270,6 +270,6 @@ def _split_axes(space: ElementSpace, arr: np.ndarray, dims: list[int],
 
 
 def _line(arr: np.ndarray, k: int) -> np.ndarray:
-    index = [0] * arr.ndim
+    index: list[int | slice] = [0] * arr.ndim
     index[k] = slice(None)
     return np.ascontiguousarray(arr[tuple(index)])

@@ -69,7 +69,8 @@ class DecomposedMultiheadAttention(nn.Module):
         biases = bias.split(e) if bias is not None else (None, None, None)
         projs = [_linear(w, b) for w, b in zip(weights, biases, strict=True)]
         out = _linear(mha.out_proj.weight, mha.out_proj.bias)
-        dec = cls(*projs, out, mha.num_heads, mha.dropout, mha.batch_first)
+        q, k, v = projs
+        dec = cls(q, k, v, out, mha.num_heads, mha.dropout, mha.batch_first)
         return dec.train(mha.training)
 
     def to_static(self) -> nn.MultiheadAttention:

@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from torch import fx, nn
@@ -25,7 +25,8 @@ from fxrazor.op_rules import along_dim, spatial
 
 __all__ = ["MODULE_RULES", "ModuleRule", "elementwise_module", "lookup_by_type"]
 
-ModuleRule = Callable[[Any, fx.Node, nn.Module], Any]
+# The module argument is an instance of the rule's key type (which Callable cannot say).
+ModuleRule = Callable[[Any, fx.Node, Any], Any]
 
 
 def lookup_by_type(table: dict[type, Any], module: nn.Module) -> Any:
@@ -37,7 +38,7 @@ def lookup_by_type(table: dict[type, Any], module: nn.Module) -> Any:
         return table[cls]
     for base in cls.__mro__[1:]:
         if base in table:
-            return table[base] if cls.forward is base.forward else None
+            return table[base] if cls.forward is cast("type[nn.Module]", base).forward else None
     return None
 
 
@@ -62,7 +63,7 @@ def _tie_groups(ctx: Any, ids: np.ndarray, groups: int) -> None:
         ctx.space.join(rows[0], row)
 
 
-def _conv(ctx: Any, node: fx.Node, m: nn.Module) -> Any:
+def _conv(ctx: Any, node: fx.Node, m: nn.modules.conv._ConvNd) -> Any:
     info = _input(ctx, node)
     shape = ctx.shape(node)
     if info is None or shape is None or info.ndim != len(shape):
@@ -128,7 +129,7 @@ def _group_norm(ctx: Any, node: fx.Node, m: nn.GroupNorm) -> Any:
     return TensorInfo(info.shape, axes)
 
 
-def _layer_norm(ctx: Any, node: fx.Node, m: nn.Module) -> Any:
+def _layer_norm(ctx: Any, node: fx.Node, m: nn.LayerNorm | nn.RMSNorm) -> Any:
     """LayerNorm / RMSNorm: over the last dim its statistics follow the kept channels."""
     info = _input(ctx, node)
     if info is None or ctx.shape(node) != info.shape:

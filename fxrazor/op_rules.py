@@ -17,7 +17,7 @@ import builtins
 import math
 import operator
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,13 +35,17 @@ Rule = Callable[[Any, fx.Node], Any]
 
 def _tensor_infos(ctx: Any, node: fx.Node) -> list[TensorInfo]:
     found: list[TensorInfo] = []
-    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(ctx.info(n)) or n)
+    # ``append(...) or n`` collects each info and keeps the args as they are
+    fx.node.map_arg((node.args, node.kwargs),
+                    lambda n: found.append(ctx.info(n)) or n)  # type: ignore[func-returns-value]
     return [i for i in found if isinstance(i, TensorInfo)]
 
 
 def _sym_args(ctx: Any, node: fx.Node) -> SymSize:
     found: list[Any] = []
-    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(ctx.info(n)) or n)
+    # ``append(...) or n`` collects each info and keeps the args as they are
+    fx.node.map_arg((node.args, node.kwargs),
+                    lambda n: found.append(ctx.info(n)) or n)  # type: ignore[func-returns-value]
     return SymSize(any(isinstance(i, SymSize) and i.prunable for i in found)
                    or any(isinstance(i, (list, tuple)) and any(
                        isinstance(j, SymSize) and j.prunable for j in i) for i in found))
@@ -283,7 +287,7 @@ def _permute(ctx: Any, node: fx.Node) -> TensorInfo | None:
         dims = [dims]
     if not all(isinstance(d, int) for d in dims):
         return ctx.unknown(node)
-    return permute_info(info, list(dims))
+    return permute_info(info, cast("list[int]", list(dims)))
 
 
 def _transpose(ctx: Any, node: fx.Node) -> TensorInfo | None:
@@ -392,7 +396,7 @@ def _getattr(ctx: Any, node: fx.Node) -> Any:
 
 def _numel(ctx: Any, node: fx.Node) -> Any:
     sizes = sizes_of(ctx.info(node.args[0]))
-    return SymSize(bool(sizes) and any(s.prunable for s in sizes))
+    return SymSize(sizes is not None and any(s.prunable for s in sizes))
 
 
 _POINTWISE_FUNCTIONS = [

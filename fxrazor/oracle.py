@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -48,7 +48,7 @@ def _zero_slot(model: nn.Module, slot: Any, pos: torch.Tensor) -> None:
         _zero(layer.weight, 1, pos)
         _zero(layer.bias, 0, pos)
     else:
-        _zero(layer.weight, 0, pos)
+        _zero(cast(torch.Tensor, layer.weight), 0, pos)
         _zero(getattr(layer, "bias", None), 0, pos)
 
 

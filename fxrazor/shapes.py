@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import fx, nn
@@ -99,6 +99,10 @@ class _ShapeRecorder(fx.Interpreter):
         return super().call_function(target, _mutable(args), _mutable(kwargs))
 
 
+@overload
+def _meta_like(tensor: nn.Parameter) -> nn.Parameter: ...
+@overload
+def _meta_like(tensor: torch.Tensor) -> torch.Tensor: ...
 def _meta_like(tensor: torch.Tensor) -> torch.Tensor:
     meta = torch.empty_like(tensor, device="meta")
     return nn.Parameter(meta, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
@@ -70,10 +70,10 @@ class Supernet(nn.Module):
     @property
     def units(self) -> list[MutableChannelUnit]:
         """The mutable units (more than one channel, not fixed), in graph order."""
-        return [u for u in self.all_units if u.is_mutable]
+        return [u for u in cast("Iterable[MutableChannelUnit]", self.all_units) if u.is_mutable]
 
     def unit(self, name: str) -> MutableChannelUnit:
-        for u in self.all_units:
+        for u in cast("Iterable[MutableChannelUnit]", self.all_units):
             if u.name == name:
                 return u
         raise UnknownUnitError(
@@ -89,7 +89,7 @@ class Supernet(nn.Module):
         """Apply ``{unit name: choice}``; every key and value is checked before any is set."""
         if not isinstance(choices, dict):
             raise InvalidChoiceError(f"choices must be a dict, got {type(choices).__name__}")
-        units = {u.name: u for u in self.all_units}
+        units = {u.name: u for u in cast("Iterable[MutableChannelUnit]", self.all_units)}
         unknown = [k for k in choices if k not in units]
         if unknown:
             raise UnknownUnitError(
@@ -116,7 +116,7 @@ class Supernet(nn.Module):
     # ---- forward -----------------------------------------------------------------------------------
     def current_mask(self) -> torch.Tensor:
         """All unit masks concatenated, plus one always-True entry for pinned positions."""
-        masks = [u.current_mask for u in self.all_units]
+        masks = [u.current_mask for u in cast("Iterable[MutableChannelUnit]", self.all_units)]
         return torch.cat([*masks, torch.ones(1, dtype=torch.bool)])
 
     def sync(self) -> None:

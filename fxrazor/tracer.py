@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 try:  # generates its forward code only when first called: convert edits the graph first
     from torch.fx._lazy_graph_module import _LazyGraphModule as _TracedGraphModule
 except ImportError:  # pragma: no cover - older torch
-    _TracedGraphModule = fx.GraphModule
+    _TracedGraphModule = fx.GraphModule  # type: ignore[misc,assignment]  # eager fallback
 
 
 def compile_graph_module(gm: fx.GraphModule) -> None:
@@ -109,7 +109,7 @@ class FxRazorTracer(fx.Tracer):
         except _TRACE_FAILURES as e:
             # The innermost module sees the exception first; remember it for the retry.
             if not hasattr(e, "_fxrazor_module"):
-                e._fxrazor_module = self.path_of_module(m)  # type: ignore[attr-defined]
+                e._fxrazor_module = self.path_of_module(m)  # type: ignore[union-attr]
             raise
 
 

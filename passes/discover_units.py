@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -47,7 +47,8 @@ def _fn_name(target: Any) -> str:
         if name and getattr(namespace, name, None) is target:
             return f"{prefix}.{name}"
     module = getattr(target, "__module__", None) or ""
-    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
+    name = cast(str, getattr(target, "__qualname__", None)
+                or getattr(target, "__name__", repr(target)))
     return f"{module}.{name}" if module else name
 
 
@@ -128,6 +129,7 @@ class AnalysisContext:
         ... ``y.reshape(B, N, D)`` with y's last dim not pruned like x's) is frozen to its
         traced value, since that dim keeps its width."""
         sizes, paths, lead = _size_args(node, out.ndim)
+        ids: np.ndarray | None
         if sizes is None:
             for ids in out.all_ids():  # a whole shape object: no per-dim size to rewrite
                 self.space.pin(ids, f"{self.describe(node)} takes a computed shape")
@@ -197,9 +199,10 @@ class AnalysisContext:
         shape = self.shape(node)
         if shape is None:
             return None
-        owner, _, attr = node.target.rpartition(".")
+        target = cast(str, node.target)  # a get_attr target is a qualified name
+        owner, _, attr = target.rpartition(".")
         constant = not isinstance(getattr(self.modules[owner], attr, None), nn.Parameter)
-        axes = {d: self.slot(node.target, f"dim{d}", s, constant)
+        axes = {d: self.slot(target, f"dim{d}", s, constant)
                 for d, s in enumerate(shape) if s > 1}
         return TensorInfo(shape, axes)
 
@@ -233,6 +236,7 @@ def _size_args(node: fx.Node, ndim: int) -> tuple[Any, list[tuple[int, ...]], in
     if name not in ("view", "reshape", "expand"):
         return [], [], 0
     rest = node.args[1:]
+    paths: list[tuple[int, ...]]
     if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
         sizes, paths = list(rest[0]), [(1, i) for i in range(len(rest[0]))]
     else:

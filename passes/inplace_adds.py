@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import operator
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
@@ -36,7 +37,7 @@ _SAFE_PRODUCERS = (nn.modules.batchnorm._BatchNorm, nn.modules.conv._ConvNd)
 
 
 def _shape(node: object) -> tuple | None:
-    meta = getattr(node, "meta", {}).get("tensor_meta")
+    meta: Any = getattr(node, "meta", {}).get("tensor_meta")
     return tuple(meta.shape) if hasattr(meta, "shape") else None
 
 
@@ -51,7 +52,7 @@ def restore_inplace_adds(gm: fx.GraphModule, recompile: bool = True) -> int:
         left, right = node.args
         if not isinstance(left, fx.Node) or left.op != "call_module" or len(left.users) != 1:
             continue
-        if not isinstance(gm.get_submodule(left.target), _SAFE_PRODUCERS):
+        if not isinstance(gm.get_submodule(cast(str, left.target)), _SAFE_PRODUCERS):
             continue
         if _shape(left) is None or _shape(left) != _shape(right):
             continue

@@ -248,6 +248,8 @@ class OneShotMutableChannelUnit(SequentialMutableChannelUnit):
         4
     """
 
+    mutable_channel: OneShotMutableChannel
+
     def __init__(self, num_channels: int, candidate_choices: list[int | float] | None = None,
                  choice_mode: str = "ratio", divisor: int = 1, min_value: int = 1,
                  min_ratio: float = 0.9) -> None:

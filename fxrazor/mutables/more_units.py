@@ -59,7 +59,7 @@ class SlimmableChannelUnit(OneShotMutableChannelUnit):
     def __init__(self, num_channels: int, candidate_choices: list[int | float] | None = None,
                  choice_mode: str = "number", divisor: int = 1, min_value: int = 1,
                  min_ratio: float = 0.9) -> None:
-        candidates = candidate_choices if candidate_choices else [num_channels] \
+        candidates: list[int | float] = candidate_choices if candidate_choices else [num_channels] \
             if choice_mode == "number" else [1.0]
         super().__init__(num_channels, candidates, choice_mode, divisor, min_value, min_ratio)
 

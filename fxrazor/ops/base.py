@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast, overload
 
 import torch
 from torch import nn
@@ -22,6 +22,10 @@ __all__ = ["DynamicOp", "Selection", "take", "count", "retype"]
 Selection = slice | torch.Tensor | None
 
 
+@overload
+def take(tensor: torch.Tensor, dim: int, sel: Selection) -> torch.Tensor: ...
+@overload
+def take(tensor: torch.Tensor | None, dim: int, sel: Selection) -> torch.Tensor | None: ...
 def take(tensor: torch.Tensor | None, dim: int, sel: Selection) -> torch.Tensor | None:
     """Select positions ``sel`` of ``tensor`` along ``dim``."""
     if tensor is None or sel is None:
@@ -55,23 +59,25 @@ class DynamicOp:
 
     roles: ClassVar[tuple[str, ...]] = ()
     static_type: ClassVar[type[nn.Module]]
+    _fxr_sel: dict[str, Selection]  # role -> selection, set by from_static
 
     @classmethod
     def from_static(cls, module: nn.Module) -> DynamicOp:
         """Wrap a static module (sharing its parameters) with full selections."""
-        op = retype(module, cls)
-        op._fxr_sel = dict.fromkeys(cls.roles)  # type: ignore[attr-defined]
-        return op  # type: ignore[return-value]
+        # subclasses combine this mixin with an nn.Module type
+        op = cast(DynamicOp, retype(module, cast("type[nn.Module]", cls)))
+        op._fxr_sel = dict.fromkeys(cls.roles)
+        return op
 
     def set_selection(self, role: str, sel: Selection) -> None:
-        self._fxr_sel[role] = sel  # type: ignore[attr-defined]
+        self._fxr_sel[role] = sel
 
     def selection(self, role: str) -> Selection:
-        return self._fxr_sel[role]  # type: ignore[attr-defined]
+        return self._fxr_sel[role]
 
     @property
     def is_full(self) -> bool:
-        return all(s is None for s in self._fxr_sel.values())  # type: ignore[attr-defined]
+        return all(s is None for s in self._fxr_sel.values())
 
     def to_static(self) -> nn.Module:
         """A plain module of the static type with the current selection, weights copied."""

@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -113,9 +113,13 @@ class _DynamicConvTransposeMixin(DynamicOp, _ConvTransposeBase):
             return super().forward(x, output_size)
         weight, bias = self._sliced()
         n = len(self.kernel_size)
+        padding = cast("tuple[int, ...]", self.padding)  # transposed convs reject str padding
+        # torch's stub wants lists here; torch's own forward passes these same tuples
         output_padding = self._output_padding(
-            x, output_size, self.stride, self.padding, self.kernel_size, n, self.dilation)
-        return _CONVT_FNS[n](x, weight, bias, self.stride, self.padding, output_padding,
+            x, output_size,
+            self.stride, padding, self.kernel_size,  # type: ignore[arg-type]
+            n, self.dilation)  # type: ignore[arg-type]
+        return _CONVT_FNS[n](x, weight, bias, self.stride, padding, output_padding,
                              self.groups, self.dilation)
 
     def _slice_into(self, static: Any) -> None:

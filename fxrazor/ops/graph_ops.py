@@ -42,7 +42,7 @@ class DynamicParam(nn.Module):
         return self._fxr_sel[role]
 
     def forward(self) -> torch.Tensor:
-        out = self.value
+        out: torch.Tensor = self.value
         for role, sel in self._fxr_sel.items():
             out = take(out, int(role[3:]), sel)
         return out

@@ -64,6 +64,9 @@ class _ChannelNormMixin(DynamicOp, _NormBase):
         sel = self.selection("channels")
         if mean is None or isinstance(sel, slice):
             return  # slices are views: statistics were updated in place
+        # forward returns early when full (sel None); stats are tracked (and come) in pairs
+        assert sel is not None and var is not None
+        assert self.running_mean is not None and self.running_var is not None
         with torch.no_grad():
             self.running_mean.index_copy_(0, sel, mean)
             self.running_var.index_copy_(0, sel, var)
