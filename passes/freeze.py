@@ -20,11 +20,12 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
 
+from fxrazor.errors import InvalidChoiceError
 from fxrazor.mutables.mutable_module import OneShotMutableOP
 from fxrazor.ops import DynamicOp, DynamicParam, SizeCounter
 from fxrazor.passes.inplace_adds import restore_inplace_adds
@@ -32,13 +33,15 @@ from fxrazor.passes.inplace_adds import restore_inplace_adds
 __all__ = ["freeze"]
 
 
-def _static_module(module: nn.Module) -> nn.Module:
+def _static_module(module: nn.Module, target: str) -> nn.Module:
     if isinstance(module, DynamicOp) or hasattr(module, "to_static"):
-        return module.to_static()
+        return cast(Any, module).to_static()  # a dynamic op or a decomposed layer
     if isinstance(module, OneShotMutableOP):
         chosen = module.current_choice
         if chosen is None:
-            raise ValueError(f"{type(module).__name__} has no current choice to freeze")
+            raise InvalidChoiceError(
+                f"OneShotMutableOP '{target}' has no current choice (it runs all candidates); "
+                f"set one of {module.choices} before freezing")
         return copy.deepcopy(module.candidates[chosen])
     return copy.deepcopy(module)
 
@@ -108,7 +111,7 @@ def freeze(supernet: Any) -> fx.GraphModule:
                 env[node].meta = dict(node.meta)
                 continue
             if node.target not in targets:
-                targets[node.target] = _static_module(module)
+                targets[node.target] = _static_module(module, node.target)
                 converted.append((module, targets[node.target]))
         elif node.op == "get_attr" and node.target not in targets:
             targets[node.target] = _copy_attr(source, node.target)

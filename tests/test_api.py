@@ -492,3 +492,32 @@ def test_buffers_follow_channels_but_never_create_them() -> None:
     torch.testing.assert_close(frozen(x), sn(x))
     torch.testing.assert_close(frozen(x), zero_pruned_channels(model, sn)(x))
     assert frozen.embed.shape == (1, 2, 1, 1) and frozen.coords.shape == (5, 4)
+
+
+def test_freeze_keeps_the_chosen_candidate_of_a_one_shot_op() -> None:
+    from fxrazor.mutables import OneShotMutableOP
+
+    class Searchable(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 1)
+            self.op = OneShotMutableOP({"k3": nn.Conv2d(8, 8, 3, padding=1),
+                                        "k1": nn.Conv2d(8, 8, 1)})
+            self.head = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.op(self.stem(x)))
+
+    torch.manual_seed(0)
+    model, x = Searchable().eval(), torch.randn(1, 3, 6, 6)
+    sn = fxrazor.convert(model, x)
+    op = sn.graph_module.get_submodule("op")
+    op.current_choice = "k1"
+    frozen = fxrazor.freeze(sn)
+    assert isinstance(frozen.get_submodule("op"), nn.Conv2d)
+    assert frozen.get_submodule("op").kernel_size == (1, 1)
+    torch.testing.assert_close(frozen(x), sn(x))
+    torch.testing.assert_close(frozen(x), model.head(model.op.candidates["k1"](model.stem(x))))
+    op.current_choice = None
+    with pytest.raises(InvalidChoiceError, match="'op' has no current choice"):
+        fxrazor.freeze(sn)

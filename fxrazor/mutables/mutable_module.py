@@ -253,6 +253,11 @@ class OneShotMutableOP(OneShotMutableModule):
         return list(self._candidates.keys())
 
     @property
+    def candidates(self) -> nn.ModuleDict:
+        """The remaining candidate modules by name (only the chosen one once fixed)."""
+        return self._candidates
+
+    @property
     def current_choice(self) -> str | None:
         """The candidate ``forward`` runs; None means all of them (summed)."""
         return self._current_choice
