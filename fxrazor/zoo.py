@@ -207,7 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*", help="model names (default: all)")
     parser.add_argument("--kinds", nargs="*", default=["classification", "segmentation",
                                                        "video"])
-    parser.add_argument("--out", default="docs/coverage.md")
+    parser.add_argument("--out", default=None,
+                        help="markdown file to write (default: docs/coverage.md for a full "
+                             "run; a run of chosen --models prints its table instead, so that "
+                             "it never replaces the full table by a partial one)")
     args = parser.parse_args(argv)
     specs = [s for s in model_specs(args.kinds) if not args.models or s.name in args.models]
     results = []
@@ -218,9 +221,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.exception("model %s failed", spec.name)
             results.append(ZooResult(spec.name, spec.kind, error=f"{type(e).__name__}: {e}"[:200]))
     text = "# Coverage of the torchvision zoo\n\n" + _header() + markdown(results) + "\n"
-    with open(args.out, "w") as f:
+    out = args.out or (None if args.models else "docs/coverage.md")
+    ran = f"{sum(not r.error for r in results)}/{len(results)} models ran"
+    if out is None:
+        print(text + ran)
+        return 0
+    with open(out, "w") as f:
         f.write(text)
-    print(f"wrote {args.out}: {sum(not r.error for r in results)}/{len(results)} models ran")
+    print(f"wrote {out}: {ran}")
     return 0
 
 

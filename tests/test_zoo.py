@@ -30,3 +30,16 @@ def test_zoo_model(spec: ModelSpec) -> None:
     assert r.params_after < r.params_before
     if r.oracle_error is not None:  # every model without norms over pruned channels
         assert r.oracle_error <= tol, "zero-invariance oracle failed"
+
+
+def test_zoo_run_of_chosen_models_prints_instead_of_replacing_the_table(
+        tmp_path, monkeypatch, capsys) -> None:
+    from fxrazor import zoo
+
+    monkeypatch.chdir(tmp_path)  # a stray default write would land here
+    assert zoo.main(["--models", "squeezenet1_0"]) == 0
+    out = capsys.readouterr().out
+    assert "| squeezenet1_0" in out and "1/1 models ran" in out
+    assert not (tmp_path / "docs").exists()
+    assert zoo.main(["--models", "squeezenet1_0", "--out", str(tmp_path / "t.md")]) == 0
+    assert "| squeezenet1_0" in (tmp_path / "t.md").read_text()
