@@ -153,3 +153,17 @@ def test_copy_module_is_a_faithful_deep_copy(name: str) -> None:
         x = torch.randn(1, 3, 2, 2)
         assert torch.equal(twin.shared(x), model.shared(x))
         assert len(twin._forward_hooks) == 1
+
+
+def test_without_copy_on_write_tensors_the_copy_is_a_plain_deep_copy(monkeypatch) -> None:
+    import fxrazor.copying as copying
+
+    monkeypatch.setattr(copying, "_lazy_clone", None)  # a torch without torch._lazy_clone
+    model = _model()
+    twin = copy_module(model)
+    _walk(model, twin, set())
+    if _is_cow is not None:
+        assert not _is_cow(model[0].weight) and not _is_cow(twin[0].weight)
+    with torch.no_grad():
+        twin[0].weight.zero_()
+    assert bool(model[0].weight.abs().sum() > 0)
