@@ -68,7 +68,22 @@ def _adaptive_pool(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     return _meta([*x.shape[:-n], *sizes], x.dtype)
 
 
+def _same_shape(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """Norms, activations, dropout: the input's shape and dtype (BatchNorm on meta even
+    runs a slow Python decomposition)."""
+    return torch.empty(x.shape, dtype=x.dtype, device="meta") if x.is_floating_point() else None
+
+
+_SAME_SHAPE_LAYERS = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
+    nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, nn.ReLU,
+    nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
+    nn.LeakyReLU, nn.ELU, nn.Mish, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.Identity,
+)
+
 LAYER_SHAPES: dict[type[nn.Module], Callable[[Any, torch.Tensor], torch.Tensor | None]] = {
+    **dict.fromkeys(_SAME_SHAPE_LAYERS, _same_shape),
     nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv, nn.Linear: _linear,
     nn.AdaptiveAvgPool1d: _adaptive_pool, nn.AdaptiveAvgPool2d: _adaptive_pool,
     nn.AdaptiveAvgPool3d: _adaptive_pool, nn.AdaptiveMaxPool1d: _adaptive_pool,

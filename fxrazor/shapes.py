@@ -41,17 +41,6 @@ def _to_meta(value: Any) -> Any:
     return value.to("meta") if isinstance(value, torch.Tensor) else value
 
 
-# Layers whose output has their input's shape and dtype: no need to run them, even on meta
-# (BatchNorm on meta runs a slow Python decomposition).
-_SAME_SHAPE: tuple[type[nn.Module], ...] = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
-    nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, nn.ReLU,
-    nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
-    nn.LeakyReLU, nn.ELU, nn.Mish, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-    nn.Identity,
-)
-
-
 def _mutable(value: Any) -> Any:
     """Plain lists/dicts for fx's immutable argument containers: the generated code passes
     fresh lists, and some wrapped functions mutate theirs."""
@@ -138,9 +127,6 @@ class _MetaShapeRecorder(_ShapeRecorder):
 
     def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
         module = self.layers[target]
-        if type(module) in _SAME_SHAPE and len(args) == 1 and not kwargs \
-                and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
-            return torch.empty(args[0].shape, dtype=args[0].dtype, device="meta")
         known = layer_output(module, args, kwargs)
         if known is not None:
             return known
