@@ -67,13 +67,17 @@ class Supernet(nn.Module):
         self.example_args = example_args
 
     # ---- units and choices ---------------------------------------------------------------------
+    def _every_unit(self) -> Iterable[MutableChannelUnit]:
+        # ``all_units`` is a ModuleList (so that units move with the supernet): typed Module
+        return cast("Iterable[MutableChannelUnit]", self.all_units)
+
     @property
     def units(self) -> list[MutableChannelUnit]:
         """The mutable units (more than one channel, not fixed), in graph order."""
-        return [u for u in cast("Iterable[MutableChannelUnit]", self.all_units) if u.is_mutable]
+        return [u for u in self._every_unit() if u.is_mutable]
 
     def unit(self, name: str) -> MutableChannelUnit:
-        for u in cast("Iterable[MutableChannelUnit]", self.all_units):
+        for u in self._every_unit():
             if u.name == name:
                 return u
         raise UnknownUnitError(
@@ -89,7 +93,7 @@ class Supernet(nn.Module):
         """Apply ``{unit name: choice}``; every key and value is checked before any is set."""
         if not isinstance(choices, dict):
             raise InvalidChoiceError(f"choices must be a dict, got {type(choices).__name__}")
-        units = {u.name: u for u in cast("Iterable[MutableChannelUnit]", self.all_units)}
+        units = {u.name: u for u in self._every_unit()}
         unknown = [k for k in choices if k not in units]
         if unknown:
             raise UnknownUnitError(
@@ -116,7 +120,7 @@ class Supernet(nn.Module):
     # ---- forward -----------------------------------------------------------------------------------
     def current_mask(self) -> torch.Tensor:
         """All unit masks concatenated, plus one always-True entry for pinned positions."""
-        masks = [u.current_mask for u in cast("Iterable[MutableChannelUnit]", self.all_units)]
+        masks = [u.current_mask for u in self._every_unit()]
         return torch.cat([*masks, torch.ones(1, dtype=torch.bool)])
 
     def sync(self) -> None:
