@@ -67,6 +67,9 @@ _TRACE_FAILURES = (
     AssertionError,
 )
 _MAX_RETRIES = 64
+# Argument types that are stored in the graph as they are.
+_PLAIN_ARGS = frozenset({int, float, bool, complex, str, type(None), type(...), torch.dtype,
+                         torch.device, torch.memory_format, torch.layout})
 
 
 @dataclass
@@ -103,13 +106,41 @@ class FxRazorTracer(fx.Tracer):
             return True  # e.g. a Conv3d subclass that keeps Conv3d's forward
         return super().is_leaf_module(m, module_qualified_name)
 
+    def create_node(self, kind: str, target: Any, args: tuple[Any, ...],
+                    kwargs: dict[str, Any], name: str | None = None,
+                    type_expr: Any | None = None) -> fx.Node:
+        # The base class also copies the module call stack, scope and (for nested tracing)
+        # preserved metadata into every node: about a fifth of the trace, and nothing here
+        # reads them.
+        return self.graph.create_node(kind, target, args, kwargs, name, type_expr)
+
+    def create_arg(self, a: Any) -> Any:
+        # Fast paths for the arguments nearly every call has; anything else (tensors,
+        # parameters, modules, named tuples, dicts, slices, ...) takes the base route.
+        kind = type(a)
+        if kind is fx.Proxy:
+            return a.node
+        if kind in _PLAIN_ARGS:
+            return a
+        if kind is tuple or kind is list:
+            return kind([self.create_arg(item) for item in a])
+        if kind is dict and all(type(key) is str for key in a):
+            return {key: self.create_arg(value) for key, value in a.items()}
+        return super().create_arg(a)
+
     def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+        # As the base, without its module-stack and scope bookkeeping (see create_node).
+        path = self.submodule_paths.get(m) if self.submodule_paths else None
         try:
-            return super().call_module(m, forward, args, kwargs)
+            if path is None:
+                path = self.path_of_module(m)
+            if self.is_leaf_module(m, path):
+                return self.create_proxy("call_module", path, args, kwargs)
+            return forward(*args, **kwargs)
         except _TRACE_FAILURES as e:
             # The innermost module sees the exception first; remember it for the retry.
             if not hasattr(e, "_fxrazor_module"):
-                e._fxrazor_module = self.path_of_module(m)  # type: ignore[union-attr]
+                e._fxrazor_module = path  # type: ignore[union-attr]
             raise
 
 
