@@ -22,7 +22,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -74,7 +73,13 @@ def _channel_specs(spec: UnitSpec) -> tuple[list[dict], list[dict]]:
     outputs: list[dict] = []
     inputs: list[dict] = []
     for slot, positions in spec.members:
-        start, end = int(positions.min()), int(positions.max()) + 1
+        # Plain lists: a unit has a few members of tens of channels, where each numpy
+        # call costs more than the list work.
+        values = positions.ravel().tolist()
+        start, end = values[0], values[-1] + 1
+        contiguous = values == list(range(start, end))
+        if not contiguous:
+            start, end = min(values), max(values) + 1
         entry: dict[str, Any] = {
             "name": f"{slot.target}:{slot.role}" if slot.is_param else slot.target,
             "start": start,
@@ -82,7 +87,7 @@ def _channel_specs(spec: UnitSpec) -> tuple[list[dict], list[dict]]:
             "expand_ratio": int(positions.shape[1]),
             "is_output_channel": slot.role != "in",
         }
-        if not np.array_equal(positions.ravel(), np.arange(start, start + positions.size)):
+        if not contiguous:
             entry["index"] = positions.tolist()
         (inputs if slot.role == "in" else outputs).append(entry)
     return outputs, inputs

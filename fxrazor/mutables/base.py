@@ -13,7 +13,35 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
-__all__ = ["BaseMutable", "DumpChosen"]
+__all__ = ["BaseMutable", "DumpChosen", "LightModule"]
+
+# Values that can never be a parameter, buffer or submodule.
+_PLAIN_VALUES = frozenset({int, float, bool, str, type(None), list, dict, tuple})
+
+
+class LightModule(nn.Module):
+    """An ``nn.Module`` whose plain attribute writes (numbers, strings, lists, ...) skip
+    ``nn.Module.__setattr__``'s parameter/buffer/submodule checks.
+
+    Converting a model builds several mutables per channel unit, and those checks were
+    about half of their construction time. A name that is already a parameter, buffer or
+    submodule still goes through ``nn.Module``, so behaviour is unchanged.
+
+    Example:
+        >>> m = LightModule()
+        >>> m.width = 8
+        >>> m.width, "width" in m.__dict__
+        (8, True)
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if type(value) in _PLAIN_VALUES:
+            modules = self.__dict__.get("_modules")  # set last by nn.Module.__init__
+            if (modules is not None and name not in modules
+                    and name not in self._parameters and name not in self._buffers):
+                object.__setattr__(self, name, value)  # still runs property setters
+                return
+        super().__setattr__(name, value)
 
 
 class DumpChosen(NamedTuple):
@@ -23,7 +51,7 @@ class DumpChosen(NamedTuple):
     meta: dict[str, Any] | None = None
 
 
-class BaseMutable(nn.Module, ABC):
+class BaseMutable(LightModule, ABC):
     """A searchable module: its forward depends on ``current_choice``.
 
     Subclasses implement ``current_choice`` (getter and setter), ``fix_chosen`` and

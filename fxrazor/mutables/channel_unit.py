@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from fxrazor.errors import InvalidChoiceError, SubnetConfigError
+from fxrazor.mutables.base import LightModule
 from fxrazor.mutables.mutable_channel import OneShotMutableChannel, SquentialMutableChannel
 from fxrazor.utils import make_divisible
 
@@ -35,7 +36,7 @@ __all__ = [
 ChannelSpec = dict[str, Any]  # name, start, end, expand_ratio, is_output_channel[, index]
 
 
-class MutableChannelUnit(nn.Module):
+class MutableChannelUnit(LightModule):
     """Base class of channel units.
 
     Args:
