@@ -48,10 +48,10 @@ def _runs(labels: np.ndarray, slots: list[tuple[Slot, np.ndarray]]):
 def _sequence_hash(codes: np.ndarray, index_in_comp: np.ndarray, comp_first: np.ndarray,
                    prime: int) -> np.ndarray:
     """A polynomial hash of each component's run codes (uint64, wrapping)."""
-    powers = np.ones(int(index_in_comp.max()) + 1, dtype=np.uint64)
+    powers = np.full(int(index_in_comp.max()) + 1, prime, dtype=np.uint64)
+    powers[0] = 1
     with np.errstate(over="ignore"):
-        for k in range(1, len(powers)):
-            powers[k] = powers[k - 1] * np.uint64(prime)
+        powers = np.cumprod(powers, dtype=np.uint64)  # prime**k, wrapping like the terms
         terms = (codes.astype(np.uint64) + np.uint64(2)) * powers[index_in_comp]
     return np.add.reduceat(terms, comp_first)
 

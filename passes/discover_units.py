@@ -249,6 +249,23 @@ def _size_args(node: fx.Node, ndim: int) -> tuple[Any, list[tuple[int, ...]], in
 _SPLIT_DIMS = ("largest", "outer")
 
 
+def _slot_position_maps(slots: list[tuple[Slot, np.ndarray]], labels: np.ndarray,
+                        comp_unit: np.ndarray, comp_chan: np.ndarray
+                        ) -> dict[Slot, PositionMap]:
+    """Every slot's position map, from one lookup over all slots' element ids (a model
+    has hundreds of slots, and three small lookups each cost more than one large one)."""
+    if not slots:
+        return {}
+    comps = labels[np.concatenate([ids for _, ids in slots])]
+    units, channels = comp_unit[comps], comp_chan[comps]
+    maps, start = {}, 0
+    for slot, ids in slots:
+        end = start + len(ids)
+        maps[slot] = PositionMap(units[start:end], channels[start:end])
+        start = end
+    return maps
+
+
 def discover_units(traced: TracedModel, module_rules: dict[type, Any] | None = None,
                    function_rules: dict[Any, Any] | None = None,
                    method_rules: dict[str, Any] | None = None,
@@ -282,7 +299,7 @@ def discover_units(traced: TracedModel, module_rules: dict[type, Any] | None = N
         comps = labels[ids]
         return PositionMap(comp_unit[comps], comp_chan[comps])
 
-    slot_maps = {slot: position_map(ids) for slot, ids in ctx.slots.values()}
+    slot_maps = _slot_position_maps(list(ctx.slots.values()), labels, comp_unit, comp_chan)
     sites = tuple(ResizeSite(name, kind, where, tuple(position_map(p) for p in parts))
                   for name, kind, where, parts in ctx.sites)
     sites = tuple(s for s in sites if not all(p.all_pinned for p in s.parts))
