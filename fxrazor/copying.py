@@ -133,6 +133,8 @@ def _deepcopy(value: Any, memo: dict[int, Any]) -> Any:
         new = memo[id(value)] = []
         new.extend(_deepcopy(v, memo) for v in value)
     elif cls is tuple:
+        if _ATOMIC.issuperset(map(type, value)):
+            return value
         items = tuple(_deepcopy(v, memo) for v in value)
         new = value if all(a is b for a, b in zip(items, value, strict=True)) else items
         memo[id(value)] = new
@@ -155,8 +157,8 @@ def _copy_state(state: dict[str, Any], memo: dict[int, Any]) -> dict[str, Any]:
     out = {}
     for k, v in state.items():
         cls = type(v)
-        if cls in _ATOMIC:
-            out[k] = v
+        if cls in _ATOMIC or (cls is tuple and _ATOMIC.issuperset(map(type, v))):
+            out[k] = v  # (deepcopy returns a tuple of atoms itself too)
         elif (cls is OrderedDict or cls is dict) and not v:
             out[k] = cls()
         else:

@@ -44,11 +44,21 @@ _SWIN_CLASSES = {"torchvision.models.swin_transformer": ("ShiftedWindowAttention
 _MERGE_CLASSES = {"torchvision.models.swin_transformer": ("PatchMerging", "PatchMergingV2")}
 
 
+# (module path, class names) -> the classes, once that module has been imported.
+_RESOLVED: dict[tuple[str, tuple[str, ...]], tuple[type, ...]] = {}
+
+
 def _is_one_of(module: nn.Module, classes: Mapping[str, tuple[str, ...]]) -> bool:
-    """Whether ``module``'s type is exactly one of the named torchvision classes."""
+    """Whether ``module``'s type is exactly one of the named torchvision classes (asked
+    of every module of every converted model, so the classes are resolved once)."""
     for path, names in classes.items():
-        found = sys.modules.get(path)  # not imported: module cannot be one of its classes
-        if found is not None and type(module) in tuple(getattr(found, n) for n in names):
+        types = _RESOLVED.get((path, names))
+        if types is None:
+            found = sys.modules.get(path)  # not imported: module cannot be one of its classes
+            if found is None:
+                continue
+            types = _RESOLVED[(path, names)] = tuple(getattr(found, n) for n in names)
+        if type(module) in types:
             return True
     return False
 
