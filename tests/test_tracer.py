@@ -1,0 +1,85 @@
+"""The tracer's shortcuts over torch.fx give the graph torch.fx itself gives."""
+
+from __future__ import annotations
+
+import operator
+from collections import namedtuple
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from fxrazor.mutables.base import LightModule
+from fxrazor.tracer import FxRazorTracer
+
+Pair = namedtuple("Pair", "a b")
+
+
+class _ManyArgumentKinds(nn.Module):
+    """Calls whose arguments are tuples, lists, dicts, slices, dtypes, devices, Ellipsis,
+    named tuples, None and constants, through functions, methods and a leaf layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+        self.register_buffer("table", torch.arange(4.0))
+        self.scale = nn.Parameter(torch.ones(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        y = y[..., 1:3, None]
+        y = y.permute(0, 2, 3, 4, 1).reshape([y.shape[0], -1, 4])
+        y = F.layer_norm(y, (4,), weight=self.scale, bias=None, eps=1e-5)
+        y = y.to(dtype=torch.float32, device=torch.device("cpu"))
+        y = torch.cat((y, y * self.table), dim=-1)
+        pair = Pair(y, 2)
+        return operator.getitem(torch.split(pair.a, [3, 5], dim=-1), 0) * pair.b
+
+
+def _graph_text(tracer: fx.Tracer, model: nn.Module) -> str:
+    return str(tracer.trace(model))
+
+
+def test_graph_matches_torch_fx_for_every_argument_kind() -> None:
+    model = _ManyArgumentKinds()
+    assert _graph_text(FxRazorTracer(), model) == _graph_text(fx.Tracer(), model)
+
+
+def test_traced_module_computes_what_the_model_computes() -> None:
+    model = _ManyArgumentKinds().eval()
+    tracer = FxRazorTracer()
+    gm = fx.GraphModule(model, tracer.trace(model))
+    x = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(gm(x), model(x), rtol=0, atol=0)
+
+
+def test_light_module_stores_plain_values_and_runs_property_setters() -> None:
+    class Named(LightModule):
+        @property
+        def label(self) -> str:
+            return self._label
+
+        @label.setter
+        def label(self, value: str) -> None:
+            self._label = value.upper()
+
+    m = Named()
+    m.label, m.width, m.sizes = "unit", 8, [1, 2]
+    assert (m.label, m.width, m.sizes) == ("UNIT", 8, [1, 2])
+    assert "width" in m.__dict__ and "_label" in m.__dict__
+
+
+def test_light_module_keeps_nn_module_rules_for_registered_names() -> None:
+    m = LightModule()
+    m.weight = nn.Parameter(torch.ones(2))
+    m.register_buffer("stat", torch.zeros(2))
+    m.child = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="as parameter"):
+        m.weight = 3
+    with pytest.raises(TypeError, match="as child module"):
+        m.child = 3
+    m.weight = None
+    m.stat = None
+    assert m._parameters["weight"] is None and m._buffers["stat"] is None
+    assert "weight" not in m.__dict__ and "stat" not in m.__dict__
