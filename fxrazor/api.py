@@ -174,8 +174,7 @@ def _convert(model: nn.Module, example_inputs: Any, unit: Any, unit_args: dict |
         if isinstance(u, L1MutableChannelUnit):
             u.set_importance(_l1_importance(dyn.graph_module, spec))
     supernet = Supernet(dyn.graph_module, units, analysis, dyn.bindings, dyn.counters,
-                        traced.example_args)
-    supernet.train(model.training)
+                        traced.example_args)  # in the model's mode, as the traced graph
     logger.info("converted %s: %d units in %.3f s", type(model).__name__, len(supernet.units),
                 time.perf_counter() - start)
     return supernet

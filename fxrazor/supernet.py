@@ -65,6 +65,9 @@ class Supernet(nn.Module):
         self._counters = counters
         self._last_mask: torch.Tensor | None = None
         self.example_args = example_args
+        # Take the graph's mode without walking the whole graph module again.
+        self.training = graph_module.training
+        self.all_units.train(self.training)
 
     # ---- units and choices ---------------------------------------------------------------------
     def _every_unit(self) -> Iterable[MutableChannelUnit]:

@@ -116,7 +116,7 @@ def _dynamic_param(gm: fx.GraphModule, target: str, cache: dict[str, DynamicPara
     owner_path, _, attr = target.rpartition(".")
     owner = gm.get_submodule(owner_path) if owner_path else gm
     value = getattr(owner, attr)
-    dyn = DynamicParam(value, target)
+    dyn = DynamicParam(value, target).train(gm.training)
     name = "fxr_param_" + target.replace(".", "_")
     gm.add_submodule(name, dyn)
     for node in list(gm.graph.nodes):
@@ -132,7 +132,7 @@ def _dynamic_param(gm: fx.GraphModule, target: str, cache: dict[str, DynamicPara
 
 def _counter(gm: fx.GraphModule, node: fx.Node, pmap: PositionMap, offsets: np.ndarray,
              total: int, tag: str) -> tuple[fx.Node, Binding]:
-    counter = SizeCounter(len(pmap))
+    counter = SizeCounter(len(pmap)).train(gm.training)
     name = f"fxr_size_{node.name}_{tag}"
     gm.add_submodule(name, counter)
     with gm.graph.inserting_before(node):

@@ -113,12 +113,16 @@ def test_optional_input_left_out_uses_its_default(form: str) -> None:
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_mode_follows_the_model(training: bool) -> None:
-    model, x = conv_bn_chain()
+@pytest.mark.parametrize("build", ["conv_bn_chain", "functional_linear"])
+def test_mode_follows_the_model(training: bool, build: str) -> None:
+    # functional_linear adds parameter ops (DynamicParam) to the supernet graph
+    model, x = conv_bn_chain() if build == "conv_bn_chain" else (FunctionalLinear(),
+                                                                 torch.randn(2, 4))
     model.train(training)
     sn = fxrazor.convert(model, x)
     assert sn.training is training
     assert sn.graph_module.training is training
+    assert all(m.training is training for m in sn.modules())
     assert fxrazor.freeze(sn).training is training
     assert model.training is training
 
