@@ -32,27 +32,16 @@ from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModel
 from fxrazor.module_rules import MODULE_RULES, lookup_by_type
 from fxrazor.shapes import propagate_shapes
 
-__all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs",
-           "compile_graph_module"]
+__all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs"]
 
 logger = logging.getLogger(__name__)
 
-try:  # generates its forward code only when first called: convert edits the graph first
+try:  # generates its forward code only when first called: convert edits the graph first,
+    # and a supernet that is only frozen never needs it
     from torch.fx._lazy_graph_module import _LazyGraphModule as _TracedGraphModule
 except ImportError:  # pragma: no cover - older torch
     _TracedGraphModule = fx.GraphModule  # type: ignore[misc,assignment]  # eager fallback
 
-
-def compile_graph_module(gm: fx.GraphModule) -> None:
-    """Make ``gm`` (from :func:`trace_model`, graph edited since) a plain GraphModule whose
-    code matches its graph.
-
-    The traced module defers code generation, which every pass that edits the graph would
-    repeat; this generates it once, and turns the module into an ordinary GraphModule (one
-    that TorchScript and pickling treat as usual) in place, keeping every attribute."""
-    if isinstance(gm, _TracedGraphModule) and _TracedGraphModule is not fx.GraphModule:
-        gm.__class__ = type(type(gm).__name__, (fx.GraphModule,), {})
-    gm.recompile()
 
 # Exceptions that mean "symbolic tracing cannot follow this code", not "the model is broken".
 _TRACE_FAILURES = (
