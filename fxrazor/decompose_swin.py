@@ -44,21 +44,22 @@ _SWIN_CLASSES = {"torchvision.models.swin_transformer": ("ShiftedWindowAttention
 _MERGE_CLASSES = {"torchvision.models.swin_transformer": ("PatchMerging", "PatchMergingV2")}
 
 
-# (module path, class names) -> the classes, once that module has been imported.
-_RESOLVED: dict[tuple[str, tuple[str, ...]], tuple[type, ...]] = {}
+# (module path, class names) -> (the imported module, its classes of those names).
+_RESOLVED: dict[tuple[str, tuple[str, ...]], tuple[Any, tuple[type, ...]]] = {}
 
 
 def _is_one_of(module: nn.Module, classes: Mapping[str, tuple[str, ...]]) -> bool:
     """Whether ``module``'s type is exactly one of the named torchvision classes (asked
-    of every module of every converted model, so the classes are resolved once)."""
+    of every module of every converted model, so the classes are resolved once per
+    imported module object: a reloaded module is resolved again)."""
     for path, names in classes.items():
-        types = _RESOLVED.get((path, names))
-        if types is None:
-            found = sys.modules.get(path)  # not imported: module cannot be one of its classes
-            if found is None:
-                continue
-            types = _RESOLVED[(path, names)] = tuple(getattr(found, n) for n in names)
-        if type(module) in types:
+        found = sys.modules.get(path)  # not imported: module cannot be one of its classes
+        if found is None:
+            continue
+        cached = _RESOLVED.get((path, names))
+        if cached is None or cached[0] is not found:
+            cached = _RESOLVED[(path, names)] = (found, tuple(getattr(found, n) for n in names))
+        if type(module) in cached[1]:
             return True
     return False
 

@@ -150,6 +150,11 @@ class Supernet(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         self.sync()
+        # The graph module generates its code on first use; doing it here rather than inside
+        # its own call keeps hooks registered on it from running twice on that call.
+        generate = getattr(self.graph_module, "real_recompile", None)
+        if generate is not None:
+            generate()
         return self.graph_module(*args, **kwargs)
 
     # ---- subnet configs (used by fxrazor.export_fix_subnet / load_fix_subnet) --------------

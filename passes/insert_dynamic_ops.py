@@ -107,6 +107,8 @@ def _dynamic_module(modules: dict[str, nn.Module], target: str, ops: dict[type, 
             f"op; pass dynamic_ops={{{type(module).__name__}: ...}} to convert"
         )
     dynamic = op_type.from_static(module)
+    if dynamic.training != module.training:  # a custom op may build a fresh module
+        dynamic.train(module.training)
     parent, _, name = target.rpartition(".")
     setattr(modules[parent], name, dynamic)
     modules[target] = dynamic

@@ -127,6 +127,32 @@ def test_mode_follows_the_model(training: bool, build: str) -> None:
     assert model.training is training
 
 
+def test_custom_dynamic_op_built_fresh_takes_the_models_mode() -> None:
+    from fxrazor.ops import DynamicConv2d
+
+    class FreshConv(DynamicConv2d):
+        @classmethod
+        def from_static(cls, module: nn.Module) -> FreshConv:
+            op = super().from_static(module)
+            op.train(True)  # like a module built anew, in nn.Module's default mode
+            return op
+
+    model, x = conv_bn_chain()
+    sn = fxrazor.convert(model.eval(), x, dynamic_ops={nn.Conv2d: FreshConv})
+    assert any(isinstance(m, FreshConv) for m in sn.modules())
+    assert not any(m.training for m in sn.modules())
+
+
+def test_hooks_on_the_graph_module_run_once_per_supernet_call() -> None:
+    model, x = conv_bn_chain()
+    sn = fxrazor.convert(model, x)
+    calls = []
+    sn.graph_module.register_forward_pre_hook(lambda module, args: calls.append(1))
+    sn(x)  # the first call also generates the graph module's code
+    sn(x)
+    assert len(calls) == 2
+
+
 # ---- bad input -------------------------------------------------------------------------------
 def test_non_module_is_rejected() -> None:
     with pytest.raises(UnsupportedModelError, match="nn.Module"):
