@@ -29,19 +29,13 @@ from torch import fx, nn
 from fxrazor.copying import copy_module
 from fxrazor.decompose import decompose_modules
 from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModelError
+from fxrazor.graph_module import build_graph_module
 from fxrazor.module_rules import MODULE_RULES, lookup_by_type
 from fxrazor.shapes import propagate_shapes
 
 __all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs"]
 
 logger = logging.getLogger(__name__)
-
-try:  # generates its forward code only when first called: convert edits the graph first,
-    # and a supernet that is only frozen never needs it
-    from torch.fx._lazy_graph_module import _LazyGraphModule as _TracedGraphModule
-except ImportError:  # pragma: no cover - older torch
-    _TracedGraphModule = fx.GraphModule  # type: ignore[misc,assignment]  # eager fallback
-
 
 # Exceptions that mean "symbolic tracing cannot follow this code", not "the model is broken".
 _TRACE_FAILURES = (
@@ -168,7 +162,7 @@ def absent_inputs(model: nn.Module, example_inputs: Any) -> dict[str, Any]:
 
 def _trace_with_fallback(
     model: nn.Module, leaf_types: tuple[type, ...], leaf_names: set[str],
-    concrete_args: dict[str, Any] | None = None,
+    concrete_args: dict[str, Any] | None = None, private: bool = False,
 ) -> tuple[fx.GraphModule, dict[str, str]]:
     opaque: dict[str, str] = {}
     for _ in range(_MAX_RETRIES):
@@ -186,7 +180,9 @@ def _trace_with_fallback(
             opaque[name] = f"untraceable ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
             logger.info("tracing %s failed; keeping it as an opaque leaf", name)
             continue
-        return _TracedGraphModule(tracer.root, graph, type(model).__name__), opaque
+        # a private copy's module tree can become the graph module's own
+        return build_graph_module(tracer.root, graph, type(model).__name__,
+                                  adopt=private), opaque
     raise TraceFailedError(f"gave up tracing after {_MAX_RETRIES} opaque submodules")
 
 
@@ -257,7 +253,8 @@ def trace_model(
     if copy_model:
         decompose_modules(source)
     absent = absent_inputs(model, example_inputs)
-    gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, absent)
+    gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, absent,
+                                      private=copy_model)
     gm.train(model.training)
     args = normalize_inputs(gm, example_inputs)
     propagate_shapes(gm, args)
