@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -104,7 +105,7 @@ def _build_units(specs: tuple[UnitSpec, ...], unit_cls: type[MutableChannelUnit]
                 f"unit_args {unit_args} do not fit {unit_cls.__name__}: {e}"
             ) from e
         unit.name = spec.name
-        unit.output_related, unit.input_related = _channel_specs(spec)
+        unit.set_channel_specs_source(functools.partial(_channel_specs, spec))
         units.append(unit)
     return units
 

@@ -189,3 +189,22 @@ def test_register_to_module_without_container():
     op.mutable_attrs = {"out_channels": nn.Identity()}
     with pytest.raises(UnsupportedModelError):
         MutableChannelContainer.register_mutable_channel_to_module(op, seq(3, 1))
+
+
+def test_channel_specs_from_a_source_are_built_once_on_first_use() -> None:
+    from fxrazor.mutables.channel_unit import SequentialMutableChannelUnit
+
+    unit = SequentialMutableChannelUnit(2)
+    calls = []
+
+    def source():
+        calls.append(1)
+        return [{"name": "a"}], [{"name": "b"}]
+
+    unit.set_channel_specs_source(source)
+    assert calls == []
+    unit.output_related = [{"name": "c"}]  # keeps the source's input side
+    assert (unit.output_related, unit.input_related) == ([{"name": "c"}], [{"name": "b"}])
+    assert unit.config_template(with_channels=True)["channels"]["input_related"] == [
+        {"name": "b"}]
+    assert calls == [1]

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,9 +32,11 @@ __all__ = [
     "SequentialMutableChannelUnit",
     "OneShotMutableChannelUnit",
     "ChannelSpec",
+    "ChannelSpecs",
 ]
 
 ChannelSpec = dict[str, Any]  # name, start, end, expand_ratio, is_output_channel[, index]
+ChannelSpecs = tuple[list[ChannelSpec], list[ChannelSpec]]  # (output_related, input_related)
 
 
 class MutableChannelUnit(LightModule):
@@ -54,9 +57,46 @@ class MutableChannelUnit(LightModule):
             raise InvalidChoiceError(f"num_channels must be a positive int, got {num_channels!r}")
         self.num_channels = num_channels
         self._name = "unbind"
-        self.output_related: list[ChannelSpec] = []
-        self.input_related: list[ChannelSpec] = []
+        self._related: ChannelSpecs | Callable[[], ChannelSpecs] = ([], [])
         self.mutable_channel: SquentialMutableChannel = SquentialMutableChannel(num_channels)
+
+    # ---- member channel specs -----------------------------------------------------------------
+    @property
+    def output_related(self) -> list[ChannelSpec]:
+        """Channel specs of the members whose output channels the unit covers."""
+        return self._channel_specs()[0]
+
+    @output_related.setter
+    def output_related(self, specs: list[ChannelSpec]) -> None:
+        self._related = (specs, self.input_related)
+
+    @property
+    def input_related(self) -> list[ChannelSpec]:
+        """Channel specs of the members whose input channels the unit covers."""
+        return self._channel_specs()[1]
+
+    @input_related.setter
+    def input_related(self, specs: list[ChannelSpec]) -> None:
+        self._related = (self.output_related, specs)
+
+    def set_channel_specs_source(self, source: Callable[[], ChannelSpecs]) -> None:
+        """Give ``(output_related, input_related)`` as a function, called on first use.
+
+        ``convert`` builds many units whose specs (a list of positions per member layer)
+        most workflows never read; this defers building them.
+
+        Example:
+            >>> unit = MutableChannelUnit(2)
+            >>> unit.set_channel_specs_source(lambda: ([{"name": "conv"}], []))
+            >>> unit.output_related
+            [{'name': 'conv'}]
+        """
+        self._related = source
+
+    def _channel_specs(self) -> ChannelSpecs:
+        if callable(self._related):
+            self._related = self._related()
+        return self._related
 
     @property
     def name(self) -> str:
