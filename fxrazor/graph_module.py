@@ -1,21 +1,25 @@
 """Build the GraphModule of a traced model.
 
 ``fx.GraphModule(root, graph)`` copies every layer and attribute the graph uses into a new
-tree of bare container modules, walking the path of each from the top. When ``root`` is a
-private copy that nothing else will use, and the graph uses all of it, its own tree can be
-*adopted* instead: same layers, same parameters, nothing walked twice.
+tree of bare container modules, walking each target's path from the top through
+``nn.Module.__getattr__`` on both trees (a few hundred targets, four or five levels deep).
+:func:`build_graph_module` builds the same tree, in the same order, but walks each
+container path once.
 
 Example:
     >>> import torch
     >>> from torch import fx, nn
     >>> model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
-    >>> gm = build_graph_module(model, fx.Tracer().trace(model), "Net", adopt=True)
+    >>> gm = build_graph_module(model, fx.Tracer().trace(model), "Net")
     >>> gm.get_submodule("0") is model[0], gm(torch.ones(1, 2)).shape
     (True, torch.Size([1, 3]))
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from torch import fx, nn
 
 __all__ = ["build_graph_module"]
@@ -26,79 +30,54 @@ try:  # generates its forward code only when first called: convert edits the gra
 except ImportError:  # pragma: no cover - older torch
     _TracedGraphModule = fx.GraphModule  # type: ignore[misc,assignment]  # eager fallback
 
+# path -> (object at that path in the traced root, object at that path in the new module)
+_Pairs = dict[str, tuple[Any, Any]]
 
-def build_graph_module(root: nn.Module, graph: fx.Graph, class_name: str,
-                       adopt: bool = False) -> fx.GraphModule:
-    """The GraphModule of ``graph`` traced from ``root``.
 
-    Args:
-        root: the traced module.
-        graph: its graph.
-        class_name: the GraphModule's class name.
-        adopt: ``root`` is a private copy: the GraphModule may take over its module tree
-            when that tree holds nothing the graph leaves unused. ``root`` must not be
-            used afterwards.
-    """
-    if not (adopt and _graph_uses_whole_tree(root, graph)):
-        return _TracedGraphModule(root, graph, class_name)
-    gm = _TracedGraphModule(nn.Module(), fx.Graph(tracer_cls=graph._tracer_cls), class_name)
+def build_graph_module(root: nn.Module, graph: fx.Graph, class_name: str) -> fx.GraphModule:
+    """What ``GraphModule(root, graph, class_name)`` builds (torch.fx's lazy GraphModule):
+    the layers and attributes ``graph`` uses, shared with ``root``, in bare containers
+    added in graph order; tensors that are not parameters become buffers."""
+    shell = fx.Graph(tracer_cls=graph._tracer_cls, tracer_extras=graph._tracer_extras)
+    gm = _TracedGraphModule(nn.Module(), shell, class_name)
     gm.training = root.training
-    for registry in ("_modules", "_parameters", "_buffers", "_non_persistent_buffers_set"):
-        gm.__dict__[registry] = root.__dict__[registry]
+    pairs: _Pairs = {"": (root, gm)}
+    for node in graph.nodes:
+        if node.op in ("get_attr", "call_module"):
+            _install(pairs, node.target)
     gm.graph = graph
     return gm
 
 
-def _graph_uses_whole_tree(root: nn.Module, graph: fx.Graph) -> bool:
-    """Whether copying what ``graph`` uses out of ``root`` would copy all of ``root``: every
-    submodule is called, or holds called submodules, and every parameter and buffer outside
-    the called layers is read by the graph. Otherwise the copy would drop or change
-    something (an unused head, a shared layer's second path, a tensor constant kept as a
-    plain attribute, which the copy registers as a buffer), and adopting would keep it."""
-    called: set[str] = set()
-    read: set[str] = set()
-    for node in graph.nodes:
-        if node.op == "call_module":
-            called.add(node.target)
-        elif node.op == "get_attr":
-            read.add(node.target)
-    holders = {""}
-    for target in called | read:
-        path = target.rpartition(".")[0]
-        while path not in holders:
-            holders.add(path)
-            path = path.rpartition(".")[0]
-    kept = {}  # path -> module, for the modules outside the called layers
-    stack = [("", root)]
-    while stack:
-        path, module = stack.pop()
-        kept[path] = module
-        prefix = f"{path}." if path else ""
-        for name, value in (*module._parameters.items(), *module._buffers.items()):
-            if value is not None and prefix + name not in read:
-                return False
-        for name, child in module._modules.items():
-            child_path = prefix + name
-            if child is None or child_path in called:
-                continue
-            if child_path not in holders:
-                return False
-            stack.append((child_path, child))
-    for target in read:
-        owner_path, _, name = target.rpartition(".")
-        owner = kept.get(owner_path)
-        if owner is None:
-            if not _inside(owner_path, called):  # read through a non-module object
-                return False
-        elif name not in owner._parameters and name not in owner._buffers:
-            return False
-    return True
+def _install(pairs: _Pairs, target: str) -> None:
+    """torch.fx's ``_copy_attr(root, gm, target)``, with container paths looked up once."""
+    parent, _, field = target.rpartition(".")
+    found = _containers(pairs, parent)
+    if found is None:
+        return  # an enclosing object is already installed whole
+    source, dest = found
+    value = getattr(source, field)
+    if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+        persistent = field not in source._non_persistent_buffers_set
+        dest.register_buffer(field, value, persistent=persistent)
+    else:
+        setattr(dest, field, value)
+    pairs[target] = (value, value)  # whole: nothing below it needs installing
 
 
-def _inside(path: str, called: set[str]) -> bool:
-    """Whether ``path`` is a called layer or lies inside one."""
-    while path:
-        if path in called:
-            return True
-        path = path.rpartition(".")[0]
-    return False
+def _containers(pairs: _Pairs, path: str) -> tuple[Any, Any] | None:
+    """The (source, destination) objects at ``path``, creating a bare destination container
+    where there is none; None when the source object itself is already installed there."""
+    found = pairs.get(path)
+    if found is None:
+        up_path, _, item = path.rpartition(".")
+        up = _containers(pairs, up_path)
+        if up is None:
+            return None
+        source = getattr(up[0], item)
+        dest = getattr(up[1], item, None)
+        if dest is None:
+            dest = nn.Module()
+            setattr(up[1], item, dest)
+        found = pairs[path] = (source, dest)
+    return None if found[0] is found[1] else found

@@ -162,7 +162,7 @@ def absent_inputs(model: nn.Module, example_inputs: Any) -> dict[str, Any]:
 
 def _trace_with_fallback(
     model: nn.Module, leaf_types: tuple[type, ...], leaf_names: set[str],
-    concrete_args: dict[str, Any] | None = None, private: bool = False,
+    concrete_args: dict[str, Any] | None = None,
 ) -> tuple[fx.GraphModule, dict[str, str]]:
     opaque: dict[str, str] = {}
     for _ in range(_MAX_RETRIES):
@@ -180,9 +180,7 @@ def _trace_with_fallback(
             opaque[name] = f"untraceable ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
             logger.info("tracing %s failed; keeping it as an opaque leaf", name)
             continue
-        # a private copy's module tree can become the graph module's own
-        return build_graph_module(tracer.root, graph, type(model).__name__,
-                                  adopt=private), opaque
+        return build_graph_module(tracer.root, graph, type(model).__name__), opaque
     raise TraceFailedError(f"gave up tracing after {_MAX_RETRIES} opaque submodules")
 
 
@@ -253,8 +251,7 @@ def trace_model(
     if copy_model:
         decompose_modules(source)
     absent = absent_inputs(model, example_inputs)
-    gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, absent,
-                                      private=copy_model)
+    gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, absent)
     gm.train(model.training)
     args = normalize_inputs(gm, example_inputs)
     propagate_shapes(gm, args)

@@ -1,5 +1,5 @@
-"""Adopting a private copy's module tree gives the GraphModule the standard construction
-gives: the same parameters and buffers under the same names, and the same outputs."""
+"""build_graph_module builds what fx.GraphModule(root, graph) builds: the same modules,
+parameters and buffers under the same names, in the same order, and the same outputs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from fxrazor.tracer import FxRazorTracer
 class _UnusedHead(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Linear(4, 4)
+        self.body = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
         self.aux = nn.Linear(4, 2)  # never called
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -32,72 +32,75 @@ class _Shared(nn.Module):
         return self.b(self.a(x))
 
 
-class _PlainTensor(nn.Module):
+class _Attributes(nn.Module):
+    """A plain tensor attribute, a non-persistent buffer, a parameter read from a called
+    layer, a layer used only through its parameters, and a cache written in forward."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.fc = nn.Linear(4, 4)
-        self.offset = torch.ones(4)  # a plain attribute, not a buffer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x) + self.offset
-
-
-class _UnusedParam(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(4, 4)
-        self.spare = nn.Parameter(torch.zeros(3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x)
-
-
-class _FunctionalUse(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
+        self.block = nn.Sequential(nn.Linear(4, 4))
         self.proj = nn.Linear(4, 4)
-        self.scale = nn.Parameter(torch.full((4,), 2.0))
+        self.offset = torch.ones(4)
+        self.register_buffer("scale", torch.full((4,), 2.0), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.proj.weight, self.proj.bias) * self.scale
+        y = self.block(x) + self.block[0].bias
+        self.block.last = y  # left behind on the traced module, never copied
+        y = nn.functional.linear(y, self.proj.weight, self.proj.bias)
+        return (y + self.offset) * self.scale
 
 
-def _both(model: nn.Module) -> tuple[fx.GraphModule, fx.GraphModule, nn.Module]:
+class _LateWhole(nn.Module):
+    """A container's parameter is read before the container itself is called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Sequential(nn.Linear(4, 4))
+        self.wrap = _Wrap()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.wrap(x + self.wrap.fc.bias) + self.inner(x)
+
+
+class _Wrap(nn.Linear):
+    def __init__(self) -> None:
+        super().__init__(4, 4)
+        self.fc = nn.Linear(4, 4)
+
+
+CASES = {
+    "resnet18": (lambda: torchvision.models.resnet18(), (1, 3, 32, 32)),
+    "mobilenet_v3_small": (lambda: torchvision.models.mobilenet_v3_small(), (1, 3, 32, 32)),
+    "unused_head": (_UnusedHead, (2, 4)),
+    "shared": (_Shared, (2, 4)),
+    "attributes": (_Attributes, (2, 4)),
+    "late_whole": (_LateWhole, (2, 4)),
+}
+
+
+def _layout(module: nn.Module) -> list:
+    """Everything about the module tree that the two constructions could differ in."""
+    def shared(m: nn.Module) -> int | None:  # layers are shared with the model; bare
+        return None if type(m) is nn.Module else id(m)  # containers are new on both sides
+
+    return [
+        [(n, type(m).__name__, shared(m), m.training) for n, m in
+         module.named_modules(remove_duplicate=False) if n],
+        [(n, id(t)) for n, t in module.named_parameters(remove_duplicate=False)],
+        [(n, id(t)) for n, t in module.named_buffers(remove_duplicate=False)],
+        list(module.state_dict(keep_vars=True)),
+    ]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_same_tree_and_output_as_fx(case: str) -> None:
+    build, shape = CASES[case]
+    model = build().eval()
     graph = FxRazorTracer().trace(model)
-    standard = fx.GraphModule(model, graph)
-    return standard, build_graph_module(model, graph, "Net", adopt=True), model
-
-
-def _state(module: nn.Module) -> dict[str, int]:
-    return {name: id(t) for name, t in (*module.named_parameters(remove_duplicate=False),
-                                         *module.named_buffers(remove_duplicate=False))}
-
-
-@pytest.mark.parametrize("build", [
-    lambda: torchvision.models.resnet18(),
-    lambda: torchvision.models.mobilenet_v3_small(),
-    lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()),
-    _FunctionalUse,
-], ids=["resnet18", "mobilenet_v3_small", "sequential", "functional"])
-def test_adopted_tree_has_the_standard_state_and_output(build) -> None:
-    standard, adopted, model = _both(build().eval())
-    assert adopted._modules is model._modules
-    assert _state(adopted) == _state(standard)
-    x = torch.randn(1, 4) if isinstance(model, _FunctionalUse) else torch.randn(1, 3, 32, 32)
-    torch.testing.assert_close(adopted(x), standard(x), rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("cls", [_UnusedHead, _Shared, _PlainTensor, _UnusedParam])
-def test_tree_with_anything_unused_or_unregistered_is_copied(cls) -> None:
-    standard, built, model = _both(cls().eval())
-    assert _state(built) == _state(standard)
-    assert built._modules is not model._modules
-    x = torch.randn(2, 4)
-    torch.testing.assert_close(built(x), model(x), rtol=0, atol=0)
-
-
-def test_not_adopted_unless_asked() -> None:
-    model = nn.Sequential(nn.Linear(2, 2))
-    gm = build_graph_module(model, FxRazorTracer().trace(model), "Net")
-    assert gm._modules is not model._modules
-    assert gm.get_submodule("0") is model[0]
+    expected = fx.GraphModule(model, graph)
+    built = build_graph_module(model, graph, "Net")
+    assert _layout(built) == _layout(expected)
+    assert built.training == expected.training
+    x = torch.randn(shape)
+    torch.testing.assert_close(built(x), expected(x), rtol=0, atol=0)
+    assert not hasattr(built.get_submodule("block") if case == "attributes" else built, "last")
