@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +75,31 @@ class UnitSpec:
     name: str
     num_channels: int
     members: tuple[tuple[Slot, np.ndarray], ...]
+
+    def channel_specs(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """``(output_related, input_related)``: one channel spec per member (see
+        ``MutableChannelUnit.config_template``)."""
+        outputs: list[dict[str, Any]] = []
+        inputs: list[dict[str, Any]] = []
+        for slot, positions in self.members:
+            # Plain lists: a unit has a few members of tens of channels, where each numpy
+            # call costs more than the list work.
+            values = positions.ravel().tolist()
+            start, end = values[0], values[-1] + 1
+            contiguous = values == list(range(start, end))
+            if not contiguous:
+                start, end = min(values), max(values) + 1
+            entry: dict[str, Any] = {
+                "name": f"{slot.target}:{slot.role}" if slot.is_param else slot.target,
+                "start": start,
+                "end": end,
+                "expand_ratio": int(positions.shape[1]),
+                "is_output_channel": slot.role != "in",
+            }
+            if not contiguous:
+                entry["index"] = positions.tolist()
+            (inputs if slot.role == "in" else outputs).append(entry)
+        return outputs, inputs
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -70,30 +69,6 @@ def _unit_type(unit: str | type[MutableChannelUnit]) -> type[MutableChannelUnit]
     )
 
 
-def _channel_specs(spec: UnitSpec) -> tuple[list[dict], list[dict]]:
-    outputs: list[dict] = []
-    inputs: list[dict] = []
-    for slot, positions in spec.members:
-        # Plain lists: a unit has a few members of tens of channels, where each numpy
-        # call costs more than the list work.
-        values = positions.ravel().tolist()
-        start, end = values[0], values[-1] + 1
-        contiguous = values == list(range(start, end))
-        if not contiguous:
-            start, end = min(values), max(values) + 1
-        entry: dict[str, Any] = {
-            "name": f"{slot.target}:{slot.role}" if slot.is_param else slot.target,
-            "start": start,
-            "end": end,
-            "expand_ratio": int(positions.shape[1]),
-            "is_output_channel": slot.role != "in",
-        }
-        if not contiguous:
-            entry["index"] = positions.tolist()
-        (inputs if slot.role == "in" else outputs).append(entry)
-    return outputs, inputs
-
-
 def _build_units(specs: tuple[UnitSpec, ...], unit_cls: type[MutableChannelUnit],
                  unit_args: dict[str, Any]) -> list[MutableChannelUnit]:
     units = []
@@ -105,7 +80,7 @@ def _build_units(specs: tuple[UnitSpec, ...], unit_cls: type[MutableChannelUnit]
                 f"unit_args {unit_args} do not fit {unit_cls.__name__}: {e}"
             ) from e
         unit.name = spec.name
-        unit.set_channel_specs_source(functools.partial(_channel_specs, spec))
+        unit.set_channel_specs_source(spec.channel_specs)
         units.append(unit)
     return units
 

@@ -208,3 +208,15 @@ def test_channel_specs_from_a_source_are_built_once_on_first_use() -> None:
     assert unit.config_template(with_channels=True)["channels"]["input_related"] == [
         {"name": "b"}]
     assert calls == [1]
+
+
+def test_unit_pickled_with_plain_channel_spec_attributes_still_loads() -> None:
+    from fxrazor.mutables.channel_unit import SequentialMutableChannelUnit
+
+    state = SequentialMutableChannelUnit(3).__getstate__()
+    del state["_related"]  # the layout of units saved before the specs became lazy
+    state["output_related"], state["input_related"] = [{"name": "a"}], [{"name": "b"}]
+    unit = SequentialMutableChannelUnit.__new__(SequentialMutableChannelUnit)
+    unit.__setstate__(state)
+    assert (unit.output_related, unit.input_related) == ([{"name": "a"}], [{"name": "b"}])
+    assert unit.num_channels == 3

@@ -91,7 +91,13 @@ class MutableChannelUnit(LightModule):
             >>> unit.output_related
             [{'name': 'conv'}]
         """
-        self._related = source
+        self.__dict__["_related"] = source  # (a plain attribute: skip nn.Module's checks)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_related" not in state:  # pickled when the specs were plain attributes
+            state = dict(state)
+            state["_related"] = (state.pop("output_related", []), state.pop("input_related", []))
+        super().__setstate__(state)
 
     def _channel_specs(self) -> ChannelSpecs:
         if callable(self._related):
