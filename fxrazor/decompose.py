@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fxrazor.decompose_swin import decompose_swin_attention, decompose_swin_patch_merging
+from fxrazor.decompose_swin import DecomposedPatchMerging, DecomposedShiftedWindowAttention
 
 __all__ = ["DecomposedMultiheadAttention", "decompose_modules", "DECOMPOSITIONS"]
 
@@ -55,8 +55,11 @@ class DecomposedMultiheadAttention(nn.Module):
         self.batch_first = batch_first
 
     @staticmethod
-    def supports(mha: nn.MultiheadAttention) -> bool:
-        return mha.bias_k is None and mha.bias_v is None and not mha.add_zero_attn
+    def supports(module: nn.Module) -> bool:
+        """Whether ``module`` is an ``nn.MultiheadAttention`` this class can replace (no
+        ``bias_k``/``bias_v``, no ``add_zero_attn``)."""
+        return (isinstance(module, nn.MultiheadAttention) and module.bias_k is None
+                and module.bias_v is None and not module.add_zero_attn)
 
     @classmethod
     def from_module(cls, mha: nn.MultiheadAttention) -> DecomposedMultiheadAttention:
@@ -143,13 +146,10 @@ def _float_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.to(dtype)
 
 
-def _decompose_mha(module: nn.Module) -> nn.Module | None:
-    if isinstance(module, nn.MultiheadAttention) and DecomposedMultiheadAttention.supports(module):
-        return DecomposedMultiheadAttention.from_module(module)
-    return None
-
-
-DECOMPOSITIONS = [_decompose_mha, decompose_swin_attention, decompose_swin_patch_merging]
+# Traceable replacements of composite layers: each has ``supports(module)`` and
+# ``from_module(module)``.
+DECOMPOSITIONS: list[Any] = [DecomposedMultiheadAttention, DecomposedShiftedWindowAttention,
+                             DecomposedPatchMerging]
 
 
 def decompose_modules(model: nn.Module) -> list[str]:
@@ -157,12 +157,12 @@ def decompose_modules(model: nn.Module) -> list[str]:
     Only call this on a private copy."""
     replaced = []
     for name, module in list(model.named_modules()):
-        for rewrite in DECOMPOSITIONS:
-            new = rewrite(module)
-            if new is None:
+        for decomposed in DECOMPOSITIONS:
+            if not decomposed.supports(module):
                 continue
             parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, new)
+            setattr(model.get_submodule(parent) if parent else model, attr,
+                    decomposed.from_module(module))
             replaced.append(name)
             break
     return replaced

@@ -35,8 +35,7 @@ from torch import nn
 
 from fxrazor.errors import InvalidArgumentError
 
-__all__ = ["DecomposedPatchMerging", "DecomposedShiftedWindowAttention",
-           "decompose_swin_attention", "decompose_swin_patch_merging"]
+__all__ = ["DecomposedPatchMerging", "DecomposedShiftedWindowAttention"]
 
 _SWIN_CLASSES = {"torchvision.models.swin_transformer": ("ShiftedWindowAttention",
                                                          "ShiftedWindowAttentionV2"),
@@ -317,18 +316,6 @@ def _regions(size: int, window: int, shift: int, like: torch.Tensor) -> torch.Te
     return (pos >= size - window).long() + (pos >= size - shift).long()
 
 
-def decompose_swin_attention(module: nn.Module) -> nn.Module | None:
-    """The traceable replacement of a torchvision Swin window attention, else None.
-
-    Example:
-        >>> decompose_swin_attention(nn.Linear(2, 2)) is None
-        True
-    """
-    if DecomposedShiftedWindowAttention.supports(module):
-        return DecomposedShiftedWindowAttention.from_module(module)
-    return None
-
-
 class DecomposedPatchMerging(nn.Module):
     """Swin patch merging over ``[..., H, W, C]`` inputs (images, or videos with a time dim):
     each 2x2 patch's four pixels side by side on the channel dim, then ``norm`` and the
@@ -390,15 +377,3 @@ class DecomposedPatchMerging(nn.Module):
         if self.norm_first:
             return self.reduction(self.norm(x))
         return self.norm(self.reduction(x))
-
-
-def decompose_swin_patch_merging(module: nn.Module) -> nn.Module | None:
-    """The traceable replacement of a torchvision Swin patch merging layer, else None.
-
-    Example:
-        >>> decompose_swin_patch_merging(nn.Linear(2, 2)) is None
-        True
-    """
-    if DecomposedPatchMerging.supports(module):
-        return DecomposedPatchMerging.from_module(module)
-    return None

@@ -19,6 +19,7 @@ __all__ = [
     "two_conv",
     "KwargModel",
     "FunctionalLinear",
+    "AttentionBlock",
     "state_of",
     "tree_of",
 ]
@@ -74,6 +75,18 @@ class FunctionalLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.out(F.relu(F.linear(x, self.w, self.b)))
+
+
+class AttentionBlock(nn.Module):
+    """``nn.MultiheadAttention`` (16 wide, 4 heads, batch first) then a 16->3 linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.attn(x, x, x, need_weights=False)[0])
 
 
 def state_of(model: nn.Module) -> dict[str, Tensor]:

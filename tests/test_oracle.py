@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
 from torch import nn
 
 import fxrazor
 from fxrazor.oracle import zero_pruned_channels
 
-
-class _AttentionBlock(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
-        self.fc = nn.Linear(16, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.attn(x, x, x, need_weights=False)[0])
+# pytest runs with --import-mode=importlib, which does not put tests/ on sys.path
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from small_models import AttentionBlock  # noqa: E402
 
 
 def test_oracle_zeroes_heads_of_a_decomposed_attention_layer() -> None:
     torch.manual_seed(0)
-    model, x = _AttentionBlock().eval(), torch.randn(2, 5, 16)
+    model, x = AttentionBlock().eval(), torch.randn(2, 5, 16)
     sn = fxrazor.convert(model, x, split_dims="outer")
     (heads,) = [u for u in sn.units if u.num_channels == 4]
     sn.set_choices({heads.name: 2})

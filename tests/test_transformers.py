@@ -5,6 +5,8 @@ window-attention decomposition."""
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,11 @@ from torch import nn
 
 import fxrazor
 from fxrazor.decompose import DecomposedMultiheadAttention
+
+# pytest runs with --import-mode=importlib, which does not put tests/ on sys.path
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from small_models import AttentionBlock  # noqa: E402
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -97,17 +104,8 @@ def test_decomposed_attention_equals_multihead_attention(batch_first, need_weigh
 
 
 def test_model_with_multihead_attention_prunes_heads_and_stays_exact() -> None:
-    class Block(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
-            self.fc = nn.Linear(16, 3)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(self.attn(x, x, x, need_weights=False)[0])
-
     torch.manual_seed(0)
-    model = Block().eval()
+    model = AttentionBlock().eval()
     x = torch.randn(2, 5, 16)
     sn = fxrazor.convert(model, x, split_dims="outer")
     assert isinstance(model.attn, nn.MultiheadAttention)  # the user's model is untouched
