@@ -48,11 +48,32 @@ def _storage_key(tensor: torch.Tensor) -> int:
 
 
 def _lazily_clonable(tensor: torch.Tensor) -> bool:
+    # ``is_cpu`` and the storage's ``is_shared`` answer as ``device.type`` and
+    # ``Tensor.is_shared`` do, at a fraction of their cost (the latter builds a typed storage)
     return (type(tensor) in (torch.Tensor, nn.Parameter)
-            and tensor.device.type == "cpu"
+            and tensor.is_cpu
             and tensor.layout == torch.strided
             and not tensor.is_quantized
-            and not tensor.is_shared())
+            and not tensor.untyped_storage().is_shared())
+
+
+def _module_tensors(module: nn.Module) -> dict[int, torch.Tensor]:
+    """Every parameter and buffer of ``module`` and its submodules, by id: what
+    ``parameters()`` and ``buffers()`` yield, from one walk of the module tree."""
+    found: dict[int, torch.Tensor] = {}
+    seen: set[int] = set()
+    stack = [module]
+    while stack:
+        mod = stack.pop()
+        if id(mod) in seen:
+            continue
+        seen.add(id(mod))
+        for tensors in (mod._parameters, mod._buffers):
+            for tensor in tensors.values():
+                if tensor is not None:
+                    found[id(tensor)] = tensor
+        stack.extend(child for child in mod._modules.values() if child is not None)
+    return found
 
 
 def _lazy_copy(tensor: torch.Tensor) -> torch.Tensor:
@@ -73,13 +94,13 @@ def copy_module(module: nn.Module) -> nn.Module:
         An independent copy, equal to ``copy.deepcopy(module)`` in every observable way
         except that untouched weights share memory with ``module`` until written.
     """
-    tensors = {id(t): t for t in (*module.parameters(), *module.buffers())}
+    tensors = _module_tensors(module)
     memo: dict[int, Any] = {}
     if _lazy_clone is None or not tensors:
         return _deepcopy(module, memo)
     clonable = [t for t in tensors.values() if _lazily_clonable(t)]
     users = Counter(_storage_key(t) for t in tensors.values() if t.layout == torch.strided
-                    and not t.is_quantized and t.device.type != "meta")
+                    and not t.is_quantized and not t.is_meta)
     for tensor in clonable:
         if users[_storage_key(tensor)] == 1:
             memo[id(tensor)] = _lazy_copy(tensor)
@@ -130,6 +151,9 @@ def _deepcopy(value: Any, memo: dict[int, Any]) -> Any:
         for k, v in value.items():  # most are empty: a module's hook registries
             new[_deepcopy(k, memo)] = _deepcopy(v, memo)
     elif cls is list:
+        if _ATOMIC.issuperset(map(type, value)):  # e.g. a conv's padding list
+            new = memo[id(value)] = value.copy()
+            return new
         new = memo[id(value)] = []
         new.extend(_deepcopy(v, memo) for v in value)
     elif cls is tuple:
@@ -154,13 +178,33 @@ def _copy_state(state: dict[str, Any], memo: dict[int, Any]) -> dict[str, Any]:
     """A module's copied ``__dict__``. Inlines the two commonest cases: atoms and the empty
     hook registries every module has (a fresh empty dict each: never shared, so not
     memoised)."""
-    out = {}
+    out = state.copy()  # atoms stay as they are
     for k, v in state.items():
         cls = type(v)
         if cls in _ATOMIC or (cls is tuple and _ATOMIC.issuperset(map(type, v))):
-            out[k] = v  # (deepcopy returns a tuple of atoms itself too)
-        elif (cls is OrderedDict or cls is dict) and not v:
+            continue  # (deepcopy returns a tuple of atoms itself too)
+        if (cls is OrderedDict or cls is dict or cls is set) and not v:
             out[k] = cls()
+        elif cls is OrderedDict or cls is dict:
+            out[k] = _copy_registry(v, memo)
         else:
             out[k] = _deepcopy(v, memo)
     return out
+
+
+_MISSING = object()
+
+
+def _copy_registry(value: dict[Any, Any], memo: dict[int, Any]) -> dict[Any, Any]:
+    """``_deepcopy`` of a non-empty dict (a module's parameters, buffers or children),
+    with the memo looked up inline: most values are weights cloned beforehand or modules
+    already copied."""
+    found = memo.get(id(value), _MISSING)
+    if found is not _MISSING:
+        return found
+    new = memo[id(value)] = type(value)()
+    for k, v in value.items():
+        copied = memo.get(id(v), _MISSING)
+        new[k if type(k) is str else _deepcopy(k, memo)] = \
+            _deepcopy(v, memo) if copied is _MISSING else copied
+    return new
