@@ -94,8 +94,15 @@ class FxRazorTracer(fx.Tracer):
                     type_expr: Any | None = None) -> fx.Node:
         # The base class also copies the module call stack, scope and (for nested tracing)
         # preserved metadata into every node: about a fifth of the trace, and nothing here
-        # reads them.
-        return self.graph.create_node(kind, target, args, kwargs, name, type_expr)
+        # reads them. The arguments are set after the node is made: ``Graph.create_node``
+        # walks them with pytree looking for raw SymInts to warn about, which a symbolic
+        # trace never produces, and the ``args``/``kwargs`` setters record the uses alone.
+        node = self.graph.create_node(kind, target, None, None, name, type_expr)
+        if args:
+            node.args = args
+        if kwargs:
+            node.kwargs = kwargs
+        return node
 
     def create_arg(self, a: Any) -> Any:
         # Fast paths for the arguments nearly every call has; anything else (tensors,

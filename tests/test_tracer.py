@@ -46,6 +46,17 @@ def test_graph_matches_torch_fx_for_every_argument_kind() -> None:
     assert _graph_text(FxRazorTracer(), model) == _graph_text(fx.Tracer(), model)
 
 
+def test_nodes_record_uses_and_argument_types_as_torch_fx() -> None:
+    # the tracer sets arguments after making each node: uses, users and the immutable
+    # argument containers must still be what fx.Tracer records
+    model = _ManyArgumentKinds()
+    ours, theirs = FxRazorTracer().trace(model), fx.Tracer().trace(model)
+    for a, b in zip(ours.nodes, theirs.nodes, strict=True):
+        assert (type(a.args), type(a.kwargs)) == (type(b.args), type(b.kwargs))
+        assert [n.name for n in a.all_input_nodes] == [n.name for n in b.all_input_nodes]
+        assert [n.name for n in a.users] == [n.name for n in b.users]
+
+
 def test_traced_module_computes_what_the_model_computes() -> None:
     model = _ManyArgumentKinds().eval()
     tracer = FxRazorTracer()
