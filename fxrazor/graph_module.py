@@ -34,25 +34,31 @@ except ImportError:  # pragma: no cover - older torch
 _Pairs = dict[str, tuple[Any, Any]]
 
 
-def build_graph_module(root: nn.Module, graph: fx.Graph, class_name: str) -> fx.GraphModule:
+def build_graph_module(root: nn.Module, graph: fx.Graph, class_name: str,
+                       containers_follow_root: bool = False) -> fx.GraphModule:
     """What ``GraphModule(root, graph, class_name)`` builds (torch.fx's lazy GraphModule):
     the layers and attributes ``graph`` uses, shared with ``root``, in bare containers
-    added in graph order; tensors that are not parameters become buffers."""
+    added in graph order; tensors that are not parameters become buffers.
+
+    ``containers_follow_root`` puts the bare containers in ``root``'s training mode (fx
+    leaves them in training mode); the shared layers keep their own modes either way.
+    """
     shell = fx.Graph(tracer_cls=graph._tracer_cls, tracer_extras=graph._tracer_extras)
     gm = _TracedGraphModule(nn.Module(), shell, class_name)
     gm.training = root.training
     pairs: _Pairs = {"": (root, gm)}
+    mode = root.training if containers_follow_root else True
     for node in graph.nodes:
         if node.op in ("get_attr", "call_module"):
-            _install(pairs, node.target)
+            _install(pairs, node.target, mode)
     gm.graph = graph
     return gm
 
 
-def _install(pairs: _Pairs, target: str) -> None:
+def _install(pairs: _Pairs, target: str, mode: bool) -> None:
     """torch.fx's ``_copy_attr(root, gm, target)``, with container paths looked up once."""
     parent, _, field = target.rpartition(".")
-    found = _containers(pairs, parent)
+    found = _containers(pairs, parent, mode)
     if found is None:
         return  # an enclosing object is already installed whole
     source, dest = found
@@ -65,19 +71,21 @@ def _install(pairs: _Pairs, target: str) -> None:
     pairs[target] = (value, value)  # whole: nothing below it needs installing
 
 
-def _containers(pairs: _Pairs, path: str) -> tuple[Any, Any] | None:
+def _containers(pairs: _Pairs, path: str, mode: bool) -> tuple[Any, Any] | None:
     """The (source, destination) objects at ``path``, creating a bare destination container
-    where there is none; None when the source object itself is already installed there."""
+    (in training mode ``mode``) where there is none; None when the source object itself is
+    already installed there."""
     found = pairs.get(path)
     if found is None:
         up_path, _, item = path.rpartition(".")
-        up = _containers(pairs, up_path)
+        up = _containers(pairs, up_path, mode)
         if up is None:
             return None
         source = getattr(up[0], item)
         dest = getattr(up[1], item, None)
         if dest is None:
             dest = nn.Module()
+            dest.training = mode
             setattr(up[1], item, dest)
         found = pairs[path] = (source, dest)
     return None if found[0] is found[1] else found

@@ -187,7 +187,9 @@ def _trace_with_fallback(
             opaque[name] = f"untraceable ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
             logger.info("tracing %s failed; keeping it as an opaque leaf", name)
             continue
-        return build_graph_module(tracer.root, graph, type(model).__name__), opaque
+        # containers take the model's mode; its layers keep theirs, as in the model
+        return build_graph_module(tracer.root, graph, type(model).__name__,
+                                  containers_follow_root=True), opaque
     raise TraceFailedError(f"gave up tracing after {_MAX_RETRIES} opaque submodules")
 
 
@@ -259,7 +261,6 @@ def trace_model(
         decompose_modules(source)
     absent = absent_inputs(model, example_inputs)
     gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, absent)
-    gm.train(model.training)
     args = normalize_inputs(gm, example_inputs)
     propagate_shapes(gm, args)
     return TracedModel(gm, opaque, args)

@@ -127,6 +127,18 @@ def test_mode_follows_the_model(training: bool, build: str) -> None:
     assert model.training is training
 
 
+def test_layers_keep_their_own_mode_and_containers_take_the_models() -> None:
+    model = nn.Sequential(
+        nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Dropout(0.5)),
+        nn.Conv2d(8, 4, 1),
+    ).eval()
+    model[0][2].train()  # e.g. Monte-Carlo dropout in an evaluated model
+    sn = fxrazor.convert(model, torch.randn(1, 3, 6, 6))
+    modes = {name: m.training for name, m in sn.graph_module.named_modules()}
+    assert modes == {"": False, "0": False, "0.0": False, "0.1": False, "0.2": True,
+                     "1": False}
+
+
 def test_custom_dynamic_op_built_fresh_takes_the_models_mode() -> None:
     from fxrazor.ops import DynamicConv2d
 
