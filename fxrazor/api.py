@@ -17,9 +17,11 @@ Example:
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -135,10 +137,39 @@ def convert(model: nn.Module, example_inputs: Any, unit: str | type[MutableChann
                     function_rules, method_rules, dynamic_ops, split_dims, copy_model=True)
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the duration (if it was running).
+
+    A conversion allocates tens of thousands of small objects (nodes, arrays, modules) that
+    stay alive; every few hundred allocations start a collection that scans the young ones
+    again, and now and then a full one scans every object of the process, a large model's
+    included. Reference counting still frees everything acyclic meanwhile; cycles left
+    behind are found by the first collection after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _convert(model: nn.Module, example_inputs: Any, unit: Any, unit_args: dict | None,
              leaf_modules: Iterable[type | str], module_rules: dict | None,
              function_rules: dict | None, method_rules: dict | None,
              dynamic_ops: dict | None, split_dims: str, copy_model: bool) -> Supernet:
+    with _gc_paused():
+        return _convert_now(model, example_inputs, unit, unit_args, leaf_modules,
+                            module_rules, function_rules, method_rules, dynamic_ops,
+                            split_dims, copy_model)
+
+
+def _convert_now(model: nn.Module, example_inputs: Any, unit: Any, unit_args: dict | None,
+                 leaf_modules: Iterable[type | str], module_rules: dict | None,
+                 function_rules: dict | None, method_rules: dict | None,
+                 dynamic_ops: dict | None, split_dims: str, copy_model: bool) -> Supernet:
     start = time.perf_counter()
     unit_cls = _unit_type(unit)
     traced = trace_model(model, example_inputs, (*leaf_modules, BaseMutable),
@@ -187,4 +218,5 @@ def freeze(supernet: Supernet) -> torch.fx.GraphModule:
         raise UnsupportedModelError(
             f"freeze expects a Supernet from fxrazor.convert, got {type(supernet).__name__}"
         )
-    return _freeze(supernet)
+    with _gc_paused():
+        return _freeze(supernet)

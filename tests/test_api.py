@@ -563,3 +563,21 @@ def test_freeze_keeps_the_chosen_candidate_of_a_one_shot_op() -> None:
     op.current_choice = None
     with pytest.raises(InvalidChoiceError, match="'op' has no current choice"):
         fxrazor.freeze(sn)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_convert_and_freeze_leave_the_garbage_collector_as_they_found_it(
+        enabled: bool) -> None:
+    import gc
+
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        fxrazor.freeze(fxrazor.convert(model, torch.randn(1, 2)))
+        assert gc.isenabled() is enabled
+        with pytest.raises(ExampleInputError):
+            fxrazor.convert(model, torch.randn(1, 5))  # fails inside the pause
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
