@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from fxrazor.analysis import ChannelAnalysis, PositionMap, ResizeSite
+from fxrazor.analysis import ChannelAnalysis, PositionMap, ResizeSite, Slot
 from fxrazor.errors import UnsupportedModelError
 from fxrazor.module_rules import lookup_by_type
 from fxrazor.ops import DYNAMIC_OPS, DynamicParam, SizeCounter
@@ -59,6 +59,25 @@ def global_index(pmap: PositionMap, offsets: np.ndarray, total: int) -> torch.Te
     return torch.from_numpy(gidx.astype(np.int64))
 
 
+def _slot_indices(slot_maps: dict[Slot, PositionMap], offsets: np.ndarray, total: int
+                  ) -> dict[Slot, torch.Tensor]:
+    """``global_index`` of every slot with a prunable position, from one lookup over all
+    slots (a model has hundreds, and each small lookup costs more than one large one)."""
+    if not slot_maps or not len(offsets):  # no units: every position is pinned
+        return {}
+    maps = list(slot_maps.items())
+    joined = PositionMap(np.concatenate([p.unit for _, p in maps]),
+                         np.concatenate([p.channel for _, p in maps]))
+    gidx = global_index(joined, offsets, total)
+    lengths = [len(p) for _, p in maps]
+    ends = np.cumsum(lengths)
+    free_before = np.r_[0, np.cumsum(joined.unit >= 0)]
+    free = (free_before[ends] - free_before[ends - lengths]).tolist()
+    # each its own tensor, not a view of one buffer that every pickled binding would carry
+    return {slot: piece.clone() for (slot, _), piece, n in
+            zip(maps, gidx.split(lengths), free, strict=True) if n}
+
+
 def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
                        dynamic_ops: dict[type, type] | None = None) -> DynamicGraph:
     """Turn ``gm`` into a supernet graph, in place (``gm`` must be a private copy)."""
@@ -72,10 +91,7 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
     result = DynamicGraph(new)
     params: dict[str, DynamicParam] = {}
     modules = dict(new.named_modules(remove_duplicate=False))  # one walk, not one per lookup
-    for slot, pmap in analysis.slot_maps.items():
-        if pmap.all_pinned:
-            continue
-        gidx = global_index(pmap, offsets, total)
+    for slot, gidx in _slot_indices(analysis.slot_maps, offsets, total).items():
         if slot.is_param:
             module = params.get(slot.target) or _dynamic_param(new, slot.target, params)
         else:
