@@ -165,29 +165,32 @@ def _build_units(signature, free, comp_first, n_runs, slots, run_slot, lengths, 
     if not free.any():
         return ()
     group, reps = group_sequences(signature, comp_first, n_runs, free)
-    order = np.argsort(group, kind="stable")
-    bounds = np.searchsorted(group[order], np.arange(len(reps) + 1))
+    chosen = np.flatnonzero(group >= 0)
+    # channel order in a unit: position in the earliest slot of the signature
+    chosen = chosen[np.lexsort((pos[starts[comp_first[chosen]]], group[chosen]))]
+    bounds = np.searchsorted(group[chosen], np.arange(len(reps) + 1)).tolist()
     specs = []
     for g, rep in enumerate(reps.tolist()):
-        first_runs = comp_first[order[bounds[g]:bounds[g + 1]]]
-        n = int(n_runs[rep])
-        # channel order: position in the earliest slot of the signature
-        first_runs = first_runs[np.argsort(pos[starts[first_runs]], kind="stable")]
-        members = []
-        for j in range(n):
-            run = first_runs + j
-            r = int(lengths[run[0]])
-            members.append((slots[int(run_slot[run[0]])][0],
-                            pos[starts[run][:, None] + np.arange(r)]))
-        producer = min(j for j, (sl, _) in enumerate(members) if sl.is_producer)
-        order_key = int(run_slot[first_runs[0] + producer])
-        specs.append((order_key, members, run_comp[first_runs], producer))
-    specs.sort(key=lambda item: (item[0], int(item[1][item[3]][1].min())))
+        comps = chosen[bounds[g]:bounds[g + 1]]
+        first, n = int(comp_first[rep]), int(n_runs[rep])
+        run_slots = run_slot[first:first + n].tolist()
+        cuts = [0, *np.cumsum(lengths[first:first + n]).tolist()]
+        # A component's runs are consecutive in the sorted element arrays, so all its
+        # positions are one range: one gather per unit, then a slice per member.
+        firsts = comp_first[comps]
+        block = pos[starts[firsts][:, None] + np.arange(cuts[-1])]
+        members = [(slots[s][0], np.ascontiguousarray(block[:, a:b]))
+                   for s, a, b in zip(run_slots, cuts[:-1], cuts[1:], strict=True)]
+        producer = next(j for j, (sl, _) in enumerate(members) if sl.is_producer)
+        specs.append((run_slots[producer], int(members[producer][1].min()), members,
+                      run_comp[firsts]))
+    specs.sort(key=lambda item: (item[0], item[1]))
     units, names = [], set()
-    for index, (_, members, comps, producer) in enumerate(specs):
+    for index, (_, _, members, comps) in enumerate(specs):
         comp_unit[comps] = index
         comp_chan[comps] = np.arange(len(comps))
-        units.append(UnitSpec(_unit_name(members[producer], names), len(comps), tuple(members)))
+        producer = next(m for m in members if m[0].is_producer)
+        units.append(UnitSpec(_unit_name(producer, names), len(comps), tuple(members)))
     return tuple(units)
 
 
