@@ -119,14 +119,18 @@ class _MetaShapeRecorder(_ShapeRecorder):
     """Shape recording where layers and attributes run on meta copies of their tensors."""
 
     def __init__(self, module: fx.GraphModule) -> None:
-        super().__init__(module)
-        self.layers = dict(module.named_modules(remove_duplicate=False))
+        # Meta values cost no memory: no need to free each after its last use (which
+        # needs a walk over every node's inputs first).
+        super().__init__(module, garbage_collect_values=False)
 
     def fetch_attr(self, target: str) -> Any:
         return _to_meta(super().fetch_attr(target))
 
     def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
-        module = self.layers[target]
+        # ``submodules`` names a shared layer once; any other name is found by its path
+        module = self.submodules.get(target)
+        if module is None:
+            module = super().fetch_attr(target)
         known = layer_output(module, args, kwargs)
         if known is not None:
             return known

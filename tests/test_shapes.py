@@ -50,6 +50,21 @@ def test_meta_recording_matches_a_real_run(batch: int) -> None:
     assert _recorded(meta) == expected
 
 
+def test_meta_recording_finds_a_layer_shared_under_two_names() -> None:
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first = nn.Linear(4, 4)
+            self.second = self.first  # the same layer, a second path to it
+
+    graph = fx.Graph()  # tracing names a shared layer once; a rewritten graph may not
+    first = graph.call_module("first", (graph.placeholder("x"),))
+    graph.output(graph.call_module("second", (first,)))
+    gm = fx.GraphModule(Shared(), graph)
+    _MetaShapeRecorder(gm).run(torch.empty(2, 4, device="meta"))
+    assert _recorded(gm)["second"] == ((2, 4), torch.float32)
+
+
 def test_meta_recording_rejects_shapes_that_do_not_broadcast() -> None:
     class Bad(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
