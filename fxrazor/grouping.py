@@ -19,9 +19,11 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from fxrazor.analysis import PinnedGroup, Slot, UnitSpec
+from fxrazor.analysis import PinnedGroup, PinnedGroups, Slot, UnitSpec
 from fxrazor.channels import ElementSpace
 
 __all__ = ["group_units"]
@@ -84,16 +86,16 @@ def group_sequences(codes: np.ndarray, comp_first: np.ndarray, n_runs: np.ndarra
     return group, reps
 
 
-def _pin_reasons(space: ElementSpace, labels: np.ndarray, comp_ids: np.ndarray,
+def _pin_reasons(pins: list[tuple[np.ndarray, str]], labels: np.ndarray, comp_ids: np.ndarray,
                  group_of: np.ndarray, n_groups: int) -> list[set[int]]:
     """For each pinned group, the indices of the pin reasons that reached it (all pins at
     once: one lookup and one ``unique`` instead of one per pin)."""
     reasons: list[set[int]] = [set() for _ in range(n_groups)]
-    if not space.pins or not len(comp_ids):
+    if not pins or not len(comp_ids):
         return reasons
-    n_pins = len(space.pins)
-    lab = labels[np.concatenate([ids for ids, _ in space.pins])]
-    pin = np.repeat(np.arange(n_pins), [len(ids) for ids, _ in space.pins])
+    n_pins = len(pins)
+    lab = labels[np.concatenate([ids for ids, _ in pins])]
+    pin = np.repeat(np.arange(n_pins), [len(ids) for ids, _ in pins])
     where = np.minimum(np.searchsorted(comp_ids, lab), len(comp_ids) - 1)
     group = np.where(comp_ids[where] == lab, group_of[where], -1)  # components with slots only
     hit = group >= 0
@@ -129,12 +131,14 @@ def group_units(space: ElementSpace, slots: list[tuple[Slot, np.ndarray]]):
     signature = run_slot * (int(lengths.max()) + 1) + lengths
     units = _build_units(signature, ~pinned, comp_first, n_runs, slots, run_slot, lengths,
                          run_comp, starts, pos, comp_unit, comp_chan)
-    groups = _pinned_groups(space, labels, slots, pinned, no_producer, comp_ids,
-                            comp_first, n_runs, lengths, run_slot)
+    # worked out when read (summaries only); holds the run arrays and labels until then
+    groups = PinnedGroups(functools.partial(
+        _pinned_groups, list(space.pins), labels, slots, pinned, no_producer, comp_ids,
+        comp_first, n_runs, lengths, run_slot))
     return units, groups, comp_unit, comp_chan, labels
 
 
-def _pinned_groups(space, labels, slots, pinned, no_producer, comp_ids, comp_first, n_runs,
+def _pinned_groups(pins, labels, slots, pinned, no_producer, comp_ids, comp_first, n_runs,
                    lengths, run_slot):
     """Pinned components grouped by the slots they touch, with their sizes and reasons."""
     if not pinned.any():
@@ -142,8 +146,8 @@ def _pinned_groups(space, labels, slots, pinned, no_producer, comp_ids, comp_fir
     group_of, reps = group_sequences(run_slot, comp_first, n_runs, pinned)
     inverse = group_of[pinned]
     keys = [run_slot[comp_first[r]:comp_first[r] + n_runs[r]] for r in reps]
-    reasons = _pin_reasons(space, labels, comp_ids, group_of, len(keys))
-    texts = [r for _, r in space.pins]
+    reasons = _pin_reasons(pins, labels, comp_ids, group_of, len(keys))
+    texts = [r for _, r in pins]
     sizes = np.add.reduceat(lengths, comp_first)[pinned]
     counts = np.bincount(inverse, weights=sizes, minlength=len(keys))
     orphan = np.zeros(len(keys), dtype=bool)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fxrazor.analysis import ChannelAnalysis, UnitSpec
+from fxrazor.analysis import ChannelAnalysis, PinnedGroup, UnitSpec
 from fxrazor.errors import TraceFailedError
 from fxrazor.passes.discover_units import discover_units
 from fxrazor.tracer import trace_model
@@ -112,6 +112,18 @@ def test_units_and_pins_partition_every_slot(builder):
     assert len({u.name for u in a.units}) == len(a.units)
     for group in a.pinned:
         assert group.reasons and group.num_positions > 0
+
+
+def test_pinned_groups_read_pickle_and_copy_as_a_tuple():
+    import copy
+    import pickle
+
+    a = analyse(M.chain)
+    groups = tuple(a.pinned)  # worked out on this first read
+    assert groups and all(isinstance(g, PinnedGroup) for g in groups)
+    assert a.pinned == groups and len(a.pinned) == len(groups) and a.pinned[0] == groups[0]
+    assert pickle.loads(pickle.dumps(a.pinned)) == groups
+    assert type(copy.deepcopy(a).pinned) is tuple
 
 
 # ----------------------------------------------------------------------- 1. chain
