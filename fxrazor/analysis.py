@@ -131,8 +131,10 @@ class PinnedGroups(Sequence[PinnedGroup]):
         self._groups: tuple[PinnedGroup, ...] = ()
 
     def _get(self) -> tuple[PinnedGroup, ...]:
-        if self._build is not None:
-            self._groups, self._build = tuple(self._build()), None  # drops the inputs
+        build = self._build  # read once: another thread may finish the build meanwhile
+        if build is not None:
+            self._groups = tuple(build())
+            self._build = None  # drops the inputs
         return self._groups
 
     @overload
@@ -153,7 +155,8 @@ class PinnedGroups(Sequence[PinnedGroup]):
             other = other._get()
         return self._get() == other
 
-    __hash__ = None  # type: ignore[assignment]  # mutable until read, like a list
+    def __hash__(self) -> int:
+        return hash(self._get())
 
     def __reduce__(self) -> tuple[Any, ...]:
         return tuple, (self._get(),)

@@ -174,16 +174,23 @@ def _deepcopy(value: Any, memo: dict[int, Any]) -> Any:
     return new
 
 
+# The dicts and sets ``nn.Module.__init__`` gives every module (hook registries, the
+# non-persistent buffer names, ...): each module owns its own, never shared with another.
+_OWN_REGISTRIES = frozenset(k for k, v in nn.Module().__dict__.items()
+                            if type(v) in (dict, OrderedDict, set))
+
+
 def _copy_state(state: dict[str, Any], memo: dict[int, Any]) -> dict[str, Any]:
-    """A module's copied ``__dict__``. Inlines the two commonest cases: atoms and the empty
-    hook registries every module has (a fresh empty dict each: never shared, so not
-    memoised)."""
+    """A module's copied ``__dict__``. Inlines the commonest cases: atoms, and the empty
+    registries every module owns (a fresh empty one each, not memoised: one module's are
+    never another's)."""
     out = state.copy()  # atoms stay as they are
     for k, v in state.items():
         cls = type(v)
         if cls in _ATOMIC or (cls is tuple and _ATOMIC.issuperset(map(type, v))):
             continue  # (deepcopy returns a tuple of atoms itself too)
-        if (cls is OrderedDict or cls is dict or cls is set) and not v:
+        if (cls is OrderedDict or cls is dict or cls is set) and not v \
+                and k in _OWN_REGISTRIES:
             out[k] = cls()
         elif cls is OrderedDict or cls is dict:
             out[k] = _copy_registry(v, memo)
@@ -196,8 +203,8 @@ _MISSING = object()
 
 
 def _copy_registry(value: dict[Any, Any], memo: dict[int, Any]) -> dict[Any, Any]:
-    """``_deepcopy`` of a non-empty dict (a module's parameters, buffers or children),
-    with the memo looked up inline: most values are weights cloned beforehand or modules
+    """``_deepcopy`` of a dict (mostly a module's parameters, buffers or children), with
+    the memo looked up inline: most values are weights cloned beforehand or modules
     already copied."""
     found = memo.get(id(value), _MISSING)
     if found is not _MISSING:

@@ -86,18 +86,18 @@ def group_sequences(codes: np.ndarray, comp_first: np.ndarray, n_runs: np.ndarra
     return group, reps
 
 
-def _pin_reasons(pins: list[tuple[np.ndarray, str]], labels: np.ndarray, comp_ids: np.ndarray,
+def _pin_reasons(pin_labels: np.ndarray, pin_sizes: list[int], comp_ids: np.ndarray,
                  group_of: np.ndarray, n_groups: int) -> list[set[int]]:
     """For each pinned group, the indices of the pin reasons that reached it (all pins at
-    once: one lookup and one ``unique`` instead of one per pin)."""
+    once: one lookup and one ``unique`` instead of one per pin). ``pin_labels`` holds the
+    components of every pin's elements, pin after pin (``pin_sizes`` of them each)."""
     reasons: list[set[int]] = [set() for _ in range(n_groups)]
-    if not pins or not len(comp_ids):
+    if not pin_sizes or not len(comp_ids):
         return reasons
-    n_pins = len(pins)
-    lab = labels[np.concatenate([ids for ids, _ in pins])]
-    pin = np.repeat(np.arange(n_pins), [len(ids) for ids, _ in pins])
-    where = np.minimum(np.searchsorted(comp_ids, lab), len(comp_ids) - 1)
-    group = np.where(comp_ids[where] == lab, group_of[where], -1)  # components with slots only
+    n_pins = len(pin_sizes)
+    pin = np.repeat(np.arange(n_pins), pin_sizes)
+    where = np.minimum(np.searchsorted(comp_ids, pin_labels), len(comp_ids) - 1)
+    group = np.where(comp_ids[where] == pin_labels, group_of[where], -1)  # with slots only
     hit = group >= 0
     for code in np.unique(group[hit] * n_pins + pin[hit]).tolist():
         reasons[code // n_pins].add(code % n_pins)
@@ -122,42 +122,55 @@ def group_units(space: ElementSpace, slots: list[tuple[Slot, np.ndarray]]):
     comp_first = np.flatnonzero(np.r_[True, run_comp[1:] != run_comp[:-1]])
     n_runs = np.diff(np.r_[comp_first, len(run_comp)])
     comp_ids = run_comp[comp_first]  # sorted: runs are sorted by component
-    pinned_labels = np.unique(np.concatenate([labels[ids] for ids, _ in space.pins])) \
+    pin_labels = labels[np.concatenate([ids for ids, _ in space.pins])] \
         if space.pins else np.zeros(0, dtype=np.int64)
-    pinned = np.isin(comp_ids, pinned_labels)
+    pinned = np.isin(comp_ids, pin_labels)
     is_producer = np.array([s.is_producer for s, _ in slots])
     no_producer = ~np.logical_or.reduceat(is_producer[run_slot], comp_first) & ~pinned
     pinned |= no_producer
     signature = run_slot * (int(lengths.max()) + 1) + lengths
     units = _build_units(signature, ~pinned, comp_first, n_runs, slots, run_slot, lengths,
                          run_comp, starts, pos, comp_unit, comp_chan)
-    # worked out when read (summaries only); holds the run arrays and labels until then
-    groups = PinnedGroups(functools.partial(
-        _pinned_groups, list(space.pins), labels, slots, pinned, no_producer, comp_ids,
-        comp_first, n_runs, lengths, run_slot))
+    # Worked out when read (summaries only), from what it needs kept aside: the pinned
+    # components' runs and the pins' components, not every element's.
+    groups: PinnedGroups | tuple = ()
+    if pinned.any():
+        runs = _pinned_runs(pinned, comp_ids, comp_first, n_runs, lengths, run_slot,
+                            no_producer)
+        groups = PinnedGroups(functools.partial(
+            _pinned_groups, runs, [s for s, _ in slots], pin_labels,
+            [len(ids) for ids, _ in space.pins], [why for _, why in space.pins]))
     return units, groups, comp_unit, comp_chan, labels
 
 
-def _pinned_groups(pins, labels, slots, pinned, no_producer, comp_ids, comp_first, n_runs,
-                   lengths, run_slot):
+def _pinned_runs(pinned, comp_ids, comp_first, n_runs, lengths, run_slot, no_producer):
+    """The run arrays restricted to the pinned components: (component ids, first run,
+    number of runs, run lengths, run slots, no-producer flags)."""
+    chosen = np.flatnonzero(pinned)
+    counts = n_runs[chosen]
+    first = np.r_[0, np.cumsum(counts)[:-1]]
+    runs = np.repeat(comp_first[chosen] - first, counts) + np.arange(int(counts.sum()))
+    return (comp_ids[chosen], first, counts, lengths[runs], run_slot[runs],
+            no_producer[chosen])
+
+
+def _pinned_groups(runs, slots, pin_labels, pin_sizes, texts):
     """Pinned components grouped by the slots they touch, with their sizes and reasons."""
-    if not pinned.any():
-        return ()
-    group_of, reps = group_sequences(run_slot, comp_first, n_runs, pinned)
-    inverse = group_of[pinned]
+    comp_ids, comp_first, n_runs, lengths, run_slot, no_producer = runs
+    inverse, reps = group_sequences(run_slot, comp_first, n_runs,
+                                    np.ones(len(comp_ids), dtype=bool))
     keys = [run_slot[comp_first[r]:comp_first[r] + n_runs[r]] for r in reps]
-    reasons = _pin_reasons(pins, labels, comp_ids, group_of, len(keys))
-    texts = [r for _, r in pins]
-    sizes = np.add.reduceat(lengths, comp_first)[pinned]
+    reasons = _pin_reasons(pin_labels, pin_sizes, comp_ids, inverse, len(keys))
+    sizes = np.add.reduceat(lengths, comp_first)
     counts = np.bincount(inverse, weights=sizes, minlength=len(keys))
     orphan = np.zeros(len(keys), dtype=bool)
-    orphan[np.unique(inverse[no_producer[pinned]])] = True
+    orphan[np.unique(inverse[no_producer])] = True
     result = []
     for g, key in enumerate(keys):
         why = [texts[k] for k in sorted(reasons[g])]
         if orphan[g]:
             why.append("no layer produces these channels")
-        result.append(PinnedGroup(tuple(slots[s][0] for s in key.tolist() if s >= 0),
+        result.append(PinnedGroup(tuple(slots[s] for s in key.tolist() if s >= 0),
                                   int(counts[g]), tuple(dict.fromkeys(why))[:_MAX_REASONS]))
     result.sort(key=lambda grp: [str(sl) for sl in grp.slots])
     return tuple(result)

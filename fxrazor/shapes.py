@@ -31,6 +31,7 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from fxrazor.errors import ExampleInputError
 from fxrazor.meta_shortcuts import function_output, layer_output
+from fxrazor.modes import evaluating
 
 __all__ = ["propagate_shapes"]
 
@@ -177,9 +178,5 @@ def propagate_shapes(gm: fx.GraphModule, args: tuple[Any, ...]) -> None:
         return
     if any(t.is_meta for t in (*gm.parameters(), *gm.buffers())):
         args = tuple(_to_meta(a) for a in args)
-    training = gm.training
-    gm.eval()  # a real run must not move BatchNorm statistics
-    try:
+    with evaluating(gm):  # a real run must not move BatchNorm statistics
         _propagate_real(gm, args)
-    finally:
-        gm.train(training)

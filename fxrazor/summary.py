@@ -18,6 +18,8 @@ from tabulate import tabulate
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from fxrazor.modes import evaluating
+
 __all__ = ["summary", "measure"]
 
 _MAX_MEMBERS = 4
@@ -28,13 +30,8 @@ def measure(module: nn.Module, args: tuple[Any, ...]) -> tuple[int, int]:
     no BatchNorm statistics move."""
     params = sum(p.numel() for p in module.parameters())
     counter = FlopCounterMode(display=False)
-    training = module.training
-    module.eval()
-    try:
-        with torch.no_grad(), counter:
-            module(*args)
-    finally:
-        module.train(training)
+    with evaluating(module), torch.no_grad(), counter:
+        module(*args)
     return params, int(counter.get_total_flops())
 
 

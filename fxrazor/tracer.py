@@ -97,6 +97,8 @@ class FxRazorTracer(fx.Tracer):
         # reads them. The arguments are set after the node is made: ``Graph.create_node``
         # walks them with pytree looking for raw SymInts to warn about, which a symbolic
         # trace never produces, and the ``args``/``kwargs`` setters record the uses alone.
+        if type(args) is not tuple or not isinstance(kwargs, dict):  # let fx check and say
+            return self.graph.create_node(kind, target, args, kwargs, name, type_expr)
         node = self.graph.create_node(kind, target, None, None, name, type_expr)
         if args:
             node.args = args

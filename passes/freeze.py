@@ -123,6 +123,8 @@ def freeze(supernet: Any) -> fx.GraphModule:
     _retie(converted)
     frozen = fx.GraphModule(targets, graph, class_name=type(source).__name__)
     frozen.train(supernet.training)
+    for layer, static in converted:  # each layer keeps its own mode, as in the supernet
+        static.train(layer.training)
     restore_inplace_adds(frozen, recompile=False)
     frozen.graph.lint()
     frozen.recompile()

@@ -134,9 +134,35 @@ def test_layers_keep_their_own_mode_and_containers_take_the_models() -> None:
     ).eval()
     model[0][2].train()  # e.g. Monte-Carlo dropout in an evaluated model
     sn = fxrazor.convert(model, torch.randn(1, 3, 6, 6))
-    modes = {name: m.training for name, m in sn.graph_module.named_modules()}
-    assert modes == {"": False, "0": False, "0.0": False, "0.1": False, "0.2": True,
-                     "1": False}
+    expected = {"": False, "0": False, "0.0": False, "0.1": False, "0.2": True, "1": False}
+    assert {name: m.training for name, m in sn.graph_module.named_modules()} == expected
+    frozen = fxrazor.freeze(sn)
+    assert {name: m.training for name, m in frozen.named_modules()} == expected
+
+
+class _NeedsRealRun(nn.Module):
+    """Its shapes need a real run: ``nonzero`` has no meta kernel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)
+        self.drop, self.head = nn.Dropout(0.5), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.drop(self.bn(self.conv(x)))), torch.nonzero(x)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_real_shape_run_gives_every_layer_its_own_mode_back(in_place: bool) -> None:
+    model = _NeedsRealRun().eval()
+    model.drop.train()
+    convert = fxrazor.convert_ if in_place else fxrazor.convert
+    sn = convert(model, torch.randn(1, 3, 6, 6))
+    expected = {"": False, "conv": False, "bn": False, "drop": True, "head": False}
+    assert {name: m.training for name, m in sn.graph_module.named_modules()} == expected
+    assert {name: m.training for name, m in model.named_modules()} == expected
+    fxrazor.summary(sn, flops=True)  # counts FLOPs in eval mode, then gives the modes back
+    assert {name: m.training for name, m in sn.graph_module.named_modules()} == expected
 
 
 def test_custom_dynamic_op_built_fresh_takes_the_models_mode() -> None:

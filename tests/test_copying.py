@@ -109,6 +109,10 @@ class _Odd(nn.Module):
         self.plain_tensor = torch.arange(4.0)
         self.custom = _CustomCopy()
         self.register_forward_hook(lambda mod, args, out: out * 2)
+        self.empty_table: dict = {}  # empty containers shared with a child stay shared
+        self.empty_names: set = set()
+        self.branches[1].empty_table, self.branches[1].empty_names = \
+            self.empty_table, self.empty_names
 
 
 def _walk(a: object, b: object, seen: set[int]) -> None:
@@ -150,6 +154,8 @@ def test_copy_module_is_a_faithful_deep_copy(name: str) -> None:
     if name == "odd":
         assert twin.branches[0] is twin.shared and twin.alias is twin.config["sizes"]
         assert twin.custom.copied_by_hand          # a module's own __deepcopy__ is honoured
+        assert twin.branches[1].empty_table is twin.empty_table
+        assert twin.branches[1].empty_names is twin.empty_names
         x = torch.randn(1, 3, 2, 2)
         assert torch.equal(twin.shared(x), model.shared(x))
         assert len(twin._forward_hooks) == 1
