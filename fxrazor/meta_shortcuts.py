@@ -68,6 +68,39 @@ def _adaptive_pool(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     return _meta([*x.shape[:-n], *sizes], x.dtype)
 
 
+def _ints(value: Any, n: int) -> tuple[int, ...] | None:
+    """An int or n ints as an n-tuple; None for anything else."""
+    if type(value) is int:
+        return (value,) * n
+    if isinstance(value, (tuple, list)) and len(value) == n and \
+            all(type(v) is int for v in value):
+        return tuple(value)
+    return None
+
+
+def _pool(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """Max and average pooling: torch's output-size rule, ``ceil_mode`` included (a last
+    window that would start in the right padding is dropped)."""
+    n = int(type(m).__name__[-2])  # MaxPool2d → 2
+    pool: Any = m  # the pooling attributes, which nn.Module does not declare
+    if x.dim() not in (n + 1, n + 2) or getattr(pool, "return_indices", False) \
+            or not x.is_floating_point():
+        return None
+    k, s, p = (_ints(pool.kernel_size, n), _ints(pool.stride, n), _ints(pool.padding, n))
+    d = _ints(getattr(pool, "dilation", 1), n)
+    if k is None or s is None or p is None or d is None or min(*s, *d) < 1 \
+            or any(pi > ki // 2 for pi, ki in zip(p, k, strict=True)):
+        return None  # invalid: the kernel says why
+    sizes = []
+    for size, ki, si, pi, di in zip(x.shape[-n:], k, s, p, d, strict=True):
+        span = size + 2 * pi - di * (ki - 1) - 1
+        out = (span + (si - 1 if pool.ceil_mode else 0)) // si + 1
+        if pool.ceil_mode and (out - 1) * si >= size + pi:
+            out -= 1
+        sizes.append(out)
+    return _meta([*x.shape[:-n], *sizes], x.dtype)
+
+
 def _same_shape(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """Norms, activations, dropout: the input's shape and dtype (BatchNorm on meta even
     runs a slow Python decomposition)."""
@@ -88,6 +121,8 @@ LAYER_SHAPES: dict[type[nn.Module], Callable[[Any, torch.Tensor], torch.Tensor |
     nn.AdaptiveAvgPool1d: _adaptive_pool, nn.AdaptiveAvgPool2d: _adaptive_pool,
     nn.AdaptiveAvgPool3d: _adaptive_pool, nn.AdaptiveMaxPool1d: _adaptive_pool,
     nn.AdaptiveMaxPool2d: _adaptive_pool, nn.AdaptiveMaxPool3d: _adaptive_pool,
+    **dict.fromkeys((nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
+                     nn.AvgPool3d), _pool),
 }
 
 
@@ -179,6 +214,30 @@ def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
     return _meta(shape, functools.reduce(torch.promote_types, (t.dtype for t in tensors)))
 
 
+def _reduce(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """``mean``/``sum``/``amax``/``amin`` of a floating tensor over given dims, with or
+    without ``keepdim`` (``x.mean([2, 3])`` runs a Python reference kernel on meta, about
+    100 us). Other dtypes (``sum`` of ints is int64), a ``dtype`` argument, no dims or
+    repeated dims are left to the kernel."""
+    if not args or not isinstance(args[0], torch.Tensor) or len(args) > 3 \
+            or set(kwargs) - {"dim", "keepdim"}:
+        return None
+    x, dims = args[0], args[1] if len(args) > 1 else kwargs.get("dim")  # no dim: a scalar
+    keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    if isinstance(dims, int):
+        dims = (dims,)
+    rank = x.dim()
+    if not x.dtype.is_floating_point or type(keepdim) is not bool or 0 in x.shape \
+            or not isinstance(dims, (tuple, list)) or not dims \
+            or not all(type(d) is int and -rank <= d < rank for d in dims):
+        return None
+    reduced = {d % rank for d in dims}
+    if len(reduced) != len(dims):
+        return None
+    shape = [1 if d in reduced else s for d, s in enumerate(x.shape) if keepdim or d not in reduced]
+    return _meta(shape, x.dtype)
+
+
 _Shortcut = Callable[[tuple[Any, ...], dict[str, Any]], "torch.Tensor | None"]
 
 # call_function targets and call_method names → shortcut
@@ -194,6 +253,8 @@ FUNCTION_SHAPES: dict[Any, _Shortcut] = {
         "eq", "ne", "lt", "le", "gt", "ge")},
     torch.roll: _like_first, "roll": _like_first, "masked_fill": _like_first,
     "contiguous": _like_first, torch.cat: _cat,
+    **{f: _reduce for f in (torch.mean, torch.sum, torch.amax, torch.amin,
+                            "mean", "sum", "amax", "amin")},
 }
 
 

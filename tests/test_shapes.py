@@ -87,6 +87,16 @@ _LAYERS = [
     (nn.AdaptiveAvgPool2d((None, 3)), (1, 4, 9, 8)),
     (nn.AdaptiveMaxPool1d(2), (3, 10)),
     (nn.AdaptiveAvgPool3d(1), (1, 2, 3, 4, 5)),
+    (nn.MaxPool2d(3, 2, 1), (1, 4, 9, 9)),
+    (nn.MaxPool2d(3, 2, ceil_mode=True), (1, 4, 8, 8)),
+    (nn.MaxPool2d(2, 2, padding=1, ceil_mode=True), (1, 4, 5, 5)),  # a window dropped
+    (nn.MaxPool2d((2, 3), stride=(1, 2), padding=(1, 1), dilation=(2, 1)), (1, 2, 7, 9)),
+    (nn.MaxPool1d(2), (3, 7)),                                       # unbatched
+    (nn.MaxPool3d(2, padding=1, ceil_mode=True), (1, 1, 5, 5, 5)),
+    (nn.AvgPool2d(3, 1, 1, count_include_pad=False), (1, 4, 5, 5)),
+    (nn.AvgPool2d(2, ceil_mode=True), (1, 4, 7, 7)),
+    (nn.AvgPool1d(3, 2, ceil_mode=True), (2, 3, 10)),
+    (nn.AvgPool3d((1, 2, 2)), (1, 2, 3, 6, 6)),
 ]
 
 
@@ -106,6 +116,10 @@ def test_layer_shape_formulas_match_the_real_layer(layer: nn.Module, shape: tupl
     (nn.Conv2d(4, 8, 3), (1, 4, 8, 8), torch.float16),          # dtype differs from weight
     (nn.Linear(5, 7), (2, 6), torch.float32),
     (nn.AdaptiveMaxPool2d(2, return_indices=True), (1, 3, 4, 4), torch.float32),
+    (nn.MaxPool2d(2, return_indices=True), (1, 3, 4, 4), torch.float32),
+    (nn.MaxPool2d(5), (1, 3, 3, 3), torch.float32),                  # empty output
+    (nn.MaxPool2d(2, padding=2), (1, 3, 8, 8), torch.float32),       # padding over half
+    (nn.MaxPool2d(2), (3, 8), torch.float32),                        # too few dims
 ])
 def test_layer_shape_formulas_leave_unusual_calls_to_the_layer(layer, shape, dtype) -> None:
     from fxrazor.meta_shortcuts import layer_output
@@ -130,6 +144,42 @@ def test_meta_shortcuts_match_a_real_run() -> None:
     _ShapeRecorder(real).run(x, y)
     _MetaShapeRecorder(meta).run(x.to("meta"), y.to("meta"))
     assert _recorded(meta) == _recorded(real)
+
+
+class _Reductions(nn.Module):
+    """Reductions with meta shortcuts, as functions and methods, every argument form."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (x.mean([2, 3]), x.mean((-1, 1), keepdim=True), torch.sum(x, 2),
+                torch.amax(x, dim=(0, 3), keepdim=False), x.amin(-2, True),
+                torch.mean(x.half(), dim=[1]), x.sum(dim=1, keepdim=True))
+
+
+def test_reduction_shortcuts_match_a_real_run() -> None:
+    from fxrazor.meta_shortcuts import function_output
+
+    x = torch.rand(2, 3, 4, 5)
+    real, meta = fx.symbolic_trace(_Reductions()), fx.symbolic_trace(_Reductions())
+    _ShapeRecorder(real).run(x)
+    _MetaShapeRecorder(meta).run(x.to("meta"))
+    assert len(_recorded(real)) == 9  # x, x.half() and seven reductions
+    assert _recorded(meta) == _recorded(real)
+    assert function_output("mean", (x.to("meta"), [2, 3]), {}) is not None  # no kernel run
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [
+    ((torch.empty(2, 3, dtype=torch.int64, device="meta"), 1), {}),    # int sum is int64
+    ((torch.empty(2, 3, device="meta"),), {}),                          # all dims: kernel
+    ((torch.empty(2, 3, device="meta"), [1, -1]), {}),                  # repeated dim
+    ((torch.empty(2, 3, device="meta"), 2), {}),                        # no such dim
+    ((torch.empty(2, 3, device="meta"), 1), {"dtype": torch.float64}),  # a dtype
+    ((torch.empty(2, 0, device="meta"), 1), {}),                        # empty input
+])
+def test_reduction_shortcuts_leave_unusual_calls_to_the_op(args, kwargs) -> None:
+    from fxrazor.meta_shortcuts import function_output
+
+    assert function_output("sum", args, kwargs) is None
+    assert function_output(torch.amax, args, kwargs) is None
 
 
 def test_meta_shortcuts_leave_invalid_calls_to_the_op() -> None:
