@@ -156,20 +156,11 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+@_gc_paused()
 def _convert(model: nn.Module, example_inputs: Any, unit: Any, unit_args: dict | None,
              leaf_modules: Iterable[type | str], module_rules: dict | None,
              function_rules: dict | None, method_rules: dict | None,
              dynamic_ops: dict | None, split_dims: str, copy_model: bool) -> Supernet:
-    with _gc_paused():
-        return _convert_now(model, example_inputs, unit, unit_args, leaf_modules,
-                            module_rules, function_rules, method_rules, dynamic_ops,
-                            split_dims, copy_model)
-
-
-def _convert_now(model: nn.Module, example_inputs: Any, unit: Any, unit_args: dict | None,
-                 leaf_modules: Iterable[type | str], module_rules: dict | None,
-                 function_rules: dict | None, method_rules: dict | None,
-                 dynamic_ops: dict | None, split_dims: str, copy_model: bool) -> Supernet:
     start = time.perf_counter()
     unit_cls = _unit_type(unit)
     traced = trace_model(model, example_inputs, (*leaf_modules, BaseMutable),

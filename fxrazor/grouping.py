@@ -199,15 +199,15 @@ def _build_units(signature, free, comp_first, n_runs, slots, run_slot, lengths, 
         members = [(slots[s][0], np.ascontiguousarray(block[:, a:b]))
                    for s, a, b in zip(run_slots, cuts[:-1], cuts[1:], strict=True)]
         producer = next(j for j, (sl, _) in enumerate(members) if sl.is_producer)
-        specs.append((run_slots[producer], int(members[producer][1].min()), members,
-                      run_comp[firsts]))
-    specs.sort(key=lambda item: (item[0], item[1]))
+        # units in graph order: by their first producing slot, then its first position
+        specs.append(((run_slots[producer], int(members[producer][1].min())),
+                      members[producer], members, run_comp[firsts]))
+    specs.sort(key=lambda item: item[0])
     units, names = [], set()
-    for index, (_, _, members, comps) in enumerate(specs):
+    for index, (_, producer_member, members, comps) in enumerate(specs):
         comp_unit[comps] = index
         comp_chan[comps] = np.arange(len(comps))
-        producer = next(m for m in members if m[0].is_producer)
-        units.append(UnitSpec(_unit_name(producer, names), len(comps), tuple(members)))
+        units.append(UnitSpec(_unit_name(producer_member, names), len(comps), tuple(members)))
     return tuple(units)
 
 
