@@ -222,7 +222,7 @@ def _reduce(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | Non
     if not args or not isinstance(args[0], torch.Tensor) or len(args) > 3 \
             or set(kwargs) - {"dim", "keepdim"}:
         return None
-    x, dims = args[0], args[1] if len(args) > 1 else kwargs.get("dim")  # no dim: a scalar
+    x, dims = args[0], args[1] if len(args) > 1 else kwargs.get("dim")  # None: every dim
     keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
     if isinstance(dims, int):
         dims = (dims,)
