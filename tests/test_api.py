@@ -607,3 +607,29 @@ def test_convert_and_freeze_leave_the_garbage_collector_as_they_found_it(
         assert gc.isenabled() is enabled
     finally:
         gc.enable() if was else gc.disable()
+
+
+def test_convert_leaves_no_frozen_objects_and_keeps_the_callers_frozen_ones() -> None:
+    import gc
+    import weakref
+
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # the test process's own state
+    sn = fxrazor.convert(model, torch.randn(1, 2))
+    assert gc.get_freeze_count() == 0
+    assert gc.get_count()[0] < 100  # the young generation was emptied, not left to scan
+    gone = weakref.ref(sn.graph_module)
+    del sn
+    gc.collect()  # what convert left in the oldest generation is still collected
+    assert gone() is None
+
+    held = [[] for _ in range(10)]  # a caller that froze objects of its own (pre-fork)
+    gc.freeze()
+    try:
+        fxrazor.convert(model, torch.randn(1, 2))
+        # frozen objects are in no generation: held[0] was not released by convert
+        assert gc.get_freeze_count() > 0
+        assert all(o is not held[0] for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
+    del held
