@@ -55,10 +55,16 @@ class DecomposedMultiheadAttention(nn.Module):
         self.batch_first = batch_first
 
     @staticmethod
-    def supports(module: nn.Module) -> bool:
+    def supports_type(cls: type) -> bool:
+        """Whether modules of type ``cls`` may be replaced (``nn.MultiheadAttention`` and its
+        subclasses; :meth:`supports` says for one module)."""
+        return issubclass(cls, nn.MultiheadAttention)
+
+    @classmethod
+    def supports(cls, module: nn.Module) -> bool:
         """Whether ``module`` is an ``nn.MultiheadAttention`` this class can replace (no
         ``bias_k``/``bias_v``, no ``add_zero_attn``)."""
-        return (isinstance(module, nn.MultiheadAttention) and module.bias_k is None
+        return (cls.supports_type(type(module)) and module.bias_k is None
                 and module.bias_v is None and not module.add_zero_attn)
 
     @classmethod
@@ -146,8 +152,8 @@ def _float_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.to(dtype)
 
 
-# Traceable replacements of composite layers: each has ``supports(module)`` and
-# ``from_module(module)``.
+# Traceable replacements of composite layers: each has ``supports_type(cls)`` (a necessary
+# condition on the type), ``supports(module)`` and ``from_module(module)``.
 DECOMPOSITIONS: list[Any] = [DecomposedMultiheadAttention, DecomposedShiftedWindowAttention,
                              DecomposedPatchMerging]
 
@@ -156,8 +162,13 @@ def decompose_modules(model: nn.Module) -> list[str]:
     """Replace supported composite layers of ``model`` in place; returns their names.
     Only call this on a private copy."""
     replaced = []
+    # the decompositions that may replace a module, by its type: most types have none
+    candidates: dict[type, list[Any]] = {}
     for name, module in list(model.named_modules()):
-        for decomposed in DECOMPOSITIONS:
+        kind = type(module)
+        if kind not in candidates:
+            candidates[kind] = [d for d in DECOMPOSITIONS if d.supports_type(kind)]
+        for decomposed in candidates[kind]:
             if not decomposed.supports(module):
                 continue
             parent, _, attr = name.rpartition(".")

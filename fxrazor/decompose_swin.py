@@ -47,10 +47,10 @@ _MERGE_CLASSES = {"torchvision.models.swin_transformer": ("PatchMerging", "Patch
 _RESOLVED: dict[tuple[str, tuple[str, ...]], tuple[Any, tuple[type, ...]]] = {}
 
 
-def _is_one_of(module: nn.Module, classes: Mapping[str, tuple[str, ...]]) -> bool:
-    """Whether ``module``'s type is exactly one of the named torchvision classes (asked
-    of every module of every converted model, so the classes are resolved once per
-    imported module object: a reloaded module is resolved again)."""
+def _is_one_of(cls: type, classes: Mapping[str, tuple[str, ...]]) -> bool:
+    """Whether ``cls`` is exactly one of the named torchvision classes (asked of every
+    module type of every converted model, so the classes are resolved once per imported
+    module object: a reloaded module is resolved again)."""
     for path, names in classes.items():
         found = sys.modules.get(path)  # not imported: module cannot be one of its classes
         if found is None:
@@ -58,7 +58,7 @@ def _is_one_of(module: nn.Module, classes: Mapping[str, tuple[str, ...]]) -> boo
         cached = _RESOLVED.get((path, names))
         if cached is None or cached[0] is not found:
             cached = _RESOLVED[(path, names)] = (found, tuple(getattr(found, n) for n in names))
-        if type(module) in cached[1]:
+        if cls in cached[1]:
             return True
     return False
 
@@ -152,10 +152,16 @@ class DecomposedShiftedWindowAttention(nn.Module):
             nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     @staticmethod
-    def supports(module: nn.Module) -> bool:
-        """Whether ``module`` is exactly a torchvision Swin window attention (2-D V1 or V2,
+    def supports_type(cls: type) -> bool:
+        """Whether ``cls`` is exactly a torchvision Swin window attention (2-D V1 or V2,
         or 3-D)."""
-        return _is_one_of(module, _SWIN_CLASSES)
+        return _is_one_of(cls, _SWIN_CLASSES)
+
+    @classmethod
+    def supports(cls, module: nn.Module) -> bool:
+        """Whether ``module`` can be replaced: its type is one :meth:`supports_type`
+        accepts."""
+        return cls.supports_type(type(module))
 
     @classmethod
     def from_module(cls, source: nn.Module) -> DecomposedShiftedWindowAttention:
@@ -351,10 +357,15 @@ class DecomposedPatchMerging(nn.Module):
             (4 if norm_first else 2) * dim, device=device)
 
     @staticmethod
-    def supports(module: nn.Module) -> bool:
-        """Whether ``module`` is exactly torchvision's ``PatchMerging`` or
-        ``PatchMergingV2``."""
-        return _is_one_of(module, _MERGE_CLASSES)
+    def supports_type(cls: type) -> bool:
+        """Whether ``cls`` is exactly torchvision's ``PatchMerging`` or ``PatchMergingV2``."""
+        return _is_one_of(cls, _MERGE_CLASSES)
+
+    @classmethod
+    def supports(cls, module: nn.Module) -> bool:
+        """Whether ``module`` can be replaced: its type is one :meth:`supports_type`
+        accepts."""
+        return cls.supports_type(type(module))
 
     @classmethod
     def from_module(cls, source: nn.Module) -> DecomposedPatchMerging:
