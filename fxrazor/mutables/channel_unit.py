@@ -24,7 +24,11 @@ from torch import nn
 
 from fxrazor.errors import InvalidChoiceError, SubnetConfigError
 from fxrazor.mutables.base import LightModule
-from fxrazor.mutables.mutable_channel import OneShotMutableChannel, SquentialMutableChannel
+from fxrazor.mutables.mutable_channel import (
+    BaseMutableChannel,
+    OneShotMutableChannel,
+    SquentialMutableChannel,
+)
 from fxrazor.utils import make_divisible
 
 __all__ = [
@@ -39,26 +43,39 @@ ChannelSpec = dict[str, Any]  # name, start, end, expand_ratio, is_output_channe
 ChannelSpecs = tuple[list[ChannelSpec], list[ChannelSpec]]  # (output_related, input_related)
 
 
+def _check_num_channels(num_channels: Any) -> None:
+    if not isinstance(num_channels, int) or isinstance(num_channels, bool) \
+            or num_channels < 1:
+        raise InvalidChoiceError(f"num_channels must be a positive int, got {num_channels!r}")
+
+
 class MutableChannelUnit(LightModule):
     """Base class of channel units.
 
     Args:
         num_channels: how many channels the unit has.
+        mutable_channel: the channel mutable the unit drives (``num_channels`` wide); a
+            new :class:`SquentialMutableChannel` when not given.
 
     Attributes:
         name: the unit's name (set by the analysis; ``'unbind'`` until then).
         output_related / input_related: member channel specs (see ``config_template``).
     """
 
-    def __init__(self, num_channels: int, **kwargs: Any) -> None:
+    def __init__(self, num_channels: int, *, mutable_channel: BaseMutableChannel | None = None,
+                 **kwargs: Any) -> None:
         super().__init__()
-        if not isinstance(num_channels, int) or isinstance(num_channels, bool) \
-                or num_channels < 1:
-            raise InvalidChoiceError(f"num_channels must be a positive int, got {num_channels!r}")
+        _check_num_channels(num_channels)
         self.num_channels = num_channels
         self._name = "unbind"
         self._related: ChannelSpecs | Callable[[], ChannelSpecs] = ([], [])
-        self.mutable_channel: SquentialMutableChannel = SquentialMutableChannel(num_channels)
+        if mutable_channel is None:
+            mutable_channel = SquentialMutableChannel(num_channels)
+        elif mutable_channel.num_channels != num_channels:
+            raise InvalidChoiceError(
+                f"mutable_channel has {mutable_channel.num_channels} channels, the unit "
+                f"{num_channels}")
+        self.mutable_channel: SquentialMutableChannel = mutable_channel  # type: ignore[assignment]
 
     # ---- member channel specs -----------------------------------------------------------------
     @property
@@ -233,6 +250,8 @@ class SequentialMutableChannelUnit(MutableChannelUnit):
         num_channels: number of channels.
         choice_mode: ``'number'`` (an int in [1, num_channels]) or ``'ratio'`` (in (0, 1]).
         divisor, min_value, min_ratio: the kept count is rounded with ``make_divisible``.
+        mutable_channel: the channel mutable (a subclass passes its own); by default a
+            :class:`SquentialMutableChannel` in ``choice_mode``.
 
     Example:
         >>> unit = SequentialMutableChannelUnit(10, choice_mode="ratio", divisor=4)
@@ -242,9 +261,12 @@ class SequentialMutableChannelUnit(MutableChannelUnit):
     """
 
     def __init__(self, num_channels: int, choice_mode: str = "number", divisor: int = 1,
-                 min_value: int = 1, min_ratio: float = 0.9) -> None:
-        super().__init__(num_channels)
-        self.mutable_channel = SquentialMutableChannel(num_channels, choice_mode=choice_mode)
+                 min_value: int = 1, min_ratio: float = 0.9, *,
+                 mutable_channel: BaseMutableChannel | None = None) -> None:
+        if mutable_channel is None:
+            _check_num_channels(num_channels)  # the unit's own error, before the channel's
+            mutable_channel = SquentialMutableChannel(num_channels, choice_mode=choice_mode)
+        super().__init__(num_channels, mutable_channel=mutable_channel)
         self.choice_mode = choice_mode
         self.divisor, self.min_value, self.min_ratio = divisor, min_value, min_ratio
 
@@ -300,9 +322,11 @@ class OneShotMutableChannelUnit(SequentialMutableChannelUnit):
     def __init__(self, num_channels: int, candidate_choices: list[int | float] | None = None,
                  choice_mode: str = "ratio", divisor: int = 1, min_value: int = 1,
                  min_ratio: float = 0.9) -> None:
-        super().__init__(num_channels, choice_mode, divisor, min_value, min_ratio)
+        _check_num_channels(num_channels)
         candidates = [0.5, 1.0] if candidate_choices is None else list(candidate_choices)
-        self.mutable_channel = OneShotMutableChannel(num_channels, candidates, choice_mode)
+        super().__init__(num_channels, choice_mode, divisor, min_value, min_ratio,
+                         mutable_channel=OneShotMutableChannel(num_channels, candidates,
+                                                               choice_mode))
         self.candidate_choices = self.mutable_channel.choices
 
     def init_args(self) -> dict[str, Any]:
