@@ -66,7 +66,9 @@ class DynamicOp:
         """Wrap a static module (sharing its parameters) with full selections."""
         # subclasses combine this mixin with an nn.Module type
         op = cast(DynamicOp, retype(module, cast("type[nn.Module]", cls)))
-        op._fxr_sel = dict.fromkeys(cls.roles)
+        # a plain attribute: straight into __dict__, past nn.Module's parameter/buffer/
+        # submodule checks (a few microseconds per layer of every conversion)
+        op.__dict__["_fxr_sel"] = dict.fromkeys(cls.roles)
         return op
 
     def set_selection(self, role: str, sel: Selection) -> None:
