@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from fxrazor import module_trace
 from fxrazor.copying import copy_module
 from fxrazor.decompose import decompose_modules
 from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModelError
@@ -79,6 +80,14 @@ class FxRazorTracer(fx.Tracer):
         self.leaf_types = leaf_types
         self.leaf_names = set(leaf_names)
         self.rule_types = MODULE_RULES if rule_types is None else rule_types
+
+    def trace(self, root: nn.Module | Any, concrete_args: dict[str, Any] | None = None
+              ) -> fx.Graph:
+        # A module is traced without fx's eager walk over every module attribute (see
+        # fxrazor.module_trace); functions, and torches without the helpers, go to fx.
+        if module_trace.AVAILABLE and isinstance(root, nn.Module):
+            return module_trace.trace_module(self, root, concrete_args)
+        return super().trace(root, concrete_args)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.leaf_names:

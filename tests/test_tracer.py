@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from collections import namedtuple
 
@@ -94,3 +95,72 @@ def test_light_module_keeps_nn_module_rules_for_registered_names() -> None:
     m.stat = None
     assert m._parameters["weight"] is None and m._buffers["stat"] is None
     assert "weight" not in m.__dict__ and "stat" not in m.__dict__
+
+
+@fx.wrap
+def _wrapped_scale(x: torch.Tensor, k: float) -> torch.Tensor:
+    return x * k
+
+
+class _Constants(nn.Module):
+    """Tensors reached without ``__getattr__``: a plain tensor attribute of a child, also
+    held by the root (fx's walk names it by the child, visited later), one inside a list
+    (stowed as a new constant), plus math autowrapping, an ``fx.wrap``ped function and a
+    concrete argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(4, 4)
+        shared = torch.arange(4.0)
+        self.inner.offset = shared  # a plain attribute (not a buffer), set on a child
+        self.offset_again = shared  # the same tensor under a later name
+        self.loose = [torch.ones(4)]
+
+    def forward(self, x: torch.Tensor, flag: bool = True) -> torch.Tensor:
+        y = self.inner(x) + self.inner.offset
+        y = torch.mul(y, self.loose[0]) * math.sqrt(x.shape[-1])
+        return _wrapped_scale(y, 2.0) if flag else y
+
+
+def _both_routes(model: nn.Module, concrete_args: dict | None = None) -> tuple[str, str]:
+    """The graph code of FxRazorTracer's module trace and of fx's own ``trace``."""
+    from fxrazor.module_trace import AVAILABLE
+
+    assert AVAILABLE  # this torch has the helpers; otherwise both routes are fx's
+    ours, theirs = FxRazorTracer(), FxRazorTracer()
+    a = ours.trace(model, concrete_args)
+    b = fx.Tracer.trace(theirs, model, concrete_args)
+    # what the graphs read: stowed constants are set on the root by both routes
+    return (a.python_code("self").src + repr(sorted(ours.tensor_attrs.values())),
+            b.python_code("self").src + repr(sorted(theirs.tensor_attrs.values())))
+
+
+def test_module_trace_equals_fx_trace_for_constants_and_wrapped_calls() -> None:
+    ours, theirs = _both_routes(_Constants(), {"flag": False})
+    assert ours == theirs
+    assert "inner.offset" in ours and "_tensor_constant0" in ours and "sqrt" in ours
+    ours, theirs = _both_routes(_Constants(), {"flag": True})
+    assert ours == theirs and "_wrapped_scale" in ours
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "vit_b_16",
+                                  "efficientnet_b0", "regnet_x_400mf"])
+def test_module_trace_equals_fx_trace_on_torchvision(name: str) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.get_model(name, weights=None)
+    ours, theirs = _both_routes(model)
+    assert ours == theirs
+
+
+def test_module_trace_restores_what_it_patches_also_when_tracing_fails() -> None:
+    from torch.fx._symbolic_trace import is_fx_tracing
+
+    class Fails(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x if x.sum() > 0 else -x  # data-dependent: a proxy has no bool
+
+    call, getattr_ = nn.Module.__call__, nn.Module.__getattr__
+    with pytest.raises(fx.proxy.TraceError):
+        FxRazorTracer().trace(Fails())
+    assert (nn.Module.__call__, nn.Module.__getattr__) == (call, getattr_)
+    assert not is_fx_tracing()

@@ -1,0 +1,136 @@
+"""``fx.Tracer.trace`` of a module, without its eager walk over every module attribute.
+
+Before tracing, ``fx.Tracer.trace`` walks every attribute of every module of the model to
+map constant tensors to their attribute names (``tracer.tensor_attrs``), so that a tensor
+met as an argument becomes a ``get_attr`` of its attribute instead of a new constant. That
+walk is about a sixth of tracing a small CNN, and most models never read the map: their
+weights are reached through the module's ``__getattr__``. :func:`trace_module` does what
+``trace`` does for a module root, with the map built on its first read from the model as it
+is then.
+
+It uses torch.fx's own private patching helpers. Where this torch does not have them
+(:data:`AVAILABLE` is False), the tracer uses ``fx.Tracer.trace`` itself; the tests check
+both give the same graphs.
+
+Example:
+    >>> from torch import fx, nn
+    >>> model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    >>> graph = trace_module(fx.Tracer(), model)
+    >>> [(n.op, n.target) for n in graph.nodes][1:3]
+    [('call_module', '0'), ('call_module', '1')]
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+from torch import fx, nn
+
+__all__ = ["AVAILABLE", "trace_module"]
+
+try:
+    from torch.fx import _symbolic_trace as _st
+
+    _PRIVATE: tuple[Any, ...] | None = (_st._new_patcher, _st._patch_wrapped_functions, _st._autowrap_check,
+                _st._orig_module_call, _st._orig_module_getattr, _st._set_is_fx_tracing,
+                _st._get_is_fx_tracing, _st._constant_attribute_types)
+    from torch.fx._lazy_graph_module import _LazyGraphModule
+except (ImportError, AttributeError):  # pragma: no cover - older torch: fx's own trace
+    _PRIVATE = None
+
+#: Whether :func:`trace_module` can run on this torch.
+AVAILABLE = _PRIVATE is not None
+
+
+class _TensorAttrs(dict):
+    """fx's map of constant attribute values to qualified names, built on first use by
+    the same walk as ``fx.Tracer.trace`` (module attributes first, then the children, a
+    later name of a value replacing an earlier one). fx reads it with ``get`` and adds
+    the constants it stows with ``[]=``; both build it first."""
+
+    def __init__(self, root: nn.Module) -> None:
+        super().__init__()
+        self._root: nn.Module | None = root
+
+    def _build(self) -> None:
+        root, self._root = self._root, None
+        if root is not None:
+            super().update(_walk(root, []))  # a later name of a value replaces an earlier
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._build()
+        return super().get(key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        self._build()
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._build()
+        return super().__contains__(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._build()
+        super().__setitem__(key, value)
+
+
+def _walk(module: nn.Module, prefix: list[str]) -> Iterator[tuple[Any, str]]:
+    constant_types = _PRIVATE[7] if _PRIVATE is not None else ()
+    for name, value in module.__dict__.items():
+        if isinstance(value, constant_types):
+            yield value, ".".join([*prefix, name])
+    for name, child in module.named_children():
+        yield from _walk(child, [*prefix, name])
+
+
+def trace_module(tracer: fx.Tracer, root: nn.Module,
+                 concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+    """``tracer.trace(root, concrete_args)`` for a module ``root``, with the tensor
+    attribute map built lazily (see the module docstring). Requires :data:`AVAILABLE`."""
+    (new_patcher, patch_wrapped, autowrap_check, orig_call, orig_getattr, set_tracing,
+     get_tracing, _) = _PRIVATE  # type: ignore[misc]  # (callers check AVAILABLE)
+    was_tracing = get_tracing()
+    set_tracing(True)
+    try:
+        # a lazy GraphModule root must have its code before its forward is traced
+        _LazyGraphModule.force_recompile(root)  # type: ignore[arg-type]
+        tracer.root = root
+        fn = getattr(type(root), tracer.traced_func_name)
+        tracer.root_module_name = root._get_name()
+        tracer.submodule_paths = {mod: name for name, mod in root.named_modules()}
+        tracer.graph = fx.Graph(tracer_cls=type(tracer))
+        code = fn.__code__
+        tracer.graph._co_fields = {"co_name": code.co_name, "co_filename": code.co_filename,
+                                   "co_firstlineno": code.co_firstlineno}
+        tracer.tensor_attrs = _TensorAttrs(root)
+        fn_globals = fn.__globals__  # read before patching
+        fn, args = tracer.create_args_for_root(fn, True, concrete_args)
+        proxy_cache: dict[str, Any] = {}
+
+        def module_getattr(mod: nn.Module, attr: str) -> Any:
+            return tracer.getattr(attr, orig_getattr(mod, attr), proxy_cache)
+
+        def module_call(mod: nn.Module, *args: Any, **kwargs: Any) -> Any:
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                return orig_call(mod, *args, **kwargs)
+
+            autowrap_check(patcher, getattr(getattr(mod, "forward", mod), "__globals__", {}),
+                           tracer._autowrap_function_ids)
+            return tracer.call_module(mod, forward, args, kwargs)
+
+        with new_patcher() as patcher:
+            patcher.patch_method(nn.Module, "__getattr__", module_getattr, deduplicate=False)
+            patcher.patch_method(nn.Module, "__call__", module_call, deduplicate=False)
+            patch_wrapped(patcher)
+            autowrap_check(patcher, fn_globals, tracer._autowrap_function_ids)
+            for module in tracer._autowrap_search:
+                autowrap_check(patcher, module.__dict__, tracer._autowrap_function_ids)
+            returns = inspect.get_annotations(inspect.unwrap(fn)).get("return", None)
+            tracer.create_node("output", "output", (tracer.create_arg(fn(*args)),), {},
+                               type_expr=returns)
+        tracer.submodule_paths = None
+    finally:
+        set_tracing(was_tracing)
+    return tracer.graph
