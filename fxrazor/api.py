@@ -145,29 +145,21 @@ def _gc_paused() -> Iterator[None]:
     stay alive; every few hundred allocations start a collection that scans the young ones
     again, and now and then a full one scans every object of the process, a large model's
     included. Reference counting still frees everything acyclic meanwhile; cycles left
-    behind are found by a later collection.
+    behind are found by the first collection after.
 
-    After a successful call the objects it left are moved straight to the oldest
-    generation (``gc.freeze()`` then ``gc.unfreeze()``, which only relinks lists): they
-    live as long as the result, and a young-generation scan of all of them, due at the
-    next allocation, would cost about a millisecond per small model and find nothing.
-    They are still scanned by the next full collection. This is skipped when the process
-    has frozen objects of its own (``gc.get_freeze_count()``), which ``unfreeze`` would
-    release, and after a failure, whose leftovers are garbage for the young collection.
+    The objects left behind stay in the young generation, to be scanned once by that
+    collection. Moving them straight to the oldest one (``gc.freeze()`` then
+    ``gc.unfreeze()``) would save that scan but moves the whole process's young garbage
+    along: it then waits for a full collection, which such promotions never trigger, and a
+    loop of conversions grew by the size of each dropped model.
     """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
-    except BaseException:
+    finally:
         if was_enabled:
             gc.enable()
-        raise
-    if was_enabled:
-        if gc.get_freeze_count() == 0:
-            gc.freeze()
-            gc.unfreeze()
-        gc.enable()
 
 
 @_gc_paused()
