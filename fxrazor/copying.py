@@ -98,11 +98,16 @@ def copy_module(module: nn.Module) -> nn.Module:
     memo: dict[int, Any] = {}
     if _lazy_clone is None or not tensors:
         return _deepcopy(module, memo)
-    clonable = [t for t in tensors.values() if _lazily_clonable(t)]
-    users = Counter(_storage_key(t) for t in tensors.values() if t.layout == torch.strided
-                    and not t.is_quantized and not t.is_meta)
-    for tensor in clonable:
-        if users[_storage_key(tensor)] == 1:
+    users: Counter[int] = Counter()  # tensors per storage
+    clonable = []
+    for tensor in tensors.values():
+        if tensor.layout == torch.strided and not tensor.is_quantized and not tensor.is_meta:
+            key = _storage_key(tensor)
+            users[key] += 1
+            if _lazily_clonable(tensor):
+                clonable.append((tensor, key))
+    for tensor, key in clonable:
+        if users[key] == 1:
             memo[id(tensor)] = _lazy_copy(tensor)
     return _deepcopy(module, memo)
 
