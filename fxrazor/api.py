@@ -172,7 +172,8 @@ def _convert(model: nn.Module, example_inputs: Any, unit: Any, unit_args: dict |
     traced = trace_model(model, example_inputs, (*leaf_modules, BaseMutable),
                          copy_model=copy_model)
     analysis = discover_units(traced, module_rules, function_rules, method_rules, split_dims)
-    dyn = insert_dynamic_ops(traced.graph_module, analysis, dynamic_ops)
+    # convert's layers are its own copies: they become the dynamic ops themselves
+    dyn = insert_dynamic_ops(traced.graph_module, analysis, dynamic_ops, own_layers=copy_model)
     units = _build_units(analysis.units, unit_cls, dict(unit_args or {}))
     for spec, u in zip(analysis.units, units, strict=True):
         if isinstance(u, L1MutableChannelUnit):

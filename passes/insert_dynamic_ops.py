@@ -79,8 +79,12 @@ def _slot_indices(slot_maps: dict[Slot, PositionMap], offsets: np.ndarray, total
 
 
 def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
-                       dynamic_ops: dict[type, type] | None = None) -> DynamicGraph:
-    """Turn ``gm`` into a supernet graph, in place (``gm`` must be a private copy)."""
+                       dynamic_ops: dict[type, type] | None = None,
+                       own_layers: bool = False) -> DynamicGraph:
+    """Turn ``gm`` into a supernet graph, in place (``gm`` must be a private copy).
+
+    ``own_layers`` says that ``gm``'s layers are held by ``gm`` alone (convert's copy of
+    the model): they become dynamic ops in place instead of being wrapped in new ones."""
     ops = {**DYNAMIC_OPS, **(dynamic_ops or {})}
     sizes = np.array([u.num_channels for u in analysis.units], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else sizes
@@ -95,7 +99,7 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
         if slot.is_param:
             module = params.get(slot.target) or _dynamic_param(new, slot.target, params)
         else:
-            module = _dynamic_module(modules, slot.target, ops)
+            module = _dynamic_module(modules, slot.target, ops, own_layers)
         result.bindings.append(Binding(module, slot.role, gidx))
     for site in analysis.resize_sites:
         result.counters.extend(_rewrite_site(new, site, offsets, total))
@@ -111,8 +115,8 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
     return result
 
 
-def _dynamic_module(modules: dict[str, nn.Module], target: str, ops: dict[type, type]
-                    ) -> nn.Module:
+def _dynamic_module(modules: dict[str, nn.Module], target: str, ops: dict[type, type],
+                    own_layers: bool) -> nn.Module:
     module = modules[target]
     if getattr(type(module), "set_selection", None) is not None:  # already dynamic
         return module
@@ -122,6 +126,9 @@ def _dynamic_module(modules: dict[str, nn.Module], target: str, ops: dict[type, 
             f"layer '{target}' ({type(module).__name__}) has prunable channels but no dynamic "
             f"op; pass dynamic_ops={{{type(module).__name__}: ...}} to convert"
         )
+    adopt = getattr(op_type, "adopt", None) if own_layers else None
+    if adopt is not None and adopt(module) is not None:
+        return module  # the layer itself is now the dynamic op, where it was
     dynamic = op_type.from_static(module)
     if dynamic.training != module.training:  # a custom op may build a fresh module
         dynamic.train(module.training)

@@ -71,6 +71,29 @@ class DynamicOp:
         op.__dict__["_fxr_sel"] = dict.fromkeys(cls.roles)
         return op
 
+    @classmethod
+    def adopt(cls, module: nn.Module) -> DynamicOp | None:
+        """Turn ``module`` itself into this op, with full selections: its class is
+        swapped and nothing is copied. Only for a module that nobody else holds (convert's
+        private copy of a layer). None where this op builds its own (``from_static`` is
+        overridden) or the class cannot be swapped; then use ``from_static``.
+
+        Example:
+            >>> from torch import nn
+            >>> from fxrazor.ops.conv import DynamicConv2d
+            >>> conv = nn.Conv2d(2, 4, 1)
+            >>> DynamicConv2d.adopt(conv) is conv, type(conv).__name__
+            (True, 'DynamicConv2d')
+        """
+        if cls.from_static.__func__ is not DynamicOp.from_static.__func__:  # type: ignore[attr-defined]
+            return None
+        try:
+            module.__class__ = cls  # type: ignore[assignment]
+        except TypeError:  # an incompatible layout (e.g. __slots__)
+            return None
+        module.__dict__["_fxr_sel"] = dict.fromkeys(cls.roles)
+        return cast(DynamicOp, module)
+
     def set_selection(self, role: str, sel: Selection) -> None:
         self._fxr_sel[role] = sel
 
