@@ -181,6 +181,22 @@ def test_custom_dynamic_op_built_fresh_takes_the_models_mode() -> None:
     assert not any(m.training for m in sn.modules())
 
 
+def test_convert_makes_its_own_layer_copies_dynamic_and_convert__wraps_the_users() -> None:
+    from fxrazor.ops import DynamicConv2d
+
+    model, x = conv_bn_chain()
+    sn = fxrazor.convert(model, x)
+    assert type(sn.graph_module.get_submodule("0")) is DynamicConv2d
+    assert type(model[0]) is nn.Conv2d  # the user's layer is untouched
+    shared = fxrazor.convert_(model, x)
+    dynamic = shared.graph_module.get_submodule("0")
+    assert type(dynamic) is DynamicConv2d and type(model[0]) is nn.Conv2d
+    assert dynamic.weight is model[0].weight  # a wrapper sharing the user's weights
+    sn.set_choices({"0": 3})
+    shared.set_choices({"0": 3})
+    torch.testing.assert_close(sn(x), shared(x), rtol=0, atol=0)
+
+
 def test_hooks_on_the_graph_module_run_once_per_supernet_call() -> None:
     model, x = conv_bn_chain()
     sn = fxrazor.convert(model, x)
