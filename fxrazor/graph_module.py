@@ -82,10 +82,12 @@ def _containers(pairs: _Pairs, path: str, mode: bool) -> tuple[Any, Any] | None:
         if up is None:
             return None
         source = getattr(up[0], item)
-        dest = getattr(up[1], item, None)
+        # the destination is a container made here (or the new GraphModule): its children
+        # are in ``_modules`` alone, and a missing one is not an AttributeError to raise
+        dest = up[1]._modules.get(item)
         if dest is None:
             dest = nn.Module()
-            dest.training = mode
+            object.__setattr__(dest, "training", mode)  # a plain bool: no nn.Module checks
             setattr(up[1], item, dest)
         found = pairs[path] = (source, dest)
     return None if found[0] is found[1] else found
