@@ -117,6 +117,8 @@ _ATOMIC = frozenset({int, float, bool, complex, str, bytes, type(None), type, ra
                      torch.dtype, torch.device, torch.layout, torch.memory_format, torch.Size})
 
 
+_MODULE_SETSTATE = nn.Module.__setstate__
+
 # Weak keys: GraphModules make one class per instance, which must not be kept alive here.
 _PLAIN: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
@@ -171,7 +173,14 @@ def _deepcopy(value: Any, memo: dict[int, Any]) -> Any:
         new = memo[id(value)] = value if cls is frozenset else set(value)
     elif isinstance(value, nn.Module) and _plain_module_type(cls):
         new = memo[id(value)] = object.__new__(cls)
-        new.__setstate__(_copy_state(nn.Module.__getstate__(value), memo))
+        state = _copy_state(value.__dict__, memo)  # what nn.Module.__getstate__ gives:
+        state.pop("_compiled_call_impl", None)  # the __dict__ less a compiled forward
+        if cls.__setstate__ is _MODULE_SETSTATE:
+            # nn.Module's own only fills attributes that modules pickled by old torch
+            # versions lack; ``value`` is a live module and has them
+            new.__dict__.update(state)
+        else:
+            new.__setstate__(state)
     else:
         return copy.deepcopy(value, memo)
     # No keep-alive list (deepcopy's guard against reused ids): everything visited here is
@@ -190,15 +199,16 @@ def _copy_state(state: dict[str, Any], memo: dict[int, Any]) -> dict[str, Any]:
     registries every module owns (a fresh empty one each, not memoised: one module's are
     never another's)."""
     out = state.copy()  # atoms stay as they are
-    for k, v in state.items():
+    for k, v in state.items():  # (mostly a dozen registries, so these are tested first)
         cls = type(v)
-        if cls in _ATOMIC or (cls is tuple and _ATOMIC.issuperset(map(type, v))):
+        if cls is OrderedDict or cls is dict:
+            out[k] = cls() if not v and k in _OWN_REGISTRIES else _copy_registry(v, memo)
+        elif cls in _ATOMIC:
+            continue
+        elif cls is set and not v and k in _OWN_REGISTRIES:
+            out[k] = set()
+        elif cls is tuple and _ATOMIC.issuperset(map(type, v)):
             continue  # (deepcopy returns a tuple of atoms itself too)
-        if (cls is OrderedDict or cls is dict or cls is set) and not v \
-                and k in _OWN_REGISTRIES:
-            out[k] = cls()
-        elif cls is OrderedDict or cls is dict:
-            out[k] = _copy_registry(v, memo)
         else:
             out[k] = _deepcopy(v, memo)
     return out

@@ -173,3 +173,18 @@ def test_without_copy_on_write_tensors_the_copy_is_a_plain_deep_copy(monkeypatch
     with torch.no_grad():
         twin[0].weight.zero_()
     assert bool(model[0].weight.abs().sum() > 0)
+
+
+class _Restoring(nn.Linear):
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.restored = True
+
+
+def test_copy_runs_a_modules_own_setstate_and_drops_a_compiled_forward() -> None:
+    model = nn.Sequential(_Restoring(2, 2), nn.ReLU())
+    model[1].__dict__["_compiled_call_impl"] = lambda *args: None  # as Module.compile sets
+    for twin in (copy_module(model), copy.deepcopy(model)):  # as deepcopy does
+        assert twin[0].restored and not hasattr(model[0], "restored")
+        assert "_compiled_call_impl" not in vars(twin[1])
+        assert "_compiled_call_impl" in vars(model[1])
