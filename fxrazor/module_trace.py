@@ -91,6 +91,10 @@ def trace_module(tracer: fx.Tracer, root: nn.Module,
     attribute map built lazily (see the module docstring). Requires :data:`AVAILABLE`."""
     (new_patcher, patch_wrapped, autowrap_check, orig_call, orig_getattr, set_tracing,
      get_tracing, _) = _PRIVATE  # type: ignore[misc]  # (callers check AVAILABLE)
+    # The patcher holds the wrappers below and they need the patcher: it is held in a
+    # list emptied afterwards, not in a closure cell, so that no reference cycle keeps the
+    # tracer, and with it the traced copy of the model, alive until a collection.
+    current: list[Any] = []
     was_tracing = get_tracing()
     set_tracing(True)
     try:
@@ -116,11 +120,12 @@ def trace_module(tracer: fx.Tracer, root: nn.Module,
             def forward(*args: Any, **kwargs: Any) -> Any:
                 return orig_call(mod, *args, **kwargs)
 
-            autowrap_check(patcher, getattr(getattr(mod, "forward", mod), "__globals__", {}),
+            autowrap_check(current[0], getattr(getattr(mod, "forward", mod), "__globals__", {}),
                            tracer._autowrap_function_ids)
             return tracer.call_module(mod, forward, args, kwargs)
 
         with new_patcher() as patcher:
+            current.append(patcher)
             patcher.patch_method(nn.Module, "__getattr__", module_getattr, deduplicate=False)
             patcher.patch_method(nn.Module, "__call__", module_call, deduplicate=False)
             patch_wrapped(patcher)
@@ -132,5 +137,6 @@ def trace_module(tracer: fx.Tracer, root: nn.Module,
                                type_expr=returns)
         tracer.submodule_paths = None
     finally:
+        current.clear()
         set_tracing(was_tracing)
     return tracer.graph

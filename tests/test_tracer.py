@@ -164,3 +164,32 @@ def test_module_trace_restores_what_it_patches_also_when_tracing_fails() -> None
         FxRazorTracer().trace(Fails())
     assert (nn.Module.__call__, nn.Module.__getattr__) == (call, getattr_)
     assert not is_fx_tracing()
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).relu()
+
+
+def test_convert_frees_its_traced_copy_without_waiting_for_a_collection() -> None:
+    # The copy's containers (_Block) are only needed while tracing; a reference cycle
+    # through the patched module wrappers used to keep them alive until a collection.
+    import gc
+
+    import fxrazor
+
+    model = nn.Sequential(_Block(), _Block())
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        supernet = fxrazor.convert(model, torch.randn(1, 3, 4, 4))
+        blocks = [o for o in gc.get_objects() if type(o) is _Block]
+        assert {id(b) for b in blocks} == {id(model[0]), id(model[1])}  # the user's alone
+    finally:
+        if was:
+            gc.enable()
+    assert len(supernet.units) >= 1
