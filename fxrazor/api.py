@@ -73,6 +73,10 @@ def _unit_type(unit: str | type[MutableChannelUnit]) -> type[MutableChannelUnit]
 
 def _build_units(specs: tuple[UnitSpec, ...], unit_cls: type[MutableChannelUnit],
                  unit_args: dict[str, Any]) -> list[MutableChannelUnit]:
+    if "mutable_channel" in unit_args:  # one object would be shared by every unit
+        raise InvalidChoiceError(
+            "unit_args cannot give a mutable_channel: each unit builds its own; pass a "
+            "MutableChannelUnit subclass as unit= to change its type")
     units = []
     for spec in specs:
         try:
@@ -172,8 +176,9 @@ def _convert(model: nn.Module, example_inputs: Any, unit: Any, unit_args: dict |
     traced = trace_model(model, example_inputs, (*leaf_modules, BaseMutable),
                          copy_model=copy_model)
     analysis = discover_units(traced, module_rules, function_rules, method_rules, split_dims)
-    # convert's layers are its own copies: they become the dynamic ops themselves
-    dyn = insert_dynamic_ops(traced.graph_module, analysis, dynamic_ops, own_layers=copy_model)
+    # convert's own copies of the layers become the dynamic ops themselves
+    dyn = insert_dynamic_ops(traced.graph_module, analysis, dynamic_ops,
+                             user_modules=traced.user_module_ids)
     units = _build_units(analysis.units, unit_cls, dict(unit_args or {}))
     for spec, u in zip(analysis.units, units, strict=True):
         if isinstance(u, L1MutableChannelUnit):

@@ -57,11 +57,11 @@ def _lazily_clonable(tensor: torch.Tensor) -> bool:
             and not tensor.untyped_storage().is_shared())
 
 
-def _module_tensors(module: nn.Module) -> dict[int, torch.Tensor]:
+def _module_tensors(module: nn.Module, seen: set[int]) -> dict[int, torch.Tensor]:
     """Every parameter and buffer of ``module`` and its submodules, by id: what
-    ``parameters()`` and ``buffers()`` yield, from one walk of the module tree."""
+    ``parameters()`` and ``buffers()`` yield, from one walk of the module tree. ``seen``
+    receives the id of every module of the tree."""
     found: dict[int, torch.Tensor] = {}
-    seen: set[int] = set()
     stack = [module]
     while stack:
         mod = stack.pop()
@@ -83,18 +83,21 @@ def _lazy_copy(tensor: torch.Tensor) -> torch.Tensor:
     return data.requires_grad_(tensor.requires_grad)
 
 
-def copy_module(module: nn.Module) -> nn.Module:
+def copy_module(module: nn.Module, source_ids: set[int] | None = None) -> nn.Module:
     """A deep copy of ``module`` whose CPU weights are copied on first write.
 
     Args:
         module: the module to copy; its values never change, and later writes to either
             module are not seen by the other.
+        source_ids: if given, receives the id of every module of ``module``'s tree: a
+            module of the copy with one of these ids was shared, not copied (a custom
+            ``__deepcopy__`` may return a submodule itself).
 
     Returns:
         An independent copy, equal to ``copy.deepcopy(module)`` in every observable way
         except that untouched weights share memory with ``module`` until written.
     """
-    tensors = _module_tensors(module)
+    tensors = _module_tensors(module, set() if source_ids is None else source_ids)
     memo: dict[int, Any] = {}
     if _lazy_clone is None or not tensors:
         return _deepcopy(module, memo)
@@ -173,8 +176,10 @@ def _deepcopy(value: Any, memo: dict[int, Any]) -> Any:
         new = memo[id(value)] = value if cls is frozenset else set(value)
     elif isinstance(value, nn.Module) and _plain_module_type(cls):
         new = memo[id(value)] = object.__new__(cls)
-        state = _copy_state(value.__dict__, memo)  # what nn.Module.__getstate__ gives:
-        state.pop("_compiled_call_impl", None)  # the __dict__ less a compiled forward
+        state = value.__dict__  # what nn.Module.__getstate__ gives, less a compiled forward
+        if "_compiled_call_impl" in state:
+            state = {k: v for k, v in state.items() if k != "_compiled_call_impl"}
+        state = _copy_state(state, memo)
         if cls.__setstate__ is _MODULE_SETSTATE:
             # nn.Module's own only fills attributes that modules pickled by old torch
             # versions lack; ``value`` is a live module and has them

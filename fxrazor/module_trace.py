@@ -1,16 +1,17 @@
-"""``fx.Tracer.trace`` of a module, without its eager walk over every module attribute.
+"""``fx.Tracer.trace`` of a module, with a faster walk for its tensor-attribute map.
 
 Before tracing, ``fx.Tracer.trace`` walks every attribute of every module of the model to
 map constant tensors to their attribute names (``tracer.tensor_attrs``), so that a tensor
-met as an argument becomes a ``get_attr`` of its attribute instead of a new constant. That
-walk is about a sixth of tracing a small CNN, and most models never read the map: their
-weights are reached through the module's ``__getattr__``. :func:`trace_module` does what
-``trace`` does for a module root, with the map built on its first read from the model as it
-is then.
+met as an argument becomes a ``get_attr`` of its attribute instead of a new constant. Its
+walk tests each attribute with ``isinstance`` against four types; that is about a sixth of
+tracing a small CNN, where almost every attribute is a dict, a number or a tuple.
+:func:`trace_module` does what ``trace`` does for a module root whose ``forward`` is a plain
+function, and builds the same map, in the same order and at the same moment, but passes
+over values of those plain types by their exact type first.
 
 It uses torch.fx's own private patching helpers. Where this torch does not have them
 (:data:`AVAILABLE` is False), the tracer uses ``fx.Tracer.trace`` itself; the tests check
-both give the same graphs.
+both give the same graphs and maps on this torch.
 
 Example:
     >>> from torch import fx, nn
@@ -22,8 +23,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Iterator
+from collections import OrderedDict
 from typing import Any
 
 from torch import fx, nn
@@ -32,63 +34,41 @@ __all__ = ["AVAILABLE", "trace_module"]
 
 try:
     from torch.fx import _symbolic_trace as _st
-
-    _PRIVATE: tuple[Any, ...] | None = (_st._new_patcher, _st._patch_wrapped_functions, _st._autowrap_check,
-                _st._orig_module_call, _st._orig_module_getattr, _st._set_is_fx_tracing,
-                _st._get_is_fx_tracing, _st._constant_attribute_types)
     from torch.fx._lazy_graph_module import _LazyGraphModule
+
+    _PRIVATE: tuple[Any, ...] | None = (
+        _st._new_patcher, _st._patch_wrapped_functions, _st._autowrap_check,
+        _st._orig_module_call, _st._orig_module_getattr, _st._set_is_fx_tracing,
+        _st._get_is_fx_tracing, _st._constant_attribute_types)
 except (ImportError, AttributeError):  # pragma: no cover - older torch: fx's own trace
     _PRIVATE = None
 
 #: Whether :func:`trace_module` can run on this torch.
 AVAILABLE = _PRIVATE is not None
 
-
-class _TensorAttrs(dict):
-    """fx's map of constant attribute values to qualified names, built on first use by
-    the same walk as ``fx.Tracer.trace`` (module attributes first, then the children, a
-    later name of a value replacing an earlier one). fx reads it with ``get`` and adds
-    the constants it stows with ``[]=``; both build it first."""
-
-    def __init__(self, root: nn.Module) -> None:
-        super().__init__()
-        self._root: nn.Module | None = root
-
-    def _build(self) -> None:
-        root, self._root = self._root, None
-        if root is not None:
-            super().update(_walk(root, []))  # a later name of a value replaces an earlier
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        self._build()
-        return super().get(key, default)
-
-    def __getitem__(self, key: Any) -> Any:
-        self._build()
-        return super().__getitem__(key)
-
-    def __contains__(self, key: object) -> bool:
-        self._build()
-        return super().__contains__(key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._build()
-        super().__setitem__(key, value)
+# Exact types of the attributes modules mostly hold, none of them a constant fx maps
+# (tensors, script objects, tree specs): their values skip the isinstance test.
+_PLAIN = frozenset({dict, OrderedDict, set, list, tuple, bool, int, float, str, type(None)})
 
 
-def _walk(module: nn.Module, prefix: list[str]) -> Iterator[tuple[Any, str]]:
+def _tensor_attrs(module: nn.Module, prefix: str, found: dict[Any, str]) -> None:
+    """fx's walk: a module's attributes first, then its children (each once per parent,
+    as ``named_children``), a later name of a value replacing an earlier one."""
     constant_types = _PRIVATE[7] if _PRIVATE is not None else ()
     for name, value in module.__dict__.items():
-        if isinstance(value, constant_types):
-            yield value, ".".join([*prefix, name])
-    for name, child in module.named_children():
-        yield from _walk(child, [*prefix, name])
+        if type(value) not in _PLAIN and isinstance(value, constant_types):
+            found[value] = prefix + name
+    seen: set[nn.Module] = set()
+    for name, child in module._modules.items():
+        if child is not None and child not in seen:
+            seen.add(child)
+            _tensor_attrs(child, f"{prefix}{name}.", found)
 
 
 def trace_module(tracer: fx.Tracer, root: nn.Module,
                  concrete_args: dict[str, Any] | None = None) -> fx.Graph:
-    """``tracer.trace(root, concrete_args)`` for a module ``root``, with the tensor
-    attribute map built lazily (see the module docstring). Requires :data:`AVAILABLE`."""
+    """``tracer.trace(root, concrete_args)`` for a module ``root`` whose ``forward`` (the
+    tracer's ``traced_func_name``) is a plain function. Requires :data:`AVAILABLE`."""
     (new_patcher, patch_wrapped, autowrap_check, orig_call, orig_getattr, set_tracing,
      get_tracing, _) = _PRIVATE  # type: ignore[misc]  # (callers check AVAILABLE)
     # The patcher holds the wrappers below and they need the patcher: it is held in a
@@ -108,14 +88,17 @@ def trace_module(tracer: fx.Tracer, root: nn.Module,
         code = fn.__code__
         tracer.graph._co_fields = {"co_name": code.co_name, "co_filename": code.co_filename,
                                    "co_firstlineno": code.co_firstlineno}
-        tracer.tensor_attrs = _TensorAttrs(root)
+        tracer.tensor_attrs = {}
+        _tensor_attrs(root, "", tracer.tensor_attrs)
         fn_globals = fn.__globals__  # read before patching
         fn, args = tracer.create_args_for_root(fn, True, concrete_args)
         proxy_cache: dict[str, Any] = {}
 
+        @functools.wraps(orig_getattr)
         def module_getattr(mod: nn.Module, attr: str) -> Any:
             return tracer.getattr(attr, orig_getattr(mod, attr), proxy_cache)
 
+        @functools.wraps(orig_call)
         def module_call(mod: nn.Module, *args: Any, **kwargs: Any) -> Any:
             def forward(*args: Any, **kwargs: Any) -> Any:
                 return orig_call(mod, *args, **kwargs)
@@ -136,6 +119,12 @@ def trace_module(tracer: fx.Tracer, root: nn.Module,
             tracer.create_node("output", "output", (tracer.create_arg(fn(*args)),), {},
                                type_expr=returns)
         tracer.submodule_paths = None
+    except RuntimeError as e:
+        # as fx: a data-dependent failure carries the graph traced so far
+        if e.args and isinstance(e.args[0], str) and "data-dependent" in e.args[0]:
+            e.partial_fx_graph = tracer.graph.python_code(  # type: ignore[attr-defined]
+                root_module="self", verbose=True).src
+        raise
     finally:
         current.clear()
         set_tracing(was_tracing)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,11 +65,15 @@ class TracedModel:
         graph_module: the GraphModule; every tensor node carries ``meta['tensor_meta']``.
         opaque: qualified name of each submodule kept opaque → why tracing it failed.
         example_args: the positional inputs, one per placeholder, used for shapes.
+        user_module_ids: when the graph module holds a copy of the model, the ids of the
+            model's own modules (a copy may share some: see ``copy_module``); None when it
+            holds the model's layers themselves.
     """
 
     graph_module: fx.GraphModule
     opaque: dict[str, str] = field(default_factory=dict)
     example_args: tuple[Any, ...] = ()
+    user_module_ids: frozenset[int] | None = None
 
 
 class FxRazorTracer(fx.Tracer):
@@ -83,9 +88,11 @@ class FxRazorTracer(fx.Tracer):
 
     def trace(self, root: nn.Module | Any, concrete_args: dict[str, Any] | None = None
               ) -> fx.Graph:
-        # A module is traced without fx's eager walk over every module attribute (see
-        # fxrazor.module_trace); functions, and torches without the helpers, go to fx.
-        if module_trace.AVAILABLE and isinstance(root, nn.Module):
+        # A module with a plain forward is traced with a faster walk for fx's tensor map
+        # (see fxrazor.module_trace); anything else, and torches without the helpers, go
+        # to fx, which also says what is wrong with a forward it cannot trace.
+        if module_trace.AVAILABLE and isinstance(root, nn.Module) and isinstance(
+                getattr(type(root), self.traced_func_name, None), types.FunctionType):
             return module_trace.trace_module(self, root, concrete_args)
         return super().trace(root, concrete_args)
 
@@ -267,11 +274,12 @@ def trace_model(
             f"expected a torch.nn.Module, got {type(model).__name__}; wrap functions in a Module"
         )
     leaf_types, leaf_names = _split_leaf_spec(leaf_modules)
-    source = copy_module(model) if copy_model else model
+    user_ids: set[int] = set()
+    source = copy_module(model, user_ids) if copy_model else model
     if copy_model:
         decompose_modules(source)
     absent = absent_inputs(model, example_inputs)
     gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, absent)
     args = normalize_inputs(gm, example_inputs)
     propagate_shapes(gm, args)
-    return TracedModel(gm, opaque, args)
+    return TracedModel(gm, opaque, args, frozenset(user_ids) if copy_model else None)

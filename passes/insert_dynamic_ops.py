@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,11 +82,13 @@ def _slot_indices(slot_maps: dict[Slot, PositionMap], offsets: np.ndarray, total
 
 def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
                        dynamic_ops: dict[type, type] | None = None,
-                       own_layers: bool = False) -> DynamicGraph:
+                       user_modules: AbstractSet[int] | None = None) -> DynamicGraph:
     """Turn ``gm`` into a supernet graph, in place (``gm`` must be a private copy).
 
-    ``own_layers`` says that ``gm``'s layers are held by ``gm`` alone (convert's copy of
-    the model): they become dynamic ops in place instead of being wrapped in new ones."""
+    ``user_modules`` says that ``gm``'s layers are convert's own copies except the
+    modules with these ids (the user's, shared by the copy): a copy that ``gm`` holds
+    under one name only becomes a dynamic op in place instead of being wrapped in a new
+    one. None (the default) wraps every layer: they may be held elsewhere."""
     ops = {**DYNAMIC_OPS, **(dynamic_ops or {})}
     sizes = np.array([u.num_channels for u in analysis.units], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else sizes
@@ -95,11 +99,12 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
     result = DynamicGraph(new)
     params: dict[str, DynamicParam] = {}
     modules = dict(new.named_modules(remove_duplicate=False))  # one walk, not one per lookup
+    adoptable = _adoptable(modules, user_modules)
     for slot, gidx in _slot_indices(analysis.slot_maps, offsets, total).items():
         if slot.is_param:
             module = params.get(slot.target) or _dynamic_param(new, slot.target, params)
         else:
-            module = _dynamic_module(modules, slot.target, ops, own_layers)
+            module = _dynamic_module(modules, slot.target, ops, adoptable)
         result.bindings.append(Binding(module, slot.role, gidx))
     for site in analysis.resize_sites:
         result.counters.extend(_rewrite_site(new, site, offsets, total))
@@ -115,8 +120,19 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
     return result
 
 
+def _adoptable(modules: dict[str, nn.Module], user_modules: AbstractSet[int] | None
+               ) -> set[int]:
+    """Ids of the layers that may become dynamic ops in place: not the user's, and held
+    under one name (a layer also inside an opaque leaf, or under two names, must keep
+    its static forward there)."""
+    if user_modules is None:
+        return set()
+    names = Counter(id(m) for m in modules.values())
+    return {key for key, count in names.items() if count == 1 and key not in user_modules}
+
+
 def _dynamic_module(modules: dict[str, nn.Module], target: str, ops: dict[type, type],
-                    own_layers: bool) -> nn.Module:
+                    adoptable: set[int]) -> nn.Module:
     module = modules[target]
     if getattr(type(module), "set_selection", None) is not None:  # already dynamic
         return module
@@ -126,7 +142,7 @@ def _dynamic_module(modules: dict[str, nn.Module], target: str, ops: dict[type, 
             f"layer '{target}' ({type(module).__name__}) has prunable channels but no dynamic "
             f"op; pass dynamic_ops={{{type(module).__name__}: ...}} to convert"
         )
-    adopt = getattr(op_type, "adopt", None) if own_layers else None
+    adopt = getattr(op_type, "adopt", None) if id(module) in adoptable else None
     if adopt is not None and adopt(module) is not None:
         return module  # the layer itself is now the dynamic op, where it was
     dynamic = op_type.from_static(module)

@@ -197,6 +197,90 @@ def test_convert_makes_its_own_layer_copies_dynamic_and_convert__wraps_the_users
     torch.testing.assert_close(sn(x), shared(x), rtol=0, atol=0)
 
 
+class _SharesOnCopy(nn.Module):
+    """A block whose copy shares its layer with the original (a frozen part, say)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def __deepcopy__(self, memo: dict) -> _SharesOnCopy:
+        new = _SharesOnCopy.__new__(_SharesOnCopy)
+        nn.Module.__init__(new)
+        new.conv = self.conv  # the user's own layer, in the copy
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class _InsideOpaque(nn.Module):
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layer(x)
+        return y if y.sum() > -1e9 else -y  # data-dependent: stays an opaque leaf
+
+
+class _LayerAlsoInOpaqueLeaf(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared = nn.Conv2d(3, 8, 1)
+        self.block = _InsideOpaque(self.shared)
+        self.conv2 = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.shared(x).relu()) + self.block(x)
+
+
+def test_convert_never_retypes_a_layer_the_user_or_an_opaque_leaf_holds() -> None:
+    x = torch.randn(1, 3, 6, 6)
+    model = nn.Sequential(_SharesOnCopy(), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    sn = fxrazor.convert(model, x)
+    assert type(model[0].conv) is nn.Conv2d  # shared by the copy, still the user's layer
+    sn.set_choices({sn.units[0].name: 4})
+    torch.testing.assert_close(fxrazor.freeze(sn)(x), sn(x))
+
+    model = _LayerAlsoInOpaqueLeaf()
+    sn = fxrazor.convert(model, x)
+    assert "block" in sn.analysis.opaque
+    unit = next(u for u in sn.units if u.name == "shared")
+    sn.set_choices({unit.name: 4})
+    assert type(sn.graph_module.get_submodule("block.layer")) is nn.Conv2d
+    torch.testing.assert_close(fxrazor.freeze(sn)(x), sn(x))
+
+
+def test_units_cannot_share_one_channel_mutable_and_modes_must_agree() -> None:
+    from fxrazor.mutables.channel_unit import SequentialMutableChannelUnit
+    from fxrazor.mutables.mutable_channel import SquentialMutableChannel
+
+    model, x = conv_bn_chain()
+    with pytest.raises(InvalidChoiceError, match="cannot give a mutable_channel"):
+        fxrazor.convert(model, x, unit_args={"mutable_channel": SquentialMutableChannel(4)})
+    with pytest.raises(InvalidChoiceError, match="'ratio' mode, the unit in 'number'"):
+        SequentialMutableChannelUnit(
+            4, mutable_channel=SquentialMutableChannel(4, choice_mode="ratio"))
+
+
+def test_a_dynamic_op_with_a_static_from_static_is_built_by_it() -> None:
+    from fxrazor.ops import DynamicConv2d
+
+    built = []
+
+    class StaticBuilt(DynamicConv2d):
+        @staticmethod
+        def from_static(module: nn.Module) -> DynamicConv2d:
+            built.append(module)
+            return DynamicConv2d.from_static(module)
+
+    assert StaticBuilt.adopt(nn.Conv2d(2, 2, 1)) is None
+    model, x = conv_bn_chain()
+    fxrazor.convert(model, x, dynamic_ops={nn.Conv2d: StaticBuilt})
+    assert built
+
+
 def test_hooks_on_the_graph_module_run_once_per_supernet_call() -> None:
     model, x = conv_bn_chain()
     sn = fxrazor.convert(model, x)

@@ -188,3 +188,15 @@ def test_copy_runs_a_modules_own_setstate_and_drops_a_compiled_forward() -> None
         assert twin[0].restored and not hasattr(model[0], "restored")
         assert "_compiled_call_impl" not in vars(twin[1])
         assert "_compiled_call_impl" in vars(model[1])
+
+
+class _NoCopy:
+    def __deepcopy__(self, memo: dict) -> _NoCopy:
+        raise TypeError("cannot be copied")
+
+
+def test_a_compiled_forward_is_dropped_before_copying() -> None:
+    model = nn.Sequential(nn.ReLU())
+    model[0].__dict__["_compiled_call_impl"] = _NoCopy()  # never copied, as by deepcopy
+    for twin in (copy_module(model), copy.deepcopy(model)):
+        assert "_compiled_call_impl" not in vars(twin[0])

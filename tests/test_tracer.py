@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
 from collections import namedtuple
@@ -128,11 +129,31 @@ def _both_routes(model: nn.Module, concrete_args: dict | None = None) -> tuple[s
 
     assert AVAILABLE  # this torch has the helpers; otherwise both routes are fx's
     ours, theirs = FxRazorTracer(), FxRazorTracer()
+    twin = copy.deepcopy(model)  # tracing may stow constants on the model
     a = ours.trace(model, concrete_args)
-    b = fx.Tracer.trace(theirs, model, concrete_args)
+    b = fx.Tracer.trace(theirs, twin, concrete_args)
     # what the graphs read: stowed constants are set on the root by both routes
     return (a.python_code("self").src + repr(sorted(ours.tensor_attrs.values())),
             b.python_code("self").src + repr(sorted(theirs.tensor_attrs.values())))
+
+
+class _SetsAttributes(nn.Module):
+    """A forward that sets tensor attributes while it runs, twice under one name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.mask = torch.ones(4)
+        y = self.lin(x) * self.mask
+        self.mask = torch.full((4,), 2.0)
+        return y + self.mask
+
+
+def test_module_trace_equals_fx_trace_when_forward_sets_attributes() -> None:
+    ours, theirs = _both_routes(_SetsAttributes())
+    assert ours == theirs and "_tensor_constant1" in ours
 
 
 def test_module_trace_equals_fx_trace_for_constants_and_wrapped_calls() -> None:

@@ -266,6 +266,10 @@ class SequentialMutableChannelUnit(MutableChannelUnit):
         if mutable_channel is None:
             _check_num_channels(num_channels)  # the unit's own error, before the channel's
             mutable_channel = SquentialMutableChannel(num_channels, choice_mode=choice_mode)
+        elif getattr(mutable_channel, "choice_mode", choice_mode) != choice_mode:
+            raise InvalidChoiceError(
+                f"mutable_channel is in {mutable_channel.choice_mode!r} mode, the unit in "
+                f"{choice_mode!r}")
         super().__init__(num_channels, mutable_channel=mutable_channel)
         self.choice_mode = choice_mode
         self.divisor, self.min_value, self.min_ratio = divisor, min_value, min_ratio

@@ -85,7 +85,8 @@ class DynamicOp:
             >>> DynamicConv2d.adopt(conv) is conv, type(conv).__name__
             (True, 'DynamicConv2d')
         """
-        if cls.from_static.__func__ is not DynamicOp.from_static.__func__:  # type: ignore[attr-defined]
+        own = getattr(cls.from_static, "__func__", None)  # (a staticmethod has none)
+        if own is not DynamicOp.from_static.__func__:  # type: ignore[attr-defined]
             return None
         try:
             module.__class__ = cls  # type: ignore[assignment]
