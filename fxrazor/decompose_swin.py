@@ -87,6 +87,12 @@ def _relative_coords_table(window_size: Sequence[int], device: torch.device | st
     return torch.sign(table) * torch.log2(torch.abs(table) + 1.0) / 3.0
 
 
+def _supports_by_type(cls: Any, module: nn.Module) -> bool:
+    """``supports(module)`` of a decomposition that replaces whole types: whether
+    ``module``'s type is one its ``supports_type`` accepts."""
+    return bool(cls.supports_type(type(module)))
+
+
 class DecomposedShiftedWindowAttention(nn.Module):
     """Shifted-window multi-head self-attention over ``[B, *spatial, C]`` inputs (2 or 3
     spatial dims).
@@ -157,11 +163,8 @@ class DecomposedShiftedWindowAttention(nn.Module):
         or 3-D)."""
         return _is_one_of(cls, _SWIN_CLASSES)
 
-    @classmethod
-    def supports(cls, module: nn.Module) -> bool:
-        """Whether ``module`` can be replaced: its type is one :meth:`supports_type`
-        accepts."""
-        return cls.supports_type(type(module))
+
+    supports = classmethod(_supports_by_type)
 
     @classmethod
     def from_module(cls, source: nn.Module) -> DecomposedShiftedWindowAttention:
@@ -361,11 +364,8 @@ class DecomposedPatchMerging(nn.Module):
         """Whether ``cls`` is exactly torchvision's ``PatchMerging`` or ``PatchMergingV2``."""
         return _is_one_of(cls, _MERGE_CLASSES)
 
-    @classmethod
-    def supports(cls, module: nn.Module) -> bool:
-        """Whether ``module`` can be replaced: its type is one :meth:`supports_type`
-        accepts."""
-        return cls.supports_type(type(module))
+
+    supports = classmethod(_supports_by_type)
 
     @classmethod
     def from_module(cls, source: nn.Module) -> DecomposedPatchMerging:

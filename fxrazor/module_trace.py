@@ -45,6 +45,8 @@ except (ImportError, AttributeError):  # pragma: no cover - older torch: fx's ow
 
 #: Whether :func:`trace_module` can run on this torch.
 AVAILABLE = _PRIVATE is not None
+# the attribute types fx maps to their names (tensors, script objects, tree specs)
+_CONSTANT_TYPES: tuple[type, ...] = _PRIVATE[7] if _PRIVATE is not None else ()
 
 # Exact types of the attributes modules mostly hold, none of them a constant fx maps
 # (tensors, script objects, tree specs): their values skip the isinstance test.
@@ -54,9 +56,8 @@ _PLAIN = frozenset({dict, OrderedDict, set, list, tuple, bool, int, float, str, 
 def _tensor_attrs(module: nn.Module, prefix: str, found: dict[Any, str]) -> None:
     """fx's walk: a module's attributes first, then its children (each once per parent,
     as ``named_children``), a later name of a value replacing an earlier one."""
-    constant_types = _PRIVATE[7] if _PRIVATE is not None else ()
     for name, value in module.__dict__.items():
-        if type(value) not in _PLAIN and isinstance(value, constant_types):
+        if type(value) not in _PLAIN and isinstance(value, _CONSTANT_TYPES):
             found[value] = prefix + name
     seen: set[nn.Module] = set()
     for name, child in module._modules.items():
