@@ -36,6 +36,7 @@ __all__ = [
     "reshape_info",
     "broadcast_join",
     "permute_info",
+    "connected_labels",
 ]
 
 
@@ -66,22 +67,35 @@ class ElementSpace:
         if len(ids):
             self.pins.append((ids, reason))
 
+    def joined(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every join so far as two arrays: ``left[i]`` is joined with ``right[i]``."""
+        if not self._left:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(self._left), np.concatenate(self._right)
+
     def components(self) -> np.ndarray:
         """Resolve joins: ``labels[e]`` is the smallest element id connected to ``e``."""
-        labels = np.arange(self.size, dtype=np.int64)
-        if not self._left:
+        return connected_labels(self.size, *self.joined())
+
+
+def connected_labels(size: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Connected components of ``size`` nodes with edges ``left[i] - right[i]``:
+    ``labels[v]`` is the smallest node connected to v.
+
+    Example:
+        >>> connected_labels(4, np.array([3, 1]), np.array([1, 2])).tolist()
+        [0, 1, 1, 1]
+    """
+    labels = np.arange(size, dtype=np.int64)
+    while True:
+        ra, rb = labels[left], labels[right]
+        differ = ra != rb
+        if not differ.any():
             return labels
-        left = np.concatenate(self._left)
-        right = np.concatenate(self._right)
-        while True:
-            ra, rb = labels[left], labels[right]
-            differ = ra != rb
-            if not differ.any():
-                return labels
-            hi = np.maximum(ra[differ], rb[differ])
-            lo = np.minimum(ra[differ], rb[differ])
-            np.minimum.at(labels, hi, lo)
-            labels = _compress(labels)
+        hi = np.maximum(ra[differ], rb[differ])
+        lo = np.minimum(ra[differ], rb[differ])
+        np.minimum.at(labels, hi, lo)
+        labels = _compress(labels)
 
 
 def _compress(labels: np.ndarray) -> np.ndarray:

@@ -24,27 +24,34 @@ import functools
 import numpy as np
 
 from fxrazor.analysis import PinnedGroup, PinnedGroups, Slot, UnitSpec
-from fxrazor.channels import ElementSpace
+from fxrazor.channels import ElementSpace, connected_labels
+from fxrazor.segments import segment
 
 __all__ = ["group_units"]
 
 _MAX_REASONS = 4
 
 
-def _runs(labels: np.ndarray, slots: list[tuple[Slot, np.ndarray]]):
-    """Sort every slot position by (component, slot, position) and cut it into runs of one
-    (component, slot) pair."""
+def _element_entries(labels: np.ndarray, slots: list[tuple[Slot, np.ndarray]]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every slot position as an entry of one element: (component, slot, position)."""
     lens = np.array([len(ids) for _, ids in slots], dtype=np.int64)
     comp = labels[np.concatenate([ids for _, ids in slots])]
     slot = np.repeat(np.arange(len(slots)), lens)
     pos = np.arange(len(comp)) - np.repeat(np.cumsum(lens) - lens, lens)
-    # One stable sort on (component, slot): positions are already ascending within a slot.
-    order = np.argsort(comp * len(slots) + slot, kind="stable")
+    return comp, slot, pos
+
+
+def _runs(comp: np.ndarray, slot: np.ndarray, pos: np.ndarray, n_slots: int):
+    """Sort the entries by (component, slot, position) and cut them into runs of one
+    (component, slot) pair: the order, the sorted arrays, run starts and lengths."""
+    # Entries come slot after slot with ascending positions: one stable sort suffices.
+    order = np.argsort(comp * n_slots + slot, kind="stable")
     comp, slot, pos = comp[order], slot[order], pos[order]
     change = np.r_[True, (comp[1:] != comp[:-1]) | (slot[1:] != slot[:-1])]
     starts = np.flatnonzero(change)
     lengths = np.diff(np.r_[starts, len(comp)])
-    return comp, slot, pos, starts, lengths
+    return order, comp, slot, pos, starts, lengths
 
 
 def _sequence_hash(codes: np.ndarray, index_in_comp: np.ndarray, comp_first: np.ndarray,
@@ -104,43 +111,88 @@ def _pin_reasons(pin_labels: np.ndarray, pin_sizes: list[int], comp_ids: np.ndar
     return reasons
 
 
-def group_units(space: ElementSpace, slots: list[tuple[Slot, np.ndarray]]):
+def group_units(space: ElementSpace, slots: list[tuple[Slot, np.ndarray]],
+                segments: bool | None = None):
     """Resolve components and group them.
+
+    Args:
+        space: the elements, joins and pins.
+        slots: each layer slot with its element ids.
+        segments: None resolves on segments of ids where that pays (see
+            :mod:`fxrazor.segments`), True always on segments, False on single elements;
+            all three give the same result.
 
     Returns:
         ``(units, pinned_groups, comp_unit, comp_channel, labels)``: the unit specs in graph
         order, the pinned groups, and for each component label its unit index and channel
         (-1 when pinned), plus the element → component labels.
     """
-    labels = space.components()
     comp_unit = np.full(space.size, -1, dtype=np.int64)
     comp_chan = np.full(space.size, -1, dtype=np.int64)
     if not slots:
-        return (), (), comp_unit, comp_chan, labels
-    comp, slot, pos, starts, lengths = _runs(labels, slots)
+        return (), (), comp_unit, comp_chan, space.components()
+    joined = space.joined()
+    seg = None if segments is False else \
+        segment(space, [ids for _, ids in slots], joined, always=bool(segments))
+    width: np.ndarray | None = None
+    if seg is None:
+        labels = connected_labels(space.size, *joined)
+        comp, slot, pos = _element_entries(labels, slots)
+        pin_labels = _pin_labels(labels, space)
+    else:
+        labels, comp, slot, pos, pin_labels = seg.labels, seg.comp, seg.slot, seg.pos, \
+            seg.pinned
+    order, comp, slot, pos, starts, lengths = _runs(comp, slot, pos, len(slots))
+    if seg is not None:
+        width = seg.width[order][starts]
     run_comp, run_slot = comp[starts], slot[starts]
-    comp_first = np.flatnonzero(np.r_[True, run_comp[1:] != run_comp[:-1]])
-    n_runs = np.diff(np.r_[comp_first, len(run_comp)])
-    comp_ids = run_comp[comp_first]  # sorted: runs are sorted by component
-    pin_labels = labels[np.concatenate([ids for ids, _ in space.pins])] \
-        if space.pins else np.zeros(0, dtype=np.int64)
-    pinned = np.isin(comp_ids, pin_labels)
-    is_producer = np.array([s.is_producer for s, _ in slots])
-    no_producer = ~np.logical_or.reduceat(is_producer[run_slot], comp_first) & ~pinned
-    pinned |= no_producer
+    comp_first, n_runs, pinned, no_producer = _flags(run_comp, run_slot, pin_labels, slots)
     signature = run_slot * (int(lengths.max()) + 1) + lengths
     units = _build_units(signature, ~pinned, comp_first, n_runs, slots, run_slot, lengths,
-                         run_comp, starts, pos, comp_unit, comp_chan)
-    # Worked out when read (summaries only), from what it needs kept aside: the pinned
-    # components' runs and the pins' components, not every element's.
+                         run_comp, starts, pos, width, comp_unit, comp_chan)
+    # Worked out when read (summaries only), from what it needs kept aside.
     groups: PinnedGroups | tuple = ()
-    if pinned.any():
-        runs = _pinned_runs(pinned, comp_ids, comp_first, n_runs, lengths, run_slot,
-                            no_producer)
+    if pinned.any() and seg is not None:
+        groups = PinnedGroups(functools.partial(_element_pinned_groups, labels, slots,
+                                                list(space.pins)))
+    elif pinned.any():
         groups = PinnedGroups(functools.partial(
-            _pinned_groups, runs, [s for s, _ in slots], pin_labels,
-            [len(ids) for ids, _ in space.pins], [why for _, why in space.pins]))
+            _pinned_groups, _pinned_runs(pinned, run_comp[comp_first], comp_first, n_runs,
+                                         lengths, run_slot, no_producer),
+            [s for s, _ in slots], pin_labels, [len(ids) for ids, _ in space.pins],
+            [why for _, why in space.pins]))
     return units, groups, comp_unit, comp_chan, labels
+
+
+def _pin_labels(labels: np.ndarray, space: ElementSpace) -> np.ndarray:
+    return labels[np.concatenate([ids for ids, _ in space.pins])] \
+        if space.pins else np.zeros(0, dtype=np.int64)
+
+
+def _flags(run_comp: np.ndarray, run_slot: np.ndarray, pin_labels: np.ndarray,
+           slots: list[tuple[Slot, np.ndarray]]):
+    """Per component of the runs: its first run, number of runs, whether it is pinned
+    (by a pin or for want of a producing slot) and whether it has no producer."""
+    comp_first = np.flatnonzero(np.r_[True, run_comp[1:] != run_comp[:-1]])
+    n_runs = np.diff(np.r_[comp_first, len(run_comp)])
+    pinned = np.isin(run_comp[comp_first], pin_labels)
+    is_producer = np.array([s.is_producer for s, _ in slots])
+    no_producer = ~np.logical_or.reduceat(is_producer[run_slot], comp_first) & ~pinned
+    return comp_first, n_runs, pinned | no_producer, no_producer
+
+
+def _element_pinned_groups(labels: np.ndarray, slots: list[tuple[Slot, np.ndarray]],
+                           pins: list[tuple[np.ndarray, str]]):
+    """The pinned groups, worked out on single elements."""
+    _, comp, slot, _, starts, lengths = _runs(*_element_entries(labels, slots), len(slots))
+    run_comp, run_slot = comp[starts], slot[starts]
+    pin_labels = labels[np.concatenate([ids for ids, _ in pins])] if pins \
+        else np.zeros(0, dtype=np.int64)
+    comp_first, n_runs, pinned, no_producer = _flags(run_comp, run_slot, pin_labels, slots)
+    runs = _pinned_runs(pinned, run_comp[comp_first], comp_first, n_runs, lengths, run_slot,
+                        no_producer)
+    return _pinned_groups(runs, [s for s, _ in slots], pin_labels,
+                          [len(ids) for ids, _ in pins], [why for _, why in pins])
 
 
 def _pinned_runs(pinned, comp_ids, comp_first, n_runs, lengths, run_slot, no_producer):
@@ -177,13 +229,18 @@ def _pinned_groups(runs, slots, pin_labels, pin_sizes, texts):
 
 
 def _build_units(signature, free, comp_first, n_runs, slots, run_slot, lengths, run_comp,
-                 starts, pos, comp_unit, comp_chan):
-    """Free components with identical (slot, count) signatures form one unit each."""
+                 starts, pos, width, comp_unit, comp_chan):
+    """Free components with identical (slot, count) signatures form one unit each.
+
+    ``width`` (segments) is the number of channels of each run's component: offset k of
+    a component of width w is the channel at label ``run_comp + k`` and positions
+    ``pos + k``; None (single elements) means width 1 everywhere."""
     if not free.any():
         return ()
     group, reps = group_sequences(signature, comp_first, n_runs, free)
     chosen = np.flatnonzero(group >= 0)
-    # channel order in a unit: position in the earliest slot of the signature
+    # channel order in a unit: position in the earliest slot of the signature (the
+    # channels of one segment component are consecutive there, offset after offset)
     chosen = chosen[np.lexsort((pos[starts[comp_first[chosen]]], group[chosen]))]
     bounds = np.searchsorted(group[chosen], np.arange(len(reps) + 1)).tolist()
     specs = []
@@ -192,16 +249,27 @@ def _build_units(signature, free, comp_first, n_runs, slots, run_slot, lengths, 
         first, n = int(comp_first[rep]), int(n_runs[rep])
         run_slots = run_slot[first:first + n].tolist()
         cuts = [0, *np.cumsum(lengths[first:first + n]).tolist()]
-        # A component's runs are consecutive in the sorted element arrays, so all its
+        # A component's runs are consecutive in the sorted entry arrays, so all its
         # positions are one range: one gather per unit, then a slice per member.
         firsts = comp_first[comps]
         block = pos[starts[firsts][:, None] + np.arange(cuts[-1])]
+        labels = run_comp[firsts]
+        if width is not None and len(firsts) == 1:  # one segment component: a range
+            offset = np.arange(int(width[firsts[0]]))
+            block = block[0] + offset[:, None]
+            labels = labels[0] + offset
+        elif width is not None:
+            w = width[firsts]
+            row = np.repeat(np.arange(len(w)), w)
+            offset = np.arange(len(row)) - np.repeat(np.cumsum(w) - w, w)
+            block = block[row] + offset[:, None]
+            labels = labels[row] + offset
         members = [(slots[s][0], np.ascontiguousarray(block[:, a:b]))
                    for s, a, b in zip(run_slots, cuts[:-1], cuts[1:], strict=True)]
         producer = next(j for j, (sl, _) in enumerate(members) if sl.is_producer)
         # units in graph order: by their first producing slot, then its first position
         specs.append(((run_slots[producer], int(members[producer][1].min())),
-                      members[producer], members, run_comp[firsts]))
+                      members[producer], members, labels))
     specs.sort(key=lambda item: item[0])
     units, names = [], set()
     for index, (_, producer_member, members, comps) in enumerate(specs):
