@@ -76,6 +76,7 @@ def trace_module(tracer: fx.Tracer, root: nn.Module,
     # list emptied afterwards, not in a closure cell, so that no reference cycle keeps the
     # tracer, and with it the traced copy of the model, alive until a collection.
     current: list[Any] = []
+    patched: list[type] = []  # classes given the wrappers, see _own_lookup_classes
     was_tracing = get_tracing()
     set_tracing(True)
     try:
@@ -110,8 +111,13 @@ def trace_module(tracer: fx.Tracer, root: nn.Module,
 
         with new_patcher() as patcher:
             current.append(patcher)
-            patcher.patch_method(nn.Module, "__getattr__", module_getattr, deduplicate=False)
-            patcher.patch_method(nn.Module, "__call__", module_call, deduplicate=False)
+            classes = _own_lookup_classes(tracer.submodule_paths)
+            if classes is None:
+                patcher.patch_method(nn.Module, "__getattr__", module_getattr,
+                                     deduplicate=False)
+                patcher.patch_method(nn.Module, "__call__", module_call, deduplicate=False)
+            else:
+                _patch_classes(classes, module_getattr, module_call, patched)
             patch_wrapped(patcher)
             autowrap_check(patcher, fn_globals, tracer._autowrap_function_ids)
             for module in tracer._autowrap_search:
@@ -128,5 +134,43 @@ def trace_module(tracer: fx.Tracer, root: nn.Module,
         raise
     finally:
         current.clear()
+        _unpatch_classes(patched)
         set_tracing(was_tracing)
     return tracer.graph
+
+
+def _own_lookup_classes(modules: dict[nn.Module, str]) -> list[type] | None:
+    """The classes of the model's modules, where patching them is equivalent to patching
+    ``nn.Module`` as fx does: None when a class defines its own ``__call__`` or
+    ``__getattr__`` below ``nn.Module`` (a ``super()`` call from it must reach the
+    tracer's wrapper on ``nn.Module`` itself).
+
+    Why not patch ``nn.Module``: assigning a special method on a class updates every
+    subclass, and a process with torchvision loaded has hundreds (thousands with other
+    model libraries); four such assignments per trace cost more than all of them on the
+    dozen classes of a model."""
+    classes = list({type(m): None for m in modules})
+    for cls in classes:
+        for base in cls.__mro__:
+            if base is nn.Module:
+                break
+            if "__call__" in base.__dict__ or "__getattr__" in base.__dict__:
+                return None
+    return classes
+
+
+def _patch_classes(classes: list[type], getattr_fn: Any, call_fn: Any,
+                   patched: list[type]) -> None:
+    for cls in classes:
+        patched.append(cls)  # before the assignments: a failure still removes both
+        cls.__getattr__ = getattr_fn  # type: ignore[attr-defined]
+        cls.__call__ = call_fn  # type: ignore[attr-defined]
+
+
+def _unpatch_classes(patched: list[type]) -> None:
+    """Remove the wrappers again: the classes inherit nn.Module's methods as before."""
+    while patched:
+        cls = patched.pop()
+        for name in ("__call__", "__getattr__"):
+            if name in cls.__dict__:
+                delattr(cls, name)

@@ -6,6 +6,7 @@ import copy
 import math
 import operator
 from collections import namedtuple
+from typing import Any
 
 import pytest
 import torch
@@ -182,9 +183,57 @@ def test_module_trace_restores_what_it_patches_also_when_tracing_fails() -> None
 
     call, getattr_ = nn.Module.__call__, nn.Module.__getattr__
     with pytest.raises(fx.proxy.TraceError):
-        FxRazorTracer().trace(Fails())
+        FxRazorTracer().trace(nn.Sequential(nn.ReLU(), Fails()))
     assert (nn.Module.__call__, nn.Module.__getattr__) == (call, getattr_)
+    for cls in (Fails, nn.Sequential, nn.ReLU):  # the wrappers went from the classes too
+        assert "__call__" not in vars(cls) and "__getattr__" not in vars(cls)
     assert not is_fx_tracing()
+
+
+class _ReadsChildWeights(nn.Module):
+    """A forward that reads a leaf layer's parameter and a buffer through the layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.norm = nn.BatchNorm1d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.lin.weight * 2  # must stay tied to the parameter, not become a constant
+        return self.norm(x @ w.t()) + self.norm.running_mean
+
+
+class _OwnCall(nn.Linear):
+    """A layer class with its own __call__ that calls nn.Module's through super()."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(*args, **kwargs) * 2
+
+
+class _OwnGetattr(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def __getattr__(self, name: str) -> Any:
+        return super().__getattr__(name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) + self.lin.bias
+
+
+@pytest.mark.parametrize("model", [
+    _ReadsChildWeights(),  # (the weight is a get_attr, then the mul)
+    nn.Sequential(nn.ReLU(), _OwnCall(4, 4)),  # patched on nn.Module itself, as fx does
+    nn.Sequential(_OwnGetattr(), nn.ReLU()),
+], ids=["child-weights", "own-call", "own-getattr"])
+def test_module_trace_equals_fx_trace_for_attribute_reads_and_own_special_methods(
+        model: nn.Module) -> None:
+    ours, theirs = _both_routes(model)
+    assert ours == theirs
+    assert "__call__" not in vars(nn.Sequential) and "__getattr__" not in vars(nn.Linear)
+    # the classes' own special methods are still theirs
+    assert "__call__" in vars(_OwnCall) and "__getattr__" in vars(_OwnGetattr)
 
 
 class _Block(nn.Module):
