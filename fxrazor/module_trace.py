@@ -163,8 +163,8 @@ def _patch_classes(classes: list[type], getattr_fn: Any, call_fn: Any,
                    patched: list[type]) -> None:
     for cls in classes:
         patched.append(cls)  # before the assignments: a failure still removes both
-        cls.__getattr__ = getattr_fn  # type: ignore[attr-defined]
-        cls.__call__ = call_fn  # type: ignore[attr-defined]
+        setattr(cls, "__getattr__", getattr_fn)  # noqa: B010 - a class, not an instance
+        setattr(cls, "__call__", call_fn)  # noqa: B010
 
 
 def _unpatch_classes(patched: list[type]) -> None:
