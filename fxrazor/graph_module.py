@@ -17,10 +17,12 @@ Example:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.nn.modules.module import _global_module_registration_hooks as _registration_hooks
 
 __all__ = ["build_graph_module"]
 
@@ -32,6 +34,32 @@ except ImportError:  # pragma: no cover - older torch
 
 # path -> (object at that path in the traced root, object at that path in the new module)
 _Pairs = dict[str, tuple[Any, Any]]
+
+# What ``nn.Module.__init__`` leaves in a bare module's ``__dict__``: a container made here
+# gets fresh copies of these (its own registries), at a third of ``__init__``'s cost.
+_BARE_STATE = tuple(nn.Module().__dict__.items())
+_FRESH = (dict, OrderedDict, set)
+_MODULE_SETATTR = nn.Module.__setattr__
+
+
+def _bare_module(mode: bool) -> nn.Module:
+    """``nn.Module()`` in training mode ``mode``."""
+    module = object.__new__(nn.Module)
+    state = module.__dict__
+    for key, value in _BARE_STATE:
+        state[key] = type(value)() if type(value) in _FRESH else value
+    state["training"] = mode
+    return module
+
+
+def _add_child(parent: nn.Module, name: str, child: nn.Module) -> None:
+    """``setattr(parent, name, child)`` for a parent made here (or the new GraphModule),
+    which holds nothing else under ``name``: straight into ``_modules`` unless module
+    registration hooks are installed, which ``setattr`` runs."""
+    if _registration_hooks or type(parent).__setattr__ is not _MODULE_SETATTR:
+        setattr(parent, name, child)
+    else:
+        parent._modules[name] = child
 
 
 def build_graph_module(root: nn.Module, graph: fx.Graph, class_name: str,
@@ -66,6 +94,8 @@ def _install(pairs: _Pairs, target: str, mode: bool) -> None:
     if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
         persistent = field not in source._non_persistent_buffers_set
         dest.register_buffer(field, value, persistent=persistent)
+    elif isinstance(value, nn.Module) and field not in dest.__dict__:
+        _add_child(dest, field, value)
     else:
         setattr(dest, field, value)
     pairs[target] = (value, value)  # whole: nothing below it needs installing
@@ -86,8 +116,7 @@ def _containers(pairs: _Pairs, path: str, mode: bool) -> tuple[Any, Any] | None:
         # are in ``_modules`` alone, and a missing one is not an AttributeError to raise
         dest = up[1]._modules.get(item)
         if dest is None:
-            dest = nn.Module()
-            object.__setattr__(dest, "training", mode)  # a plain bool: no nn.Module checks
-            setattr(up[1], item, dest)
+            dest = _bare_module(mode)
+            _add_child(up[1], item, dest)
         found = pairs[path] = (source, dest)
     return None if found[0] is found[1] else found

@@ -57,8 +57,12 @@ class DynamicGraph:
 
 def global_index(pmap: PositionMap, offsets: np.ndarray, total: int) -> torch.Tensor:
     """Positions → index into the concatenated unit masks (pinned → ``total``)."""
+    return torch.from_numpy(_global_index_array(pmap, offsets, total))
+
+
+def _global_index_array(pmap: PositionMap, offsets: np.ndarray, total: int) -> np.ndarray:
     gidx = np.where(pmap.unit >= 0, offsets[np.maximum(pmap.unit, 0)] + pmap.channel, total)
-    return torch.from_numpy(gidx.astype(np.int64))
+    return gidx.astype(np.int64, copy=False)
 
 
 def _slot_indices(slot_maps: dict[Slot, PositionMap], offsets: np.ndarray, total: int
@@ -70,14 +74,14 @@ def _slot_indices(slot_maps: dict[Slot, PositionMap], offsets: np.ndarray, total
     maps = list(slot_maps.items())
     joined = PositionMap(np.concatenate([p.unit for _, p in maps]),
                          np.concatenate([p.channel for _, p in maps]))
-    gidx = global_index(joined, offsets, total)
-    lengths = [len(p) for _, p in maps]
-    ends = np.cumsum(lengths)
+    gidx = _global_index_array(joined, offsets, total)
+    ends = np.cumsum([len(p) for _, p in maps])
+    starts = np.r_[0, ends[:-1]]
     free_before = np.r_[0, np.cumsum(joined.unit >= 0)]
-    free = (free_before[ends] - free_before[ends - lengths]).tolist()
+    free = (free_before[ends] - free_before[starts]).tolist()
     # each its own tensor, not a view of one buffer that every pickled binding would carry
-    return {slot: piece.clone() for (slot, _), piece, n in
-            zip(maps, gidx.split(lengths), free, strict=True) if n}
+    return {slot: torch.from_numpy(gidx[a:b].copy()) for (slot, _), a, b, n in
+            zip(maps, starts.tolist(), ends.tolist(), free, strict=True) if n}
 
 
 def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,

@@ -104,3 +104,35 @@ def test_same_tree_and_output_as_fx(case: str) -> None:
     x = torch.randn(shape)
     torch.testing.assert_close(built(x), expected(x), rtol=0, atol=0)
     assert not hasattr(built.get_submodule("block") if case == "attributes" else built, "last")
+
+
+def test_registration_hooks_see_what_fx_installs() -> None:
+    from torch.nn.modules.module import register_module_module_registration_hook
+
+    model = _Attributes().eval()
+    graph = FxRazorTracer().trace(model)
+    seen: list[tuple[str, str]] = []
+    handle = register_module_module_registration_hook(
+        lambda parent, name, child: seen.append((name, type(child).__name__)))
+    try:
+        fx.GraphModule(model, graph)
+        by_fx, seen[:] = list(seen), []
+        build_graph_module(model, graph, "Net")
+    finally:
+        handle.remove()
+    assert seen == by_fx and ("block", "Module") in seen
+
+
+def test_containers_are_bare_modules_with_their_own_registries() -> None:
+    model = torchvision.models.resnet18().eval()
+    built = build_graph_module(model, FxRazorTracer().trace(model), "Net")
+    containers = [m for _, m in built.named_modules() if type(m) is nn.Module]
+    assert len(containers) > 2
+    fresh = nn.Module()
+    for c in containers:
+        assert {k: type(v) for k, v in vars(c).items() if k != "_modules"} == \
+            {k: type(v) for k, v in vars(fresh).items() if k != "_modules"}
+        assert c.training is True  # fx leaves its bare containers in training mode
+    registries = [id(v) for c in containers for k, v in vars(c).items()
+                  if isinstance(v, (dict, set)) and k != "_modules"]
+    assert len(registries) == len(set(registries))  # none shared between containers
