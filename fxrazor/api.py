@@ -178,7 +178,7 @@ def _convert(model: nn.Module, example_inputs: Any, unit: Any, unit_args: dict |
     analysis = discover_units(traced, module_rules, function_rules, method_rules, split_dims)
     # convert's own copies of the layers become the dynamic ops themselves
     dyn = insert_dynamic_ops(traced.graph_module, analysis, dynamic_ops,
-                             user_modules=traced.user_module_ids)
+                             user_modules=traced.user_module_ids, modules=traced.modules())
     units = _build_units(analysis.units, unit_cls, dict(unit_args or {}))
     for spec, u in zip(analysis.units, units, strict=True):
         if isinstance(u, L1MutableChannelUnit):

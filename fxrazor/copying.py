@@ -41,20 +41,12 @@ __all__ = ["copy_module"]
 _lazy_clone = getattr(torch, "_lazy_clone", None)
 
 
-def _storage_key(tensor: torch.Tensor) -> int:
-    # The StorageImpl address: tensors viewing one storage share it (no data pointer read,
-    # which would force a pending copy-on-write to happen).
-    return tensor.untyped_storage()._cdata
-
-
-def _lazily_clonable(tensor: torch.Tensor) -> bool:
+def _lazily_clonable(tensor: torch.Tensor, storage: torch.UntypedStorage) -> bool:
     # ``is_cpu`` and the storage's ``is_shared`` answer as ``device.type`` and
     # ``Tensor.is_shared`` do, at a fraction of their cost (the latter builds a typed storage)
     return (type(tensor) in (torch.Tensor, nn.Parameter)
             and tensor.is_cpu
-            and tensor.layout == torch.strided
-            and not tensor.is_quantized
-            and not tensor.untyped_storage().is_shared())
+            and not storage.is_shared())
 
 
 def _module_tensors(module: nn.Module, seen: set[int]) -> dict[int, torch.Tensor]:
@@ -77,7 +69,9 @@ def _module_tensors(module: nn.Module, seen: set[int]) -> dict[int, torch.Tensor
 
 
 def _lazy_copy(tensor: torch.Tensor) -> torch.Tensor:
-    data = _lazy_clone(tensor.detach())  # type: ignore[misc]
+    """A copy-on-write clone with the tensor's type and ``requires_grad`` (call under
+    ``torch.no_grad()``: the clone is then a leaf without a grad_fn)."""
+    data = _lazy_clone(tensor)  # type: ignore[misc]
     if isinstance(tensor, nn.Parameter):
         return nn.Parameter(data, tensor.requires_grad)
     return data.requires_grad_(tensor.requires_grad)
@@ -105,13 +99,17 @@ def copy_module(module: nn.Module, source_ids: set[int] | None = None) -> nn.Mod
     clonable = []
     for tensor in tensors.values():
         if tensor.layout == torch.strided and not tensor.is_quantized and not tensor.is_meta:
-            key = _storage_key(tensor)
+            storage = tensor.untyped_storage()
+            # The StorageImpl address: tensors viewing one storage share it (no data
+            # pointer read, which would force a pending copy-on-write to happen).
+            key = storage._cdata
             users[key] += 1
-            if _lazily_clonable(tensor):
+            if _lazily_clonable(tensor, storage):
                 clonable.append((tensor, key))
-    for tensor, key in clonable:
-        if users[key] == 1:
-            memo[id(tensor)] = _lazy_copy(tensor)
+    with torch.no_grad():  # the copies are leaves, as detached ones would be
+        for tensor, key in clonable:
+            if users[key] == 1:
+                memo[id(tensor)] = _lazy_copy(tensor)
     return _deepcopy(module, memo)
 
 

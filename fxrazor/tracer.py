@@ -74,6 +74,15 @@ class TracedModel:
     opaque: dict[str, str] = field(default_factory=dict)
     example_args: tuple[Any, ...] = ()
     user_module_ids: frozenset[int] | None = None
+    _modules: dict[str, nn.Module] | None = field(default=None, repr=False, compare=False)
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Every module of the graph module by path, shared ones under each of their paths
+        (``named_modules(remove_duplicate=False)``), walked once: the passes after tracing
+        all look layers up by path. Read-only; it describes the graph module as traced."""
+        if self._modules is None:
+            self._modules = dict(self.graph_module.named_modules(remove_duplicate=False))
+        return self._modules
 
 
 class FxRazorTracer(fx.Tracer):

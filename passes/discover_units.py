@@ -58,7 +58,8 @@ class AnalysisContext:
     def __init__(self, traced: TracedModel, module_rules: dict, function_rules: dict,
                  method_rules: dict, split_dims: str = "largest") -> None:
         self.gm = traced.graph_module
-        self.modules = dict(self.gm.named_modules(remove_duplicate=False))  # one path walk
+        # one path walk, shared with later passes (keys are node targets)
+        self.modules: dict[Any, nn.Module] = traced.modules()
         self.opaque = traced.opaque
         self.space = ElementSpace()
         self.infos: dict[fx.Node, Any] = {}

@@ -86,13 +86,16 @@ def _slot_indices(slot_maps: dict[Slot, PositionMap], offsets: np.ndarray, total
 
 def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
                        dynamic_ops: dict[type, type] | None = None,
-                       user_modules: AbstractSet[int] | None = None) -> DynamicGraph:
+                       user_modules: AbstractSet[int] | None = None,
+                       modules: dict[str, nn.Module] | None = None) -> DynamicGraph:
     """Turn ``gm`` into a supernet graph, in place (``gm`` must be a private copy).
 
     ``user_modules`` says that ``gm``'s layers are convert's own copies except the
     modules with these ids (the user's, shared by the copy): a copy that ``gm`` holds
     under one name only becomes a dynamic op in place instead of being wrapped in a new
-    one. None (the default) wraps every layer: they may be held elsewhere."""
+    one. None (the default) wraps every layer: they may be held elsewhere.
+    ``modules`` is ``dict(gm.named_modules(remove_duplicate=False))`` where the caller
+    has it already (see ``TracedModel.modules``); it is not changed."""
     ops = {**DYNAMIC_OPS, **(dynamic_ops or {})}
     sizes = np.array([u.num_channels for u in analysis.units], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else sizes
@@ -102,7 +105,9 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
     new = gm
     result = DynamicGraph(new)
     params: dict[str, DynamicParam] = {}
-    modules = dict(new.named_modules(remove_duplicate=False))  # one walk, not one per lookup
+    # one walk, not one per lookup; a copy, as layers are replaced in it below
+    modules = dict(modules) if modules is not None else \
+        dict(new.named_modules(remove_duplicate=False))
     adoptable = _adoptable(modules, user_modules)
     for slot, gidx in _slot_indices(analysis.slot_maps, offsets, total).items():
         if slot.is_param:
