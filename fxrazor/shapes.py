@@ -26,7 +26,7 @@ from typing import Any, overload
 
 import torch
 from torch import fx, nn
-from torch.fx.node import map_aggregate
+from torch.fx.node import map_aggregate, map_arg
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from fxrazor.errors import ExampleInputError
@@ -123,6 +123,24 @@ class _MetaShapeRecorder(_ShapeRecorder):
         # Meta values cost no memory: no need to free each after its last use (which
         # needs a walk over every node's inputs first).
         super().__init__(module, garbage_collect_values=False)
+
+    def run(self, *args: Any) -> Any:  # type: ignore[override]
+        """``Interpreter.run`` without its progress bar, partial environments, freeing of
+        values and error decoration (a failure here falls back to the real run, which
+        has them); with the lookup below, 7% of recording mobilenet_v3_small's shapes."""
+        args = self.graph.process_inputs(*args)
+        self.env = env = {}
+        self.args_iter = iter(args)
+        for node in self.graph.nodes:
+            env[node] = value = self.run_node(node)
+            if node.op == "output":
+                return self.graph.process_outputs(value)
+        return None
+
+    def fetch_args_kwargs_from_env(self, n: fx.Node) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        # the environment looked up directly: every input ran before (a graph is in order)
+        load = self.env.__getitem__
+        return map_arg(n.args, load), map_arg(n.kwargs, load)  # type: ignore[return-value]
 
     def fetch_attr(self, target: str) -> Any:
         return _to_meta(super().fetch_attr(target))

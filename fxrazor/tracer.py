@@ -124,6 +124,8 @@ class FxRazorTracer(fx.Tracer):
         # trace never produces, and the ``args``/``kwargs`` setters record the uses alone.
         if type(args) is not tuple or not isinstance(kwargs, dict):  # let fx check and say
             return self.graph.create_node(kind, target, args, kwargs, name, type_expr)
+        if name is None:
+            name = _candidate_name(self.graph, target)
         node = self.graph.create_node(kind, target, None, None, name, type_expr)
         if args:
             node.args = args
@@ -159,6 +161,32 @@ class FxRazorTracer(fx.Tracer):
             if not hasattr(e, "_fxrazor_module"):
                 e._fxrazor_module = path  # type: ignore[union-attr]
             raise
+
+
+# (is a callable, text) -> fx's base name for a node of that target; bounded
+_CANDIDATES: dict[tuple[bool, str], str] = {}
+_MAX_CANDIDATES = 8192
+
+
+def _candidate_name(graph: fx.Graph, target: Any) -> str | None:
+    """``graph._target_to_str(target)``, the base of a new node's name (fx makes it
+    unique), remembered by the target's text: fx lowercases it with two regular
+    expressions for every node. None where fx must work it out itself."""
+    if type(graph)._target_to_str is not fx.Graph._target_to_str:
+        return None
+    if isinstance(target, str):
+        key = (False, target)
+    elif callable(target) and isinstance(getattr(target, "__name__", None), str):
+        key = (True, target.__name__)  # fx reads the name alone
+    else:
+        return None
+    found = _CANDIDATES.get(key)
+    if found is None:
+        found = graph._target_to_str(target)
+        if len(_CANDIDATES) >= _MAX_CANDIDATES:
+            _CANDIDATES.clear()
+        _CANDIDATES[key] = found
+    return found
 
 
 def _split_leaf_spec(leaf_modules: Iterable[type | str]) -> tuple[tuple[type, ...], set[str]]:

@@ -263,3 +263,16 @@ def test_convert_frees_its_traced_copy_without_waiting_for_a_collection() -> Non
         if was:
             gc.enable()
     assert len(supernet.units) >= 1
+
+
+def test_remembered_node_base_names_are_fx_names() -> None:
+    import functools
+
+    from fxrazor.tracer import _candidate_name
+
+    graph = fx.Graph()
+    targets = ["features.0.Conv", "__getitem__", "mulAdd", operator.add, torch.relu,
+               F.conv2d, lambda t: t, math.sqrt]
+    for target in targets * 2:  # the second time from the cache
+        assert _candidate_name(graph, target) == graph._target_to_str(target)
+    assert _candidate_name(graph, functools.partial(torch.add, alpha=2)) is None  # no name
