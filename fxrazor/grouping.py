@@ -150,17 +150,20 @@ def group_units(space: ElementSpace, slots: list[tuple[Slot, np.ndarray]],
     signature = run_slot * (int(lengths.max()) + 1) + lengths
     units = _build_units(signature, ~pinned, comp_first, n_runs, slots, run_slot, lengths,
                          run_comp, starts, pos, width, comp_unit, comp_chan)
-    # Worked out when read (summaries only), from what it needs kept aside.
+    # Worked out when read (summaries only), from what it needs kept aside: the pinned
+    # components' runs (positions per run: a segment component's width times its count)
+    # and the components each pin reaches.
     groups: PinnedGroups | tuple = ()
-    if pinned.any() and seg is not None:
-        groups = PinnedGroups(functools.partial(_element_pinned_groups, labels, slots,
-                                                list(space.pins)))
-    elif pinned.any():
+    if pinned.any():
+        if seg is None:
+            pin_comps, pin_counts = pin_labels, [len(ids) for ids, _ in space.pins]
+        else:
+            pin_comps, pin_counts = seg.pin_comps, seg.pin_counts.tolist()
+        positions = lengths if width is None else lengths * width
         groups = PinnedGroups(functools.partial(
             _pinned_groups, _pinned_runs(pinned, run_comp[comp_first], comp_first, n_runs,
-                                         lengths, run_slot, no_producer),
-            [s for s, _ in slots], pin_labels, [len(ids) for ids, _ in space.pins],
-            [why for _, why in space.pins]))
+                                         positions, run_slot, no_producer),
+            [s for s, _ in slots], pin_comps, pin_counts, [why for _, why in space.pins]))
     return units, groups, comp_unit, comp_chan, labels
 
 
@@ -179,20 +182,6 @@ def _flags(run_comp: np.ndarray, run_slot: np.ndarray, pin_labels: np.ndarray,
     is_producer = np.array([s.is_producer for s, _ in slots])
     no_producer = ~np.logical_or.reduceat(is_producer[run_slot], comp_first) & ~pinned
     return comp_first, n_runs, pinned | no_producer, no_producer
-
-
-def _element_pinned_groups(labels: np.ndarray, slots: list[tuple[Slot, np.ndarray]],
-                           pins: list[tuple[np.ndarray, str]]):
-    """The pinned groups, worked out on single elements."""
-    _, comp, slot, _, starts, lengths = _runs(*_element_entries(labels, slots), len(slots))
-    run_comp, run_slot = comp[starts], slot[starts]
-    pin_labels = labels[np.concatenate([ids for ids, _ in pins])] if pins \
-        else np.zeros(0, dtype=np.int64)
-    comp_first, n_runs, pinned, no_producer = _flags(run_comp, run_slot, pin_labels, slots)
-    runs = _pinned_runs(pinned, run_comp[comp_first], comp_first, n_runs, lengths, run_slot,
-                        no_producer)
-    return _pinned_groups(runs, [s for s, _ in slots], pin_labels,
-                          [len(ids) for ids, _ in pins], [why for _, why in pins])
 
 
 def _pinned_runs(pinned, comp_ids, comp_first, n_runs, lengths, run_slot, no_producer):

@@ -10,9 +10,9 @@ exactly to the elements at offset k of the segments it is joined with. Component
 unit signatures and channel order follow from a few hundred segments instead of tens of
 thousands of elements (a small CNN), or millions (a 7B LLM).
 
-Joins that scatter ids (a channel shuffle, a flatten of C×H×W features) break into many
-short ranges; there segments gain nothing, and :func:`segment` returns None so that the
-caller resolves single elements.
+Joins that scatter ids (a channel shuffle, a flatten of C×H×W features, whole attention
+heads tied at each head-dim offset) break into many short ranges; there segments gain
+nothing, and :func:`segment` returns None so that the caller resolves single elements.
 
 Example:
     >>> from fxrazor.channels import ElementSpace
@@ -57,6 +57,8 @@ class Segments:
             ``pos + k``.
         pinned: labels of the first elements of the pinned segments' components; pins
             cover whole segments, so each such component is pinned at every offset.
+        pin_comps, pin_counts: the same label for each segment of each pin, pin after pin
+            (``pin_counts`` of them each), for the reasons of the pinned groups.
     """
 
     labels: np.ndarray
@@ -65,6 +67,8 @@ class Segments:
     pos: np.ndarray
     width: np.ndarray
     pinned: np.ndarray
+    pin_comps: np.ndarray
+    pin_counts: np.ndarray
 
 
 def _ranges(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
@@ -157,7 +161,7 @@ def segment(space: ElementSpace, slots: Sequence[np.ndarray],
     length = np.diff(np.r_[piece, len(left)])
     a, b = left[piece], right[piece]
     s0, slot_lens, slot_owner, slot_pos, _ = _ranges(slots)
-    p0, pin_lens, *_ = _ranges([ids for ids, _ in space.pins])
+    p0, pin_lens, pin_owner, *_ = _ranges([ids for ids, _ in space.pins])
     cuts = np.unique(np.concatenate([[0, size], a, a + length, b, b + length,
                                      s0, s0 + slot_lens, p0, p0 + pin_lens]))
     # cuts only grow, and never beyond size + 1: unbounded rounds end too
@@ -174,7 +178,9 @@ def segment(space: ElementSpace, slots: Sequence[np.ndarray],
     first_start = seg_start[connected_labels(len(seg_len), seg_a, seg_b)]
     labels = np.repeat(first_start - seg_start, seg_len) + np.arange(size, dtype=np.int64)
     seg, run = _segments_of(cuts, s0, slot_lens)
-    pinned_segs, _ = _segments_of(cuts, p0, pin_lens)
+    pinned_segs, pin_range = _segments_of(cuts, p0, pin_lens)
+    pin_comps = first_start[pinned_segs]
     return Segments(labels, first_start[seg], slot_owner[run],
                     slot_pos[run] + (seg_start[seg] - s0[run]), seg_len[seg],
-                    np.unique(first_start[pinned_segs]))
+                    np.unique(pin_comps), pin_comps,
+                    np.bincount(pin_owner[pin_range], minlength=len(space.pins)))
