@@ -72,17 +72,15 @@ class Segments:
 
 
 def _ranges(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                    np.ndarray, np.ndarray]:
+                                                    np.ndarray]:
     """The arrays' ids cut into maximal ranges of consecutive ids within one array: (first
-    id, length, array and position in it) of each range, and each array's first index in
-    the concatenation."""
+    id, length, array and position in it) of each range."""
     lens = np.fromiter((len(x) for x in arrays), dtype=np.int64, count=len(arrays))
     flat = np.concatenate(arrays) if len(arrays) else np.zeros(0, dtype=np.int64)
     firsts = np.cumsum(lens) - lens
     starts = np.flatnonzero(_breaks(flat, firsts))
     owner = np.searchsorted(firsts, starts, side="right") - 1
-    return (flat[starts], np.diff(np.r_[starts, len(flat)]), owner, starts - firsts[owner],
-            firsts)
+    return flat[starts], np.diff(np.r_[starts, len(flat)]), owner, starts - firsts[owner]
 
 
 def _breaks(flat: np.ndarray, firsts: np.ndarray) -> np.ndarray:
@@ -160,8 +158,8 @@ def segment(space: ElementSpace, slots: Sequence[np.ndarray],
         return None
     length = np.diff(np.r_[piece, len(left)])
     a, b = left[piece], right[piece]
-    s0, slot_lens, slot_owner, slot_pos, _ = _ranges(slots)
-    p0, pin_lens, pin_owner, *_ = _ranges([ids for ids, _ in space.pins])
+    s0, slot_lens, slot_owner, slot_pos = _ranges(slots)
+    p0, pin_lens, pin_owner, _ = _ranges([ids for ids, _ in space.pins])
     cuts = np.unique(np.concatenate([[0, size], a, a + length, b, b + length,
                                      s0, s0 + slot_lens, p0, p0 + pin_lens]))
     # cuts only grow, and never beyond size + 1: unbounded rounds end too
