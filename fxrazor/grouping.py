@@ -135,13 +135,17 @@ def group_units(space: ElementSpace, slots: list[tuple[Slot, np.ndarray]],
     seg = None if segments is False else \
         segment(space, [ids for _, ids in slots], joined, always=bool(segments))
     width: np.ndarray | None = None
+    # pin_labels: the component of each pinned element (each pinned segment), pin after
+    # pin, pin_counts of them each
     if seg is None:
         labels = connected_labels(space.size, *joined)
         comp, slot, pos = _element_entries(labels, slots)
-        pin_labels = _pin_labels(labels, space)
+        pin_labels = labels[np.concatenate([ids for ids, _ in space.pins])] \
+            if space.pins else np.zeros(0, dtype=np.int64)
+        pin_counts = [len(ids) for ids, _ in space.pins]
     else:
-        labels, comp, slot, pos, pin_labels = seg.labels, seg.comp, seg.slot, seg.pos, \
-            seg.pinned
+        labels, comp, slot, pos = seg.labels, seg.comp, seg.slot, seg.pos
+        pin_labels, pin_counts = seg.pin_comps, seg.pin_counts.tolist()
     order, comp, slot, pos, starts, lengths = _runs(comp, slot, pos, len(slots))
     if seg is not None:
         width = seg.width[order][starts]
@@ -155,21 +159,12 @@ def group_units(space: ElementSpace, slots: list[tuple[Slot, np.ndarray]],
     # and the components each pin reaches.
     groups: PinnedGroups | tuple = ()
     if pinned.any():
-        if seg is None:
-            pin_comps, pin_counts = pin_labels, [len(ids) for ids, _ in space.pins]
-        else:
-            pin_comps, pin_counts = seg.pin_comps, seg.pin_counts.tolist()
         positions = lengths if width is None else lengths * width
         groups = PinnedGroups(functools.partial(
             _pinned_groups, _pinned_runs(pinned, run_comp[comp_first], comp_first, n_runs,
                                          positions, run_slot, no_producer),
-            [s for s, _ in slots], pin_comps, pin_counts, [why for _, why in space.pins]))
+            [s for s, _ in slots], pin_labels, pin_counts, [why for _, why in space.pins]))
     return units, groups, comp_unit, comp_chan, labels
-
-
-def _pin_labels(labels: np.ndarray, space: ElementSpace) -> np.ndarray:
-    return labels[np.concatenate([ids for ids, _ in space.pins])] \
-        if space.pins else np.zeros(0, dtype=np.int64)
 
 
 def _flags(run_comp: np.ndarray, run_slot: np.ndarray, pin_labels: np.ndarray,

@@ -55,10 +55,9 @@ class Segments:
             its slot, the slot position of its first element and its number of elements.
             The element at offset k of an entry has label ``comp + k`` and position
             ``pos + k``.
-        pinned: labels of the first elements of the pinned segments' components; pins
-            cover whole segments, so each such component is pinned at every offset.
-        pin_comps, pin_counts: the same label for each segment of each pin, pin after pin
-            (``pin_counts`` of them each), for the reasons of the pinned groups.
+        pin_comps, pin_counts: for each segment of each pin, pin after pin
+            (``pin_counts`` of them each), the label of its component's first element;
+            pins cover whole segments, so such a component is pinned at every offset.
     """
 
     labels: np.ndarray
@@ -66,7 +65,6 @@ class Segments:
     slot: np.ndarray
     pos: np.ndarray
     width: np.ndarray
-    pinned: np.ndarray
     pin_comps: np.ndarray
     pin_counts: np.ndarray
 
@@ -177,8 +175,7 @@ def segment(space: ElementSpace, slots: Sequence[np.ndarray],
     labels = np.repeat(first_start - seg_start, seg_len) + np.arange(size, dtype=np.int64)
     seg, run = _segments_of(cuts, s0, slot_lens)
     pinned_segs, pin_range = _segments_of(cuts, p0, pin_lens)
-    pin_comps = first_start[pinned_segs]
     return Segments(labels, first_start[seg], slot_owner[run],
                     slot_pos[run] + (seg_start[seg] - s0[run]), seg_len[seg],
-                    np.unique(pin_comps), pin_comps,
+                    first_start[pinned_segs],
                     np.bincount(pin_owner[pin_range], minlength=len(space.pins)))
