@@ -34,7 +34,7 @@ import fxrazor
 from fxrazor.mutables.base import BaseMutable
 from fxrazor.passes.discover_units import discover_units
 from fxrazor.passes.insert_dynamic_ops import insert_dynamic_ops
-from fxrazor.tracer import trace_model
+from fxrazor.trace.tracer import trace_model
 
 __all__ = ["main"]
 

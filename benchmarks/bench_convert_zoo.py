@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved_medians, make_parser, print_table, setup_torch  # noqa: E402
 
 import fxrazor  # noqa: E402
-from fxrazor.zoo import model_specs  # noqa: E402
+from fxrazor.verify.zoo import model_specs  # noqa: E402
 
 __all__ = ["main"]
 

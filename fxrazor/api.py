@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fxrazor.analysis import UnitSpec
+from fxrazor.analysis.result import UnitSpec
 from fxrazor.errors import InvalidChoiceError, UnsupportedModelError
 from fxrazor.mutables.base import BaseMutable
 from fxrazor.mutables.channel_unit import (
@@ -35,7 +35,7 @@ from fxrazor.mutables.channel_unit import (
     OneShotMutableChannelUnit,
     SequentialMutableChannelUnit,
 )
-from fxrazor.mutables.more_units import (
+from fxrazor.mutables.method_units import (
     DCFFChannelUnit,
     DMCPChannelUnit,
     L1MutableChannelUnit,
@@ -45,7 +45,7 @@ from fxrazor.passes.discover_units import discover_units
 from fxrazor.passes.freeze import freeze as _freeze
 from fxrazor.passes.insert_dynamic_ops import insert_dynamic_ops
 from fxrazor.supernet import Supernet
-from fxrazor.tracer import trace_model
+from fxrazor.trace.tracer import trace_model
 
 __all__ = ["convert", "convert_", "freeze", "UNIT_TYPES"]
 
@@ -129,7 +129,7 @@ def convert(model: nn.Module, example_inputs: Any, unit: str | type[MutableChann
         unit_args: keyword arguments for every unit (e.g. ``{"choice_mode": "ratio"}``).
         leaf_modules: module types or qualified names to keep as single opaque nodes.
         module_rules, function_rules, method_rules: extra channel rules, e.g.
-            ``{MyAct: fxrazor.module_rules.elementwise_module}``.
+            ``{MyAct: fxrazor.rules.layers.elementwise_module}``.
         dynamic_ops: extra ``{static type: dynamic op type}`` entries.
         split_dims: ``"largest"`` prunes the largest dim of a split channel dim (attention
             head dims); ``"outer"`` prunes the outer one (whole attention heads).
@@ -208,9 +208,6 @@ def convert_(model: nn.Module, example_inputs: Any, unit: str | type[MutableChan
         >>> sn.graph_module.get_submodule("0").weight is model[0].weight
         True
     """
-    from fxrazor.decompose import decompose_modules
-
-    decompose_modules(model)
     return _convert(model, example_inputs, unit, unit_args, leaf_modules, module_rules,
                     function_rules, method_rules, dynamic_ops, split_dims, copy_model=False)
 

@@ -18,7 +18,7 @@ from tabulate import tabulate
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fxrazor.modes import evaluating
+from fxrazor.trace.modes import evaluating
 
 __all__ = ["summary", "measure"]
 

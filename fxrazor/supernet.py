@@ -23,7 +23,7 @@ from typing import Any, cast
 import torch
 from torch import fx, nn
 
-from fxrazor.analysis import ChannelAnalysis
+from fxrazor.analysis.result import ChannelAnalysis
 from fxrazor.errors import InvalidChoiceError, SubnetConfigError, UnknownUnitError
 from fxrazor.mutables.channel_unit import MutableChannelUnit
 from fxrazor.ops.base import Selection

@@ -4,7 +4,7 @@ connected channel elements into units.
 Example:
     >>> import torch
     >>> from torch import nn
-    >>> from fxrazor.tracer import trace_model
+    >>> from fxrazor.trace.tracer import trace_model
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
     >>> analysis = discover_units(trace_model(model, torch.randn(1, 3, 8, 8)))
     >>> [(u.name, u.num_channels) for u in analysis.units]
@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from fxrazor.analysis import ChannelAnalysis, PositionMap, ResizeSite, Slot
-from fxrazor.channels import ElementSpace, SymSize, TensorInfo
+from fxrazor.analysis.elements import ElementSpace, SymSize, TensorInfo
+from fxrazor.analysis.grouping import group_units
+from fxrazor.analysis.result import ChannelAnalysis, PositionMap, ResizeSite, Slot
 from fxrazor.errors import InvalidChoiceError
-from fxrazor.grouping import group_units
-from fxrazor.module_rules import MODULE_RULES, lookup_by_type
-from fxrazor.op_rules import FUNCTION_RULES, METHOD_RULES, NAMED_FUNCTION_RULES
-from fxrazor.tracer import TracedModel
+from fxrazor.rules.functions import FUNCTION_RULES, METHOD_RULES, NAMED_FUNCTION_RULES
+from fxrazor.rules.layers import MODULE_RULES, lookup_by_type
+from fxrazor.trace.tracer import TracedModel
 
 __all__ = ["discover_units", "AnalysisContext"]
 
@@ -274,9 +274,9 @@ def discover_units(traced: TracedModel, module_rules: dict[type, Any] | None = N
     """Find the channel units of a traced model.
 
     Args:
-        traced: the output of :func:`fxrazor.tracer.trace_model`.
+        traced: the output of :func:`fxrazor.trace.tracer.trace_model`.
         module_rules, function_rules, method_rules: extra rules merged over the defaults,
-            e.g. ``{MyAct: fxrazor.module_rules.elementwise_module}``.
+            e.g. ``{MyAct: fxrazor.rules.layers.elementwise_module}``.
         split_dims: when a reshape splits a prunable dim into several (attention heads ×
             head dim, channel groups), which one stays prunable: ``"largest"`` (head-dim
             pruning) or ``"outer"`` (whole heads / groups).

@@ -9,7 +9,7 @@ channel each position belongs to, so the supernet can push selections in one pas
 Example:
     >>> import torch
     >>> from torch import nn
-    >>> from fxrazor.tracer import trace_model
+    >>> from fxrazor.trace.tracer import trace_model
     >>> from fxrazor.passes.discover_units import discover_units
     >>> traced = trace_model(nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)),
     ...                      torch.randn(1, 3, 4, 4))
@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from fxrazor.analysis import ChannelAnalysis, PositionMap, ResizeSite, Slot
+from fxrazor.analysis.result import ChannelAnalysis, PositionMap, ResizeSite, Slot
 from fxrazor.errors import UnsupportedModelError
-from fxrazor.module_rules import lookup_by_type
 from fxrazor.ops import DYNAMIC_OPS, DynamicParam, SizeCounter
 from fxrazor.passes.inplace_adds import restore_inplace_adds
+from fxrazor.rules.layers import lookup_by_type
 
 __all__ = ["insert_dynamic_ops", "DynamicGraph", "Binding"]
 

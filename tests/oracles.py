@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fxrazor.oracle import zero_pruned_channels
+from fxrazor.verify.oracle import zero_pruned_channels
 
 __all__ = ["zero_pruned_channels", "count_params", "assert_close"]
 

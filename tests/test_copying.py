@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import fxrazor
-from fxrazor.copying import copy_module
+from fxrazor.trace.copying import copy_module
 
 _is_cow = getattr(torch._C, "_is_cow_tensor", None)
 
@@ -162,7 +162,7 @@ def test_copy_module_is_a_faithful_deep_copy(name: str) -> None:
 
 
 def test_without_copy_on_write_tensors_the_copy_is_a_plain_deep_copy(monkeypatch) -> None:
-    import fxrazor.copying as copying
+    import fxrazor.trace.copying as copying
 
     monkeypatch.setattr(copying, "_lazy_clone", None)  # a torch without torch._lazy_clone
     model = _model()

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fxrazor.analysis import ChannelAnalysis, PinnedGroup, UnitSpec
+from fxrazor.analysis.result import ChannelAnalysis, PinnedGroup, UnitSpec
 from fxrazor.errors import TraceFailedError
 from fxrazor.passes.discover_units import discover_units
-from fxrazor.tracer import trace_model
+from fxrazor.trace.tracer import trace_model
 
 
 def _load_models():

@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 import fxrazor
-from fxrazor.op_rules import pointwise
+from fxrazor.rules.functions import pointwise
 
 # pytest runs with --import-mode=importlib, which does not put tests/ on sys.path
 if str(Path(__file__).resolve().parent) not in sys.path:

@@ -8,8 +8,8 @@ import torch
 import torchvision
 from torch import fx, nn
 
-from fxrazor.graph_module import build_graph_module
-from fxrazor.tracer import FxRazorTracer
+from fxrazor.trace.graph_module import build_graph_module
+from fxrazor.trace.tracer import FxRazorTracer
 
 
 class _UnusedHead(nn.Module):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import fxrazor
-from fxrazor.oracle import zero_pruned_channels
+from fxrazor.verify.oracle import zero_pruned_channels
 
 # pytest runs with --import-mode=importlib, which does not put tests/ on sys.path
 if str(Path(__file__).resolve().parent) not in sys.path:

@@ -19,12 +19,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fxrazor.analysis import Slot
-from fxrazor.channels import ElementSpace
-from fxrazor.grouping import group_units
+from fxrazor.analysis.elements import ElementSpace
+from fxrazor.analysis.grouping import group_units
+from fxrazor.analysis.result import Slot
+from fxrazor.analysis.segments import segment
 from fxrazor.passes.discover_units import AnalysisContext
-from fxrazor.segments import segment
-from fxrazor.tracer import trace_model
+from fxrazor.trace.tracer import trace_model
 
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,8 +56,8 @@ def _analysis(model: torch.nn.Module, x: torch.Tensor) -> AnalysisContext:
 
 
 def _default_rules() -> tuple[dict, dict, dict]:
-    from fxrazor.module_rules import MODULE_RULES
-    from fxrazor.op_rules import FUNCTION_RULES, METHOD_RULES
+    from fxrazor.rules.functions import FUNCTION_RULES, METHOD_RULES
+    from fxrazor.rules.layers import MODULE_RULES
     return dict(MODULE_RULES), dict(FUNCTION_RULES), dict(METHOD_RULES)
 
 

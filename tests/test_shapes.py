@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from fxrazor.shapes import _MetaShapeRecorder, _ShapeRecorder
+from fxrazor.trace.shapes import _MetaShapeRecorder, _ShapeRecorder
 
 
 class _Mixed(nn.Module):
@@ -102,7 +102,7 @@ _LAYERS = [
 
 @pytest.mark.parametrize(("layer", "shape"), _LAYERS, ids=lambda v: str(v)[:40])
 def test_layer_shape_formulas_match_the_real_layer(layer: nn.Module, shape: tuple) -> None:
-    from fxrazor.meta_shortcuts import layer_output
+    from fxrazor.trace.meta_shapes import layer_output
 
     expected = layer(torch.randn(shape))
     got = layer_output(layer, (torch.empty(shape, device="meta"),), {})
@@ -122,7 +122,7 @@ def test_layer_shape_formulas_match_the_real_layer(layer: nn.Module, shape: tupl
     (nn.MaxPool2d(2), (3, 8), torch.float32),                        # too few dims
 ])
 def test_layer_shape_formulas_leave_unusual_calls_to_the_layer(layer, shape, dtype) -> None:
-    from fxrazor.meta_shortcuts import layer_output
+    from fxrazor.trace.meta_shapes import layer_output
 
     assert layer_output(layer, (torch.empty(shape, dtype=dtype, device="meta"),), {}) is None
 
@@ -156,7 +156,7 @@ class _Reductions(nn.Module):
 
 
 def test_reduction_shortcuts_match_a_real_run() -> None:
-    from fxrazor.meta_shortcuts import function_output
+    from fxrazor.trace.meta_shapes import function_output
 
     x = torch.rand(2, 3, 4, 5)
     real, meta = fx.symbolic_trace(_Reductions()), fx.symbolic_trace(_Reductions())
@@ -176,14 +176,14 @@ def test_reduction_shortcuts_match_a_real_run() -> None:
     ((torch.empty(2, 0, device="meta"), 1), {}),                        # empty input
 ])
 def test_reduction_shortcuts_leave_unusual_calls_to_the_op(args, kwargs) -> None:
-    from fxrazor.meta_shortcuts import function_output
+    from fxrazor.trace.meta_shapes import function_output
 
     assert function_output("sum", args, kwargs) is None
     assert function_output(torch.amax, args, kwargs) is None
 
 
 def test_meta_shortcuts_leave_invalid_calls_to_the_op() -> None:
-    from fxrazor.meta_shortcuts import function_output
+    from fxrazor.trace.meta_shapes import function_output
 
     x = torch.empty(2, 3, device="meta")
     too_big_mask = torch.empty(4, 3, dtype=torch.bool, device="meta")

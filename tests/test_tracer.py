@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from fxrazor.mutables.base import LightModule
-from fxrazor.tracer import FxRazorTracer
+from fxrazor.trace.tracer import FxRazorTracer
 
 Pair = namedtuple("Pair", "a b")
 
@@ -126,7 +126,7 @@ class _Constants(nn.Module):
 
 def _both_routes(model: nn.Module, concrete_args: dict | None = None) -> tuple[str, str]:
     """The graph code of FxRazorTracer's module trace and of fx's own ``trace``."""
-    from fxrazor.module_trace import AVAILABLE
+    from fxrazor.trace.module_trace import AVAILABLE
 
     assert AVAILABLE  # this torch has the helpers; otherwise both routes are fx's
     ours, theirs = FxRazorTracer(), FxRazorTracer()
@@ -268,7 +268,7 @@ def test_convert_frees_its_traced_copy_without_waiting_for_a_collection() -> Non
 def test_remembered_node_base_names_are_fx_names() -> None:
     import functools
 
-    from fxrazor.tracer import _candidate_name
+    from fxrazor.trace.tracer import _candidate_name
 
     graph = fx.Graph()
     targets = ["features.0.Conv", "__getitem__", "mulAdd", operator.add, torch.relu,

@@ -138,7 +138,7 @@ def _swin_attention(version: int, shift: list[int]) -> nn.Module:
 @pytest.mark.parametrize("version", [1, 2, 3])
 @pytest.mark.parametrize("shift", [[2, 2], [3, 1], [0, 0]])
 def test_decomposed_swin_attention_equals_torchvision(version, shift) -> None:
-    from fxrazor.decompose_swin import DecomposedShiftedWindowAttention
+    from fxrazor.decompose.swin import DecomposedShiftedWindowAttention
 
     torch.manual_seed(0)
     attn = _swin_attention(version, shift)
@@ -158,7 +158,7 @@ def test_decomposed_swin_attention_equals_torchvision(version, shift) -> None:
 
 @pytest.mark.parametrize("version", [1, 2, 3])
 def test_decomposed_swin_attention_builds_torchvision_buffers(version) -> None:
-    from fxrazor.decompose_swin import DecomposedShiftedWindowAttention
+    from fxrazor.decompose.swin import DecomposedShiftedWindowAttention
 
     attn = _swin_attention(version, [2, 2])
     fresh = DecomposedShiftedWindowAttention(16, attn.window_size, attn.shift_size, 4,
@@ -178,7 +178,7 @@ def test_decomposed_swin_attention_builds_torchvision_buffers(version) -> None:
     ([2, 4, 4], [0, 0, 0], 2, True, "needs a 2-D window"),
 ])
 def test_decomposed_swin_attention_rejects_bad_config(window, shift, heads, cosine, words) -> None:
-    from fxrazor.decompose_swin import DecomposedShiftedWindowAttention
+    from fxrazor.decompose.swin import DecomposedShiftedWindowAttention
     from fxrazor.errors import FxRazorError
 
     with pytest.raises(FxRazorError, match=words):
@@ -318,7 +318,7 @@ def _patch_merging(version: int, dim: int = 6) -> nn.Module:
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_decomposed_patch_merging_equals_torchvision(version) -> None:
-    from fxrazor.decompose_swin import DecomposedPatchMerging
+    from fxrazor.decompose.swin import DecomposedPatchMerging
 
     torch.manual_seed(0)
     merge = _patch_merging(version)
@@ -340,7 +340,7 @@ def test_decompose_modules_replaces_patch_merging() -> None:
     import copy
 
     from fxrazor.decompose import decompose_modules
-    from fxrazor.decompose_swin import DecomposedPatchMerging
+    from fxrazor.decompose.swin import DecomposedPatchMerging
     from fxrazor.errors import FxRazorError
 
     torch.manual_seed(0)

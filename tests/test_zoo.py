@@ -1,5 +1,5 @@
 """Every torchvision classification, segmentation and video model: convert, one random
-subnet, freeze, and check it with the equivalence oracles (see fxrazor.zoo)."""
+subnet, freeze, and check it with the equivalence oracles (see fxrazor.verify.zoo)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torchvision")
 
-from fxrazor.zoo import ModelSpec, check_model, model_specs  # noqa: E402
+from fxrazor.verify.zoo import ModelSpec, check_model, model_specs  # noqa: E402
 
 SPECS = model_specs()
 

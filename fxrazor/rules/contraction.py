@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from fxrazor.channels import TensorInfo, broadcast_join
-from fxrazor.rule_utils import arg
+from fxrazor.analysis.elements import TensorInfo, broadcast_join
+from fxrazor.rules.args import arg
 
 __all__ = ["CONTRACTION_RULES"]
 

@@ -1,4 +1,4 @@
-"""Rewrite opaque composite layers into traceable equivalents before tracing.
+"""A traceable ``nn.MultiheadAttention``: separate projections and an explicit head split.
 
 ``nn.MultiheadAttention`` hides its q/k/v projections, head split and output projection
 inside one fused kernel, so nothing inside it could be pruned. It is replaced (in the
@@ -26,9 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fxrazor.decompose_swin import DecomposedPatchMerging, DecomposedShiftedWindowAttention
-
-__all__ = ["DecomposedMultiheadAttention", "decompose_modules", "DECOMPOSITIONS"]
+__all__ = ["DecomposedMultiheadAttention"]
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
@@ -150,30 +148,3 @@ def _float_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
             mask, float("-inf"))
     return mask.to(dtype)
-
-
-# Traceable replacements of composite layers: each has ``supports_type(cls)`` (a necessary
-# condition on the type), ``supports(module)`` and ``from_module(module)``.
-DECOMPOSITIONS: list[Any] = [DecomposedMultiheadAttention, DecomposedShiftedWindowAttention,
-                             DecomposedPatchMerging]
-
-
-def decompose_modules(model: nn.Module) -> list[str]:
-    """Replace supported composite layers of ``model`` in place; returns their names.
-    Only call this on a private copy."""
-    replaced = []
-    # the decompositions that may replace a module, by its type: most types have none
-    candidates: dict[type, list[Any]] = {}
-    for name, module in list(model.named_modules()):
-        kind = type(module)
-        if kind not in candidates:
-            candidates[kind] = [d for d in DECOMPOSITIONS if d.supports_type(kind)]
-        for decomposed in candidates[kind]:
-            if not decomposed.supports(module):
-                continue
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr,
-                    decomposed.from_module(module))
-            replaced.append(name)
-            break
-    return replaced

@@ -27,13 +27,13 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from fxrazor import module_trace
-from fxrazor.copying import copy_module
 from fxrazor.decompose import decompose_modules
 from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModelError
-from fxrazor.graph_module import build_graph_module
-from fxrazor.module_rules import MODULE_RULES, lookup_by_type
-from fxrazor.shapes import propagate_shapes
+from fxrazor.rules.layers import MODULE_RULES, lookup_by_type
+from fxrazor.trace import module_trace
+from fxrazor.trace.copying import copy_module
+from fxrazor.trace.graph_module import build_graph_module
+from fxrazor.trace.shapes import propagate_shapes
 
 __all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs"]
 
@@ -98,7 +98,7 @@ class FxRazorTracer(fx.Tracer):
     def trace(self, root: nn.Module | Any, concrete_args: dict[str, Any] | None = None
               ) -> fx.Graph:
         # A module with a plain forward is traced with a faster walk for fx's tensor map
-        # (see fxrazor.module_trace); anything else, and torches without the helpers, go
+        # (see fxrazor.trace.module_trace); anything else, and torches without the helpers, go
         # to fx, which also says what is wrong with a forward it cannot trace.
         if module_trace.AVAILABLE and isinstance(root, nn.Module) and isinstance(
                 getattr(type(root), self.traced_func_name, None), types.FunctionType):
@@ -313,8 +313,9 @@ def trace_model(
     leaf_types, leaf_names = _split_leaf_spec(leaf_modules)
     user_ids: set[int] = set()
     source = copy_module(model, user_ids) if copy_model else model
-    if copy_model:
-        decompose_modules(source)
+    # fused layers become traceable ones in the model that is traced (convert_'s is the
+    # user's own, as it documents); the only place decomposition runs before tracing
+    decompose_modules(source)
     absent = absent_inputs(model, example_inputs)
     gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, absent)
     args = normalize_inputs(gm, example_inputs)

@@ -15,7 +15,7 @@ heads tied at each head-dim offset) break into many short ranges; there segments
 nothing, and :func:`segment` returns None so that the caller resolves single elements.
 
 Example:
-    >>> from fxrazor.channels import ElementSpace
+    >>> from fxrazor.analysis.elements import ElementSpace
     >>> space = ElementSpace()
     >>> a, b = space.fresh(4), space.fresh(4)
     >>> space.join(a, b)
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fxrazor.channels import ElementSpace, connected_labels
+from fxrazor.analysis.elements import ElementSpace, connected_labels
 
 __all__ = ["Segments", "segment"]
 

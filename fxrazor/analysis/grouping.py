@@ -7,8 +7,8 @@ conv → bn → conv chain: the conv's C output channels). Components that conta
 element, or touch no producing layer, can never be removed.
 
 Example:
-    >>> from fxrazor.channels import ElementSpace
-    >>> from fxrazor.analysis import Slot
+    >>> from fxrazor.analysis.elements import ElementSpace
+    >>> from fxrazor.analysis.result import Slot
     >>> space = ElementSpace()
     >>> out, inp = space.fresh(4), space.fresh(4)
     >>> space.join(out, inp)
@@ -23,9 +23,9 @@ import functools
 
 import numpy as np
 
-from fxrazor.analysis import PinnedGroup, PinnedGroups, Slot, UnitSpec
-from fxrazor.channels import ElementSpace, connected_labels
-from fxrazor.segments import segment
+from fxrazor.analysis.elements import ElementSpace, connected_labels
+from fxrazor.analysis.result import PinnedGroup, PinnedGroups, Slot, UnitSpec
+from fxrazor.analysis.segments import segment
 
 __all__ = ["group_units"]
 
@@ -119,7 +119,7 @@ def group_units(space: ElementSpace, slots: list[tuple[Slot, np.ndarray]],
         space: the elements, joins and pins.
         slots: each layer slot with its element ids.
         segments: None resolves on segments of ids where that pays (see
-            :mod:`fxrazor.segments`), True always on segments, False on single elements;
+            :mod:`fxrazor.analysis.segments`), True always on segments, False on single elements;
             all three give the same result.
 
     Returns:

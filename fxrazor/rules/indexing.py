@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import fx
 
-from fxrazor.channels import TensorInfo
+from fxrazor.analysis.elements import TensorInfo
 
 __all__ = ["index_info"]
 

@@ -30,8 +30,8 @@ from torch.fx.node import map_aggregate, map_arg
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from fxrazor.errors import ExampleInputError
-from fxrazor.meta_shortcuts import function_output, layer_output
-from fxrazor.modes import evaluating
+from fxrazor.trace.meta_shapes import function_output, layer_output
+from fxrazor.trace.modes import evaluating
 
 __all__ = ["propagate_shapes"]
 

@@ -20,8 +20,8 @@ from typing import Any, cast
 import numpy as np
 from torch import fx, nn
 
-from fxrazor.channels import TensorInfo, join_dim, reshape_info
-from fxrazor.op_rules import along_dim, spatial
+from fxrazor.analysis.elements import TensorInfo, join_dim, reshape_info
+from fxrazor.rules.functions import along_dim, spatial
 
 __all__ = ["MODULE_RULES", "ModuleRule", "elementwise_module", "lookup_by_type"]
 

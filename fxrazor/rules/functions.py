@@ -1,7 +1,7 @@
 """Channel rules for functions and tensor methods.
 
 A rule receives the analysis context and a node and returns the node's element info
-(:class:`~fxrazor.channels.TensorInfo`, a tuple of them, or None for non-tensors). Rules are
+(:class:`~fxrazor.analysis.elements.TensorInfo`, a tuple of them, or None for non-tensors). Rules are
 looked up in explicit dicts keyed by the function object or the method name; anything not
 in them is *unknown*: the context pins every prunable element of its inputs.
 
@@ -23,10 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from fxrazor.channels import SymSize, TensorInfo, broadcast_join, permute_info, reshape_info
-from fxrazor.contraction_rules import CONTRACTION_RULES
-from fxrazor.rule_utils import arg
-from fxrazor.slice_rules import cat, chunk, getitem, narrow, split, stack
+from fxrazor.analysis.elements import (
+    SymSize,
+    TensorInfo,
+    broadcast_join,
+    permute_info,
+    reshape_info,
+)
+from fxrazor.rules.args import arg
+from fxrazor.rules.contraction import CONTRACTION_RULES
+from fxrazor.rules.slicing import cat, chunk, getitem, narrow, split, stack
 
 __all__ = ["FUNCTION_RULES", "METHOD_RULES", "NAMED_FUNCTION_RULES", "Rule", "pointwise", "arg",
            "along_dim", "spatial"]

@@ -3,10 +3,10 @@
 Concatenation gives the output dim the inputs' element ids one after another (an input
 without channel ids there gets fresh, pinned ones); split-like ops hand each output its
 range of ids and record the size literals that must follow pruning. Indexing with slices
-and ``None`` is in :mod:`fxrazor.indexing`.
+and ``None`` is in :mod:`fxrazor.rules.indexing`.
 
 Example:
-    >>> from fxrazor.op_rules import FUNCTION_RULES
+    >>> from fxrazor.rules.functions import FUNCTION_RULES
     >>> import torch
     >>> FUNCTION_RULES[torch.cat] is cat
     True
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from torch import fx
 
-from fxrazor.channels import SymSize, TensorInfo, broadcast_join
-from fxrazor.indexing import index_info
-from fxrazor.rule_utils import arg
+from fxrazor.analysis.elements import SymSize, TensorInfo, broadcast_join
+from fxrazor.rules.args import arg
+from fxrazor.rules.indexing import index_info
 
 __all__ = ["cat", "stack", "split", "chunk", "getitem", "narrow"]
 
