@@ -20,15 +20,18 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 from torch import nn
 
+from fxrazor.analysis.context import FunctionRule, ModuleRule
 from fxrazor.analysis.result import UnitSpec
-from fxrazor.errors import InvalidChoiceError, UnsupportedModelError
+from fxrazor.errors import InvalidArgumentError, InvalidChoiceError, UnsupportedModelError
+from fxrazor.layers import LayerRecord, UnitWeights, layer_table
 from fxrazor.mutables.base import BaseMutable
 from fxrazor.mutables.channel_unit import (
     MutableChannelUnit,
@@ -41,13 +44,14 @@ from fxrazor.mutables.method_units import (
     L1MutableChannelUnit,
     SlimmableChannelUnit,
 )
-from fxrazor.passes.discover_units import discover_units
+from fxrazor.ops import DynamicOp
+from fxrazor.passes.discover_units import SPLIT_DIMS, discover_units
 from fxrazor.passes.freeze import freeze as _freeze
 from fxrazor.passes.insert_dynamic_ops import insert_dynamic_ops
 from fxrazor.supernet import Supernet
 from fxrazor.trace.tracer import trace_model
 
-__all__ = ["convert", "convert_", "freeze", "UNIT_TYPES"]
+__all__ = ["convert", "convert_", "freeze", "ConvertOptions", "UNIT_TYPES"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,65 @@ UNIT_TYPES: dict[str, type[MutableChannelUnit]] = {
     "dcff": DCFFChannelUnit,
     "dmcp": DMCPChannelUnit,
 }
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How :func:`convert` and :func:`convert_` build a supernet; checked when made.
+
+    Attributes:
+        unit: ``"sequential"``, ``"one_shot"``, ``"slimmable"``, ``"l1"``, ``"dcff"``,
+            ``"dmcp"`` or a ``MutableChannelUnit`` subclass.
+        unit_args: keyword arguments for every unit (e.g. ``{"choice_mode": "ratio"}``).
+        leaf_modules: module types or qualified names to keep as single opaque nodes.
+        layers: extra layer records ``{type: fxrazor.layers.LayerRecord}``: a new layer
+            type's channel rule, dynamic op, channel dims and shape formula in one place.
+        module_rules, function_rules, method_rules: extra channel rules, e.g.
+            ``{MyAct: fxrazor.rules.layers.elementwise_module}``.
+        dynamic_ops: extra ``{static type: dynamic op type}`` entries.
+        split_dims: ``"largest"`` prunes the largest dim of a split channel dim (attention
+            head dims); ``"outer"`` prunes the outer one (whole attention heads).
+
+    Example:
+        >>> ConvertOptions(unit="l1").unit_type.__name__
+        'L1MutableChannelUnit'
+        >>> ConvertOptions(split_dims="inner")
+        Traceback (most recent call last):
+        ...
+        fxrazor.errors.InvalidChoiceError: split_dims must be one of ('largest', 'outer'), got 'inner'
+    """
+
+    unit: str | type[MutableChannelUnit] = "sequential"
+    unit_args: Mapping[str, Any] | None = None
+    leaf_modules: Iterable[type | str] = ()
+    layers: Mapping[type, LayerRecord] | None = None
+    module_rules: Mapping[type, ModuleRule] | None = None
+    function_rules: Mapping[Any, FunctionRule] | None = None
+    method_rules: Mapping[str, FunctionRule] | None = None
+    dynamic_ops: Mapping[type, type[DynamicOp]] | None = None
+    split_dims: str = "largest"
+    unit_type: type[MutableChannelUnit] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unit_type", _unit_type(self.unit))
+        object.__setattr__(self, "leaf_modules", tuple(self.leaf_modules))
+        if self.split_dims not in SPLIT_DIMS:
+            raise InvalidChoiceError(
+                f"split_dims must be one of {SPLIT_DIMS}, got {self.split_dims!r}")
+        if "mutable_channel" in (self.unit_args or {}):  # one object shared by every unit
+            raise InvalidChoiceError(
+                "unit_args cannot give a mutable_channel: each unit builds its own; pass a "
+                "MutableChannelUnit subclass as unit= to change its type")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> ConvertOptions:
+        """The options from keyword arguments, naming any that is not an option."""
+        names = {f.name for f in fields(cls) if f.init}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown convert option(s) {unknown}; the options are {sorted(names)}")
+        return cls(**kwargs)
 
 
 def _unit_type(unit: str | type[MutableChannelUnit]) -> type[MutableChannelUnit]:
@@ -73,10 +136,6 @@ def _unit_type(unit: str | type[MutableChannelUnit]) -> type[MutableChannelUnit]
 
 def _build_units(specs: tuple[UnitSpec, ...], unit_cls: type[MutableChannelUnit],
                  unit_args: dict[str, Any]) -> list[MutableChannelUnit]:
-    if "mutable_channel" in unit_args:  # one object would be shared by every unit
-        raise InvalidChoiceError(
-            "unit_args cannot give a mutable_channel: each unit builds its own; pass a "
-            "MutableChannelUnit subclass as unit= to change its type")
     units = []
     for spec in specs:
         try:
@@ -91,54 +150,31 @@ def _build_units(specs: tuple[UnitSpec, ...], unit_cls: type[MutableChannelUnit]
     return units
 
 
-def _l1_importance(gm: nn.Module, spec: UnitSpec) -> torch.Tensor:
-    """Sum of |weights| producing each unit channel, over all its producing slots."""
-    score = torch.zeros(spec.num_channels)
-    for slot, positions in spec.members:
-        if not slot.is_producer:
-            continue
-        if slot.is_param:
-            owner, _, attr = slot.target.rpartition(".")
-            weight = getattr(gm.get_submodule(owner) if owner else gm, attr)
-            dim = int(slot.role[3:])
-        else:
-            weight = gm.get_submodule(slot.target).weight
-            dim = 1 if isinstance(gm.get_submodule(slot.target), nn.Embedding) else 0
-        if weight is None or weight.is_meta:
-            continue
-        per_pos = weight.detach().abs().float().transpose(0, dim).reshape(weight.shape[dim], -1)
-        per_pos = per_pos.sum(1).cpu()
-        score += per_pos[torch.from_numpy(positions)].sum(1)
-    return score
-
-
 def convert(model: nn.Module, example_inputs: Any, unit: str | type[MutableChannelUnit]
             = "sequential", unit_args: dict[str, Any] | None = None,
             leaf_modules: Iterable[type | str] = (), module_rules: dict | None = None,
             function_rules: dict | None = None, method_rules: dict | None = None,
-            dynamic_ops: dict | None = None, split_dims: str = "largest") -> Supernet:
+            dynamic_ops: dict | None = None, split_dims: str = "largest",
+            layers: dict[type, LayerRecord] | None = None) -> Supernet:
     """Trace ``model`` and return a supernet whose channel widths are chosen per unit.
 
-    The model is not modified: the supernet owns a deep copy of it.
+    The model is not modified: the supernet owns a copy of it (weights copied on first
+    write).
 
     Args:
         model: any ``nn.Module``.
         example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
-        unit: ``"sequential"``, ``"one_shot"``, ``"slimmable"``, ``"l1"``, ``"dcff"``,
-            ``"dmcp"`` or a ``MutableChannelUnit`` subclass.
-        unit_args: keyword arguments for every unit (e.g. ``{"choice_mode": "ratio"}``).
-        leaf_modules: module types or qualified names to keep as single opaque nodes.
-        module_rules, function_rules, method_rules: extra channel rules, e.g.
-            ``{MyAct: fxrazor.rules.layers.elementwise_module}``.
-        dynamic_ops: extra ``{static type: dynamic op type}`` entries.
-        split_dims: ``"largest"`` prunes the largest dim of a split channel dim (attention
-            head dims); ``"outer"`` prunes the outer one (whole attention heads).
+        unit, unit_args, leaf_modules, module_rules, function_rules, method_rules,
+        dynamic_ops, split_dims, layers: the :class:`ConvertOptions`.
 
     Returns:
         The :class:`~fxrazor.supernet.Supernet`; at full width its output equals the model's.
     """
-    return _convert(model, example_inputs, unit, unit_args, leaf_modules, module_rules,
-                    function_rules, method_rules, dynamic_ops, split_dims, copy_model=True)
+    options = ConvertOptions(
+        unit=unit, unit_args=unit_args, leaf_modules=leaf_modules, layers=layers,
+        module_rules=module_rules, function_rules=function_rules, method_rules=method_rules,
+        dynamic_ops=dynamic_ops, split_dims=split_dims)
+    return _convert(model, example_inputs, options, copy_model=True)
 
 
 @contextmanager
@@ -167,22 +203,20 @@ def _gc_paused() -> Iterator[None]:
 
 
 @_gc_paused()
-def _convert(model: nn.Module, example_inputs: Any, unit: Any, unit_args: dict | None,
-             leaf_modules: Iterable[type | str], module_rules: dict | None,
-             function_rules: dict | None, method_rules: dict | None,
-             dynamic_ops: dict | None, split_dims: str, copy_model: bool) -> Supernet:
+def _convert(model: nn.Module, example_inputs: Any, options: ConvertOptions,
+             copy_model: bool) -> Supernet:
     start = time.perf_counter()
-    unit_cls = _unit_type(unit)
-    traced = trace_model(model, example_inputs, (*leaf_modules, BaseMutable),
-                         copy_model=copy_model)
-    analysis = discover_units(traced, module_rules, function_rules, method_rules, split_dims)
+    layers = layer_table(options.layers, options.module_rules, options.dynamic_ops)
+    traced = trace_model(model, example_inputs, (*options.leaf_modules, BaseMutable),
+                         copy_model=copy_model, layers=layers)
+    analysis = discover_units(traced, layers, dict(options.function_rules or {}),
+                              dict(options.method_rules or {}), options.split_dims)
     # convert's own copies of the layers become the dynamic ops themselves
-    dyn = insert_dynamic_ops(traced.graph_module, analysis, dynamic_ops,
+    dyn = insert_dynamic_ops(traced.graph_module, analysis, layers,
                              user_modules=traced.user_module_ids, modules=traced.modules())
-    units = _build_units(analysis.units, unit_cls, dict(unit_args or {}))
-    for spec, u in zip(analysis.units, units, strict=True):
-        if isinstance(u, L1MutableChannelUnit):
-            u.set_importance(_l1_importance(dyn.graph_module, spec))
+    units = _build_units(analysis.units, options.unit_type, dict(options.unit_args or {}))
+    for spec, unit in zip(analysis.units, units, strict=True):
+        unit.prepare_from_weights(UnitWeights(dyn.graph_module, spec, layers))
     supernet = Supernet(dyn.graph_module, units, analysis, dyn.bindings, dyn.counters,
                         traced.example_args)  # in the model's mode, as the traced graph
     logger.info("converted %s: %d units in %.3f s", type(model).__name__, len(supernet.units),
@@ -191,14 +225,11 @@ def _convert(model: nn.Module, example_inputs: Any, unit: Any, unit_args: dict |
 
 
 def convert_(model: nn.Module, example_inputs: Any, unit: str | type[MutableChannelUnit]
-             = "sequential", unit_args: dict[str, Any] | None = None,
-             leaf_modules: Iterable[type | str] = (), module_rules: dict | None = None,
-             function_rules: dict | None = None, method_rules: dict | None = None,
-             dynamic_ops: dict | None = None, split_dims: str = "largest") -> Supernet:
-    """Like :func:`convert`, but the supernet shares ``model``'s layers and weights instead of
-    copying them: no second copy of a large model, and training the supernet trains
-    ``model``. ``model`` itself may be changed (its ``nn.MultiheadAttention`` layers are
-    replaced by equivalent decomposed ones).
+             = "sequential", **options: Any) -> Supernet:
+    """Like :func:`convert` (same options, by keyword), but the supernet shares ``model``'s
+    layers and weights instead of copying them: no second copy of a large model, and
+    training the supernet trains ``model``. ``model`` itself may be changed (its
+    ``nn.MultiheadAttention`` layers are replaced by equivalent decomposed ones).
 
     Example:
         >>> import torch, fxrazor
@@ -208,8 +239,8 @@ def convert_(model: nn.Module, example_inputs: Any, unit: str | type[MutableChan
         >>> sn.graph_module.get_submodule("0").weight is model[0].weight
         True
     """
-    return _convert(model, example_inputs, unit, unit_args, leaf_modules, module_rules,
-                    function_rules, method_rules, dynamic_ops, split_dims, copy_model=False)
+    return _convert(model, example_inputs, ConvertOptions.from_kwargs(unit=unit, **options),
+                    copy_model=False)
 
 
 def freeze(supernet: Supernet) -> torch.fx.GraphModule:

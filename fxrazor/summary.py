@@ -18,6 +18,8 @@ from tabulate import tabulate
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from fxrazor.errors import UnsupportedModelError
+from fxrazor.supernet import Supernet
 from fxrazor.trace.modes import evaluating
 
 __all__ = ["summary", "measure"]
@@ -42,7 +44,7 @@ def _members(unit: Any) -> str:
     return ", ".join(names[:_MAX_MEMBERS]) + more
 
 
-def _unit_table(supernet: Any) -> str:
+def _unit_table(supernet: Supernet) -> str:
     rows = [(u.name, u.num_channels, u.activated_channels, _members(u))
             for u in supernet.units]
     if not rows:
@@ -50,7 +52,7 @@ def _unit_table(supernet: Any) -> str:
     return tabulate(rows, headers=["unit", "channels", "width", "members"])
 
 
-def _pinned_table(supernet: Any) -> str:
+def _pinned_table(supernet: Supernet) -> str:
     analysis = supernet.analysis
     rows = []
     for group in analysis.pinned:
@@ -58,7 +60,7 @@ def _pinned_table(supernet: Any) -> str:
         if len(group.slots) > _MAX_MEMBERS:
             slots += f" (+{len(group.slots) - _MAX_MEMBERS})"
         rows.append((slots, group.num_positions, "; ".join(group.reasons)))
-    small = [u for u in supernet.all_units if not u.is_mutable]
+    small = [u for u in supernet.every_unit() if not u.is_mutable]
     for u in small:
         why = "fixed" if u.is_fixed else "a single channel cannot be pruned"
         rows.append((u.name, u.num_channels, why))
@@ -67,10 +69,15 @@ def _pinned_table(supernet: Any) -> str:
     return "Pinned channels:\n" + tabulate(rows, headers=["layers", "positions", "why"])
 
 
-def summary(supernet: Any, flops: bool = True) -> str:
+def summary(supernet: Supernet, flops: bool = True) -> str:
     """Tables of units (name, channels, current width, members), pinned channel groups with
     the reason, and params/FLOPs of the original model and the current subnet."""
     from fxrazor.api import freeze
+
+    if not isinstance(supernet, Supernet):
+        raise UnsupportedModelError(
+            f"summary expects a Supernet from fxrazor.convert, got {type(supernet).__name__}; "
+            f"convert the model first: fxrazor.summary(fxrazor.convert(model, inputs))")
 
     parts = [_unit_table(supernet), _pinned_table(supernet)]
     if supernet.analysis.opaque:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 
 import torch
@@ -26,8 +26,7 @@ from torch import fx, nn
 from fxrazor.analysis.result import ChannelAnalysis
 from fxrazor.errors import InvalidChoiceError, SubnetConfigError, UnknownUnitError
 from fxrazor.mutables.channel_unit import MutableChannelUnit
-from fxrazor.ops.base import Selection
-from fxrazor.passes.insert_dynamic_ops import Binding
+from fxrazor.ops import Binding, DynamicOp, Selection, SizeCounter
 
 __all__ = ["Supernet"]
 
@@ -70,17 +69,19 @@ class Supernet(nn.Module):
         self.all_units.train(self.training)
 
     # ---- units and choices ---------------------------------------------------------------------
-    def _every_unit(self) -> Iterable[MutableChannelUnit]:
-        # ``all_units`` is a ModuleList (so that units move with the supernet): typed Module
-        return cast("Iterable[MutableChannelUnit]", self.all_units)
+    def every_unit(self) -> list[MutableChannelUnit]:
+        """Every unit, single-channel and fixed ones included, in the order of
+        ``analysis.units`` (``all_units`` holds them as a ModuleList, so that they move with
+        the supernet, which types them as plain modules)."""
+        return cast("list[MutableChannelUnit]", list(self.all_units))
 
     @property
     def units(self) -> list[MutableChannelUnit]:
         """The mutable units (more than one channel, not fixed), in graph order."""
-        return [u for u in self._every_unit() if u.is_mutable]
+        return [u for u in self.every_unit() if u.is_mutable]
 
     def unit(self, name: str) -> MutableChannelUnit:
-        for u in self._every_unit():
+        for u in self.every_unit():
             if u.name == name:
                 return u
         raise UnknownUnitError(
@@ -96,7 +97,7 @@ class Supernet(nn.Module):
         """Apply ``{unit name: choice}``; every key and value is checked before any is set."""
         if not isinstance(choices, dict):
             raise InvalidChoiceError(f"choices must be a dict, got {type(choices).__name__}")
-        units = {u.name: u for u in self._every_unit()}
+        units = {u.name: u for u in self.every_unit()}
         unknown = [k for k in choices if k not in units]
         if unknown:
             raise UnknownUnitError(
@@ -123,7 +124,7 @@ class Supernet(nn.Module):
     # ---- forward -----------------------------------------------------------------------------------
     def current_mask(self) -> torch.Tensor:
         """All unit masks concatenated, plus one always-True entry for pinned positions."""
-        masks = [u.current_mask for u in self._every_unit()]
+        masks = [u.current_mask for u in self.every_unit()]
         return torch.cat([*masks, torch.ones(1, dtype=torch.bool)])
 
     def sync(self) -> None:
@@ -133,10 +134,11 @@ class Supernet(nn.Module):
             self._push(mask)
 
     def _push(self, mask: torch.Tensor) -> None:
-        for binding in self._bindings:
-            binding.module.set_selection(binding.role, _selection(mask[binding.gidx]))
+        for binding in self._bindings:  # dynamic ops and parameters
+            cast(DynamicOp, binding.module).set_selection(binding.role,
+                                                          _selection(mask[binding.gidx]))
         for counter in self._counters:
-            counter.module.value = int(mask[counter.gidx].sum())
+            cast(SizeCounter, counter.module).value = int(mask[counter.gidx].sum())
         self._last_mask = mask
 
     @contextlib.contextmanager

@@ -20,15 +20,20 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import fx, nn
 
 from fxrazor.errors import InvalidChoiceError
+from fxrazor.layers import LAYERS, LayerRecord, inplace_safe_types
 from fxrazor.mutables.mutable_module import OneShotMutableOP
 from fxrazor.ops import DynamicOp, DynamicParam, SizeCounter
 from fxrazor.passes.inplace_adds import restore_inplace_adds
+
+if TYPE_CHECKING:  # the supernet is the face's type, built from this package's passes
+    from fxrazor.supernet import Supernet
 
 __all__ = ["freeze"]
 
@@ -82,11 +87,14 @@ def _param_name(module: DynamicParam, node_target: str, layers: set[str]) -> str
     return module.target if parts and not owners & layers else node_target
 
 
-def freeze(supernet: Any) -> fx.GraphModule:
+def freeze(supernet: Supernet, layers: Mapping[type, LayerRecord] | None = None
+           ) -> fx.GraphModule:
     """Return a new plain GraphModule of ``supernet``'s current subnet.
 
     Args:
         supernet: a :class:`fxrazor.supernet.Supernet`.
+        layers: the layer records (default :data:`fxrazor.layers.LAYERS`): which layers'
+            outputs a residual may be added into in place.
 
     Returns:
         A GraphModule with only torch modules, sliced weights and constant sizes.
@@ -97,7 +105,7 @@ def freeze(supernet: Any) -> fx.GraphModule:
     env: dict[fx.Node, Any] = {}
     targets: dict[str, Any] = {}
     converted: list[tuple[nn.Module, nn.Module]] = []
-    layers = {n.target for n in source.graph.nodes if n.op == "call_module"}
+    paths = {n.target for n in source.graph.nodes if n.op == "call_module"}
     for node in source.graph.nodes:
         if node.op == "call_module":
             module = source.get_submodule(node.target)
@@ -105,7 +113,7 @@ def freeze(supernet: Any) -> fx.GraphModule:
                 env[node] = module.value
                 continue
             if isinstance(module, DynamicParam):
-                name = _param_name(module, node.target, layers)
+                name = _param_name(module, node.target, paths)
                 targets[name] = module.to_static()
                 env[node] = graph.get_attr(name)
                 env[node].meta = dict(node.meta)
@@ -125,7 +133,8 @@ def freeze(supernet: Any) -> fx.GraphModule:
     frozen.train(supernet.training)
     for layer, static in converted:  # each layer keeps its own mode, as in the supernet
         static.train(layer.training)
-    restore_inplace_adds(frozen, recompile=False)
+    restore_inplace_adds(frozen, inplace_safe_types(LAYERS if layers is None else layers),
+                         recompile=False)
     frozen.graph.lint()
     frozen.recompile()
     return frozen

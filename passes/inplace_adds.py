@@ -17,7 +17,7 @@ Example:
     >>> gm = fx.symbolic_trace(Block().eval())
     >>> from torch.fx.passes.shape_prop import ShapeProp
     >>> _ = ShapeProp(gm).propagate(torch.randn(1, 2, 3, 3))
-    >>> restore_inplace_adds(gm)
+    >>> restore_inplace_adds(gm, (nn.BatchNorm2d,))
     1
     >>> [n.target for n in gm.graph.nodes if n.op == "call_method"]
     ['add_']
@@ -29,11 +29,9 @@ import operator
 from typing import Any, cast
 
 import torch
-from torch import fx, nn
+from torch import fx
 
 __all__ = ["restore_inplace_adds"]
-
-_SAFE_PRODUCERS = (nn.modules.batchnorm._BatchNorm, nn.modules.conv._ConvNd)
 
 
 def _shape(node: object) -> tuple | None:
@@ -41,9 +39,12 @@ def _shape(node: object) -> tuple | None:
     return tuple(meta.shape) if hasattr(meta, "shape") else None
 
 
-def restore_inplace_adds(gm: fx.GraphModule, recompile: bool = True) -> int:
+def restore_inplace_adds(gm: fx.GraphModule, safe_producers: tuple[type, ...],
+                         recompile: bool = True) -> int:
     """Rewrite eligible ``a + b`` into ``a.add_(b)`` in ``gm`` (in place); returns how many.
-    ``recompile=False`` leaves regenerating the code to a caller that edits more."""
+    ``safe_producers``: the layer types whose output may be added into (those whose records
+    say ``inplace_add_safe``; subclasses included). ``recompile=False`` leaves regenerating
+    the code to a caller that edits more."""
     count = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target not in (operator.add, torch.add) \
@@ -52,7 +53,7 @@ def restore_inplace_adds(gm: fx.GraphModule, recompile: bool = True) -> int:
         left, right = node.args
         if not isinstance(left, fx.Node) or left.op != "call_module" or len(left.users) != 1:
             continue
-        if not isinstance(gm.get_submodule(cast(str, left.target)), _SAFE_PRODUCERS):
+        if not isinstance(gm.get_submodule(cast(str, left.target)), safe_producers):
             continue
         if _shape(left) is None or _shape(left) != _shape(right):
             continue

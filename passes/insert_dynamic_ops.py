@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,21 +32,12 @@ from torch import fx, nn
 
 from fxrazor.analysis.result import ChannelAnalysis, PositionMap, ResizeSite, Slot
 from fxrazor.errors import UnsupportedModelError
-from fxrazor.ops import DYNAMIC_OPS, DynamicParam, SizeCounter
+from fxrazor.layers import LAYERS, LayerRecord, inplace_safe_types
+from fxrazor.ops import Binding, DynamicParam, SizeCounter
 from fxrazor.passes.inplace_adds import restore_inplace_adds
-from fxrazor.rules.layers import lookup_by_type
+from fxrazor.trace.tracer import lookup_by_type
 
-__all__ = ["insert_dynamic_ops", "DynamicGraph", "Binding"]
-
-
-@dataclass
-class Binding:
-    """A dynamic piece and, per position of its dim, the global channel index it follows
-    (the last index, always kept, for pinned positions)."""
-
-    module: nn.Module
-    role: str
-    gidx: torch.Tensor
+__all__ = ["insert_dynamic_ops", "DynamicGraph"]
 
 
 @dataclass
@@ -85,7 +77,7 @@ def _slot_indices(slot_maps: dict[Slot, PositionMap], offsets: np.ndarray, total
 
 
 def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
-                       dynamic_ops: dict[type, type] | None = None,
+                       layers: Mapping[type, LayerRecord] | None = None,
                        user_modules: AbstractSet[int] | None = None,
                        modules: dict[str, nn.Module] | None = None) -> DynamicGraph:
     """Turn ``gm`` into a supernet graph, in place (``gm`` must be a private copy).
@@ -95,8 +87,10 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
     under one name only becomes a dynamic op in place instead of being wrapped in a new
     one. None (the default) wraps every layer: they may be held elsewhere.
     ``modules`` is ``dict(gm.named_modules(remove_duplicate=False))`` where the caller
-    has it already (see ``TracedModel.modules``); it is not changed."""
-    ops = {**DYNAMIC_OPS, **(dynamic_ops or {})}
+    has it already (see ``TracedModel.modules``); it is not changed.
+    ``layers``: the layer records (default :data:`fxrazor.layers.LAYERS`) that say which
+    dynamic op each layer type becomes."""
+    layers = LAYERS if layers is None else layers
     sizes = np.array([u.num_channels for u in analysis.units], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else sizes
     total = int(sizes.sum())
@@ -113,14 +107,14 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
         if slot.is_param:
             module = params.get(slot.target) or _dynamic_param(new, slot.target, params)
         else:
-            module = _dynamic_module(modules, slot.target, ops, adoptable)
+            module = _dynamic_module(modules, slot.target, layers, adoptable)
         result.bindings.append(Binding(module, slot.role, gidx))
     for site in analysis.resize_sites:
         result.counters.extend(_rewrite_site(new, site, offsets, total))
     by_name = {n.name: n for n in new.graph.nodes}
     for name, path, value in analysis.const_args:
         _rewrite_arg(by_name[name], path, value)
-    restore_inplace_adds(new, recompile=False)
+    restore_inplace_adds(new, inplace_safe_types(layers), recompile=False)
     # No graph.lint() here: it costs as much as the edits, and the tests lint every
     # supernet graph they build. The traced module is torch.fx's lazy GraphModule, so this
     # only marks its code stale: the code is generated on the supernet's first forward
@@ -140,16 +134,18 @@ def _adoptable(modules: dict[str, nn.Module], user_modules: AbstractSet[int] | N
     return {key for key, count in names.items() if count == 1 and key not in user_modules}
 
 
-def _dynamic_module(modules: dict[str, nn.Module], target: str, ops: dict[type, type],
-                    adoptable: set[int]) -> nn.Module:
+def _dynamic_module(modules: dict[str, nn.Module], target: str,
+                    layers: Mapping[type, LayerRecord], adoptable: set[int]) -> nn.Module:
     module = modules[target]
     if getattr(type(module), "set_selection", None) is not None:  # already dynamic
         return module
-    op_type = lookup_by_type(ops, module)
+    record = lookup_by_type(layers, module)
+    op_type = record.dynamic_op if record is not None else None
     if op_type is None:
         raise UnsupportedModelError(
             f"layer '{target}' ({type(module).__name__}) has prunable channels but no dynamic "
-            f"op; pass dynamic_ops={{{type(module).__name__}: ...}} to convert"
+            f"op; pass dynamic_ops={{{type(module).__name__}: ...}} (or a layers= record "
+            f"with one) to convert"
         )
     adopt = getattr(op_type, "adopt", None) if id(module) in adoptable else None
     if adopt is not None and adopt(module) is not None:

@@ -19,11 +19,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fxrazor.analysis.context import RuleContext
 from fxrazor.analysis.elements import ElementSpace
 from fxrazor.analysis.grouping import group_units
 from fxrazor.analysis.result import Slot
 from fxrazor.analysis.segments import segment
-from fxrazor.passes.discover_units import AnalysisContext
+from fxrazor.passes.discover_units import apply_rules
 from fxrazor.trace.tracer import trace_model
 
 if str(Path(__file__).resolve().parent) not in sys.path:
@@ -49,16 +50,8 @@ def assert_same_grouping(space: ElementSpace, slots: list[tuple[Slot, np.ndarray
     assert tuple(pinned_a) == tuple(pinned_b)
 
 
-def _analysis(model: torch.nn.Module, x: torch.Tensor) -> AnalysisContext:
-    ctx = AnalysisContext(trace_model(model, x), *_default_rules())
-    ctx.run()
-    return ctx
-
-
-def _default_rules() -> tuple[dict, dict, dict]:
-    from fxrazor.rules.functions import FUNCTION_RULES, METHOD_RULES
-    from fxrazor.rules.layers import MODULE_RULES
-    return dict(MODULE_RULES), dict(FUNCTION_RULES), dict(METHOD_RULES)
+def _analysis(model: torch.nn.Module, x: torch.Tensor) -> RuleContext:
+    return apply_rules(trace_model(model, x))
 
 
 # ---------------------------------------------------------------------------- random spaces

@@ -9,7 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from fxrazor.layers import LAYERS, layer_shapes
 from fxrazor.trace.shapes import _MetaShapeRecorder, _ShapeRecorder
+
+SHAPES = layer_shapes(LAYERS)
 
 
 class _Mixed(nn.Module):
@@ -44,7 +47,7 @@ def test_meta_recording_matches_a_real_run(batch: int) -> None:
     x, steps = torch.randn(batch, 3, 5, 5), torch.arange(4)
     real, meta = fx.symbolic_trace(model), fx.symbolic_trace(model)
     _ShapeRecorder(real).run(x, steps)
-    _MetaShapeRecorder(meta).run(x.to("meta"), steps.to("meta"))
+    _MetaShapeRecorder(meta, SHAPES).run(x.to("meta"), steps.to("meta"))
     expected = _recorded(real)
     assert len(expected) > 15
     assert _recorded(meta) == expected
@@ -61,7 +64,7 @@ def test_meta_recording_finds_a_layer_shared_under_two_names() -> None:
     first = graph.call_module("first", (graph.placeholder("x"),))
     graph.output(graph.call_module("second", (first,)))
     gm = fx.GraphModule(Shared(), graph)
-    _MetaShapeRecorder(gm).run(torch.empty(2, 4, device="meta"))
+    _MetaShapeRecorder(gm, SHAPES).run(torch.empty(2, 4, device="meta"))
     assert _recorded(gm)["second"] == ((2, 4), torch.float32)
 
 
@@ -71,7 +74,8 @@ def test_meta_recording_rejects_shapes_that_do_not_broadcast() -> None:
             return x + x[:, :2]
 
     with pytest.raises(RuntimeError):
-        _MetaShapeRecorder(fx.symbolic_trace(Bad())).run(torch.empty(1, 3, device="meta"))
+        recorder = _MetaShapeRecorder(fx.symbolic_trace(Bad()), SHAPES)
+        recorder.run(torch.empty(1, 3, device="meta"))
 
 
 _LAYERS = [
@@ -105,7 +109,7 @@ def test_layer_shape_formulas_match_the_real_layer(layer: nn.Module, shape: tupl
     from fxrazor.trace.meta_shapes import layer_output
 
     expected = layer(torch.randn(shape))
-    got = layer_output(layer, (torch.empty(shape, device="meta"),), {})
+    got = layer_output(layer, (torch.empty(shape, device="meta"),), {}, SHAPES)
     assert got is not None and got.is_meta
     assert (got.shape, got.dtype) == (expected.shape, expected.dtype)
 
@@ -124,7 +128,7 @@ def test_layer_shape_formulas_match_the_real_layer(layer: nn.Module, shape: tupl
 def test_layer_shape_formulas_leave_unusual_calls_to_the_layer(layer, shape, dtype) -> None:
     from fxrazor.trace.meta_shapes import layer_output
 
-    assert layer_output(layer, (torch.empty(shape, dtype=dtype, device="meta"),), {}) is None
+    assert layer_output(layer, (torch.empty(shape, dtype=dtype, device="meta"),), {}, SHAPES) is None
 
 
 class _Shortcuts(nn.Module):
@@ -142,7 +146,7 @@ def test_meta_shortcuts_match_a_real_run() -> None:
     x, y = torch.rand(2, 1, 3), torch.rand(4, 1)
     real, meta = fx.symbolic_trace(_Shortcuts()), fx.symbolic_trace(_Shortcuts())
     _ShapeRecorder(real).run(x, y)
-    _MetaShapeRecorder(meta).run(x.to("meta"), y.to("meta"))
+    _MetaShapeRecorder(meta, SHAPES).run(x.to("meta"), y.to("meta"))
     assert _recorded(meta) == _recorded(real)
 
 
@@ -161,7 +165,7 @@ def test_reduction_shortcuts_match_a_real_run() -> None:
     x = torch.rand(2, 3, 4, 5)
     real, meta = fx.symbolic_trace(_Reductions()), fx.symbolic_trace(_Reductions())
     _ShapeRecorder(real).run(x)
-    _MetaShapeRecorder(meta).run(x.to("meta"))
+    _MetaShapeRecorder(meta, SHAPES).run(x.to("meta"))
     assert len(_recorded(real)) == 9  # x, x.half() and seven reductions
     assert _recorded(meta) == _recorded(real)
     assert function_output("mean", (x.to("meta"), [2, 3]), {}) is not None  # no kernel run

@@ -14,8 +14,20 @@ from typing import Any, overload
 
 import numpy as np
 
-__all__ = ["Slot", "UnitSpec", "PinnedGroup", "PinnedGroups", "ResizeSite", "ChannelAnalysis",
+__all__ = ["Slot", "param_role", "param_dim", "UnitSpec", "PinnedGroup", "PinnedGroups", "ResizeSite", "ChannelAnalysis",
            "PositionMap"]
+
+
+def param_role(dim: int) -> str:
+    """The slot role of dim ``dim`` of a parameter used directly in the graph."""
+    return f"dim{dim}"
+
+
+def param_dim(role: str) -> int:
+    """The dim of a parameter slot role (the inverse of :func:`param_role`)."""
+    if not role.startswith("dim"):
+        raise ValueError(f"{role!r} is not a parameter slot role")
+    return int(role[3:])
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,13 @@ class Slot:
 
     @property
     def is_param(self) -> bool:
+        """Whether the slot is a dim of a parameter or buffer used directly in the graph."""
         return self.role.startswith("dim")
+
+    @property
+    def param_dim(self) -> int:
+        """The tensor dim of a parameter slot (role ``dim<k>``)."""
+        return param_dim(self.role)
 
     def __str__(self) -> str:
         return f"{self.target}.{self.role}"

@@ -22,6 +22,12 @@ from fxrazor.mutables.diff_mutable import (
     DiffMutableOP,
     OneHotMutableOP,
 )
+from fxrazor.mutables.method_units import (
+    DCFFChannelUnit,
+    DMCPChannelUnit,
+    L1MutableChannelUnit,
+    SlimmableChannelUnit,
+)
 from fxrazor.mutables.mutable_channel import (
     BaseMutableChannel,
     OneShotMutableChannel,
@@ -35,11 +41,14 @@ from fxrazor.mutables.mutable_value import MutableValue, OneShotMutableValue
 __all__ = [
     "BaseMutable",
     "BaseMutableChannel",
+    "DCFFChannelUnit",
+    "DMCPChannelUnit",
     "DerivedMutable",
     "DiffChoiceRoute",
     "DiffMutableModule",
     "DiffMutableOP",
     "DumpChosen",
+    "L1MutableChannelUnit",
     "MutableChannelContainer",
     "MutableChannelUnit",
     "MutableModule",
@@ -53,6 +62,7 @@ __all__ = [
     "SequentialMutableChannel",
     "SequentialMutableChannelUnit",
     "SimpleMutableChannel",
+    "SlimmableChannelUnit",
     "SquentialMutableChannel",
     "concat_mutable_channels",
 ]

@@ -16,8 +16,8 @@ Example:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -37,10 +37,28 @@ __all__ = [
     "OneShotMutableChannelUnit",
     "ChannelSpec",
     "ChannelSpecs",
+    "ChannelWeights",
 ]
 
 ChannelSpec = dict[str, Any]  # name, start, end, expand_ratio, is_output_channel[, index]
 ChannelSpecs = tuple[list[ChannelSpec], list[ChannelSpec]]  # (output_related, input_related)
+
+
+class _Producer(Protocol):
+    @property
+    def weight(self) -> torch.Tensor: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def positions(self) -> Any: ...  # a (num_channels, r) integer array
+
+
+class ChannelWeights(Protocol):
+    """What a unit is given to rank its channels by weights (``fxrazor.layers.UnitWeights``):
+    per tensor that creates the unit's channels, the tensor, the dim holding them and where
+    each unit channel sits along it."""
+
+    def producers(self, with_bias: bool = True) -> Iterable[_Producer]: ...
 
 
 def _check_num_channels(num_channels: Any) -> None:
@@ -230,6 +248,12 @@ class MutableChannelUnit(LightModule):
             unit.output_related, unit.input_related = old.output_related, old.input_related
             made.append(unit)
         return made
+
+    def prepare_from_weights(self, weights: ChannelWeights) -> None:
+        """Hook called by ``fxrazor.convert`` once per unit, after the supernet is built,
+        with the weights that produce the unit's channels. A unit whose choice of channels
+        depends on the weights (L1 norm) reads them here; the base keeps first-k order and
+        ignores them. Reading is lazy: a unit that does not ask costs nothing."""
 
     def prepare_for_pruning(self, model: nn.Module) -> None:
         """Check that every member layer exists in ``model`` (a supernet)."""

@@ -12,12 +12,13 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, cast, overload
 
 import torch
 from torch import nn
 
-__all__ = ["DynamicOp", "Selection", "take", "count", "retype"]
+__all__ = ["DynamicOp", "Binding", "Selection", "take", "count", "retype"]
 
 Selection = slice | torch.Tensor | None
 
@@ -54,12 +55,23 @@ def retype(module: nn.Module, cls: type[nn.Module]) -> nn.Module:
     return obj
 
 
-class DynamicOp:
-    """Mixin of dynamic ops. Subclasses list their slot ``roles`` and the static type."""
+@dataclass
+class Binding:
+    """A dynamic piece (op, parameter or size) and, per position of its ``role``'s dim, the
+    global channel index it follows (the last index, always kept, for pinned positions)."""
 
-    roles: ClassVar[tuple[str, ...]] = ()
+    module: nn.Module
+    role: str
+    gidx: torch.Tensor
+
+
+class DynamicOp:
+    """Mixin of dynamic ops: a subclass of its static layer that slices the positions each
+    role keeps. The roles a layer type has are its record's (``fxrazor.layers``); a role
+    without a selection keeps every position."""
+
     static_type: ClassVar[type[nn.Module]]
-    _fxr_sel: dict[str, Selection]  # role -> selection, set by from_static
+    _fxr_sel: dict[str, Selection]  # role -> selection, set by the supernet
 
     @classmethod
     def from_static(cls, module: nn.Module) -> DynamicOp:
@@ -68,7 +80,7 @@ class DynamicOp:
         op = cast(DynamicOp, retype(module, cast("type[nn.Module]", cls)))
         # a plain attribute: straight into __dict__, past nn.Module's parameter/buffer/
         # submodule checks (a few microseconds per layer of every conversion)
-        op.__dict__["_fxr_sel"] = dict.fromkeys(cls.roles)
+        op.__dict__["_fxr_sel"] = {}
         return op
 
     @classmethod
@@ -92,14 +104,14 @@ class DynamicOp:
             module.__class__ = cls  # type: ignore[assignment]
         except TypeError:  # an incompatible layout (e.g. __slots__)
             return None
-        module.__dict__["_fxr_sel"] = dict.fromkeys(cls.roles)
+        module.__dict__["_fxr_sel"] = {}
         return cast(DynamicOp, module)
 
     def set_selection(self, role: str, sel: Selection) -> None:
         self._fxr_sel[role] = sel
 
     def selection(self, role: str) -> Selection:
-        return self._fxr_sel[role]
+        return self._fxr_sel.get(role)
 
     @property
     def is_full(self) -> bool:

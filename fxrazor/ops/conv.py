@@ -50,7 +50,6 @@ def _group_columns(sel: Any, per_group: int) -> Any:
 
 
 class _DynamicConvMixin(DynamicOp, _ConvBase):
-    roles = ("out", "in")
 
     def _sliced(self) -> tuple[torch.Tensor, torch.Tensor | None, int, int, int]:
         out_sel, in_sel = self.selection("out"), self.selection("in")
@@ -101,7 +100,6 @@ class DynamicConv3d(_DynamicConvMixin, nn.Conv3d):
 class _DynamicConvTransposeMixin(DynamicOp, _ConvTransposeBase):
     """Transposed conv (groups == 1; the analysis pins grouped ones): weight is (in, out, k)."""
 
-    roles = ("out", "in")
 
     def _sliced(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         out_sel, in_sel = self.selection("out"), self.selection("in")

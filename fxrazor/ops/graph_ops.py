@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fxrazor.analysis.result import param_role
 from fxrazor.ops.base import Selection, take
 
 __all__ = ["DynamicParam", "SizeCounter"]
@@ -33,7 +34,8 @@ class DynamicParam(nn.Module):
             self.value = value
         else:
             self.register_buffer("value", value)
-        self._fxr_sel: dict[str, Selection] = {f"dim{d}": None for d in range(value.dim())}
+        # by role, in dim order (forward enumerates them)
+        self._fxr_sel: dict[str, Selection] = {param_role(d): None for d in range(value.dim())}
 
     def set_selection(self, role: str, sel: Selection) -> None:
         self._fxr_sel[role] = sel
@@ -43,8 +45,8 @@ class DynamicParam(nn.Module):
 
     def forward(self) -> torch.Tensor:
         out: torch.Tensor = self.value
-        for role, sel in self._fxr_sel.items():
-            out = take(out, int(role[3:]), sel)
+        for dim, sel in enumerate(self._fxr_sel.values()):
+            out = take(out, dim, sel)
         return out
 
     def to_static(self) -> torch.Tensor:

@@ -25,7 +25,6 @@ __all__ = ["DynamicLinear", "DynamicEmbedding"]
 
 class DynamicLinear(DynamicOp, nn.Linear):
     static_type = nn.Linear
-    roles = ("out", "in")
 
     def _sliced(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         out_sel = self.selection("out")
@@ -48,7 +47,6 @@ class DynamicLinear(DynamicOp, nn.Linear):
 
 class DynamicEmbedding(DynamicOp, nn.Embedding):
     static_type = nn.Embedding
-    roles = ("out",)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_full:

@@ -38,7 +38,6 @@ __all__ = [
 class _ChannelNormMixin(DynamicOp, _NormBase):
     """Shared slicing of per-channel parameters and running statistics."""
 
-    roles = ("channels",)
 
     def _slice_into(self, static: Any) -> None:
         sel = self.selection("channels")
@@ -144,7 +143,6 @@ class DynamicGroupNorm(DynamicOp, nn.GroupNorm):
     its own group, in which case the group count follows the kept channels."""
 
     static_type = nn.GroupNorm
-    roles = ("channels",)
 
     def _groups(self) -> int:
         if self.num_groups == self.num_channels:
@@ -170,7 +168,6 @@ class DynamicLayerNorm(DynamicOp, nn.LayerNorm):
     """LayerNorm over the last dim with a variable width."""
 
     static_type = nn.LayerNorm
-    roles = ("channels",)
 
     def _shape(self) -> tuple[int]:
         return (count(self.selection("channels"), self.normalized_shape[0]),)
@@ -193,7 +190,6 @@ class DynamicRMSNorm(DynamicOp, nn.RMSNorm):
     """RMSNorm over the last dim with a variable width."""
 
     static_type = nn.RMSNorm
-    roles = ("channels",)
 
     def _shape(self) -> tuple[int]:
         return (count(self.selection("channels"), self.normalized_shape[0]),)

@@ -19,13 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
+from fxrazor.analysis.context import RuleContext
 from fxrazor.analysis.elements import TensorInfo, broadcast_join
 from fxrazor.rules.args import arg
 
 __all__ = ["CONTRACTION_RULES"]
 
 
-def _matmul(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _matmul(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     a, b = (ctx.info(x) for x in node.args[:2])
     shape = ctx.shape(node)
     if not isinstance(a, TensorInfo) or not isinstance(b, TensorInfo) or shape is None \
@@ -36,8 +37,10 @@ def _matmul(ctx: Any, node: fx.Node) -> TensorInfo | None:
     ka, kb = a.axes.get(a.ndim - 1), b.axes.get(b.ndim - 2)
     if ka is not None and kb is not None:
         space.join(ka, kb)
-    elif ka is not None or kb is not None:
-        space.pin(ka if ka is not None else kb, why + " contracts it with an inert dim")
+    elif ka is not None:
+        space.pin(ka, why + " contracts it with an inert dim")
+    elif kb is not None:
+        space.pin(kb, why + " contracts it with an inert dim")
     batch_a = TensorInfo(a.shape[:-2], {d: x for d, x in a.axes.items() if d < a.ndim - 2})
     batch_b = TensorInfo(b.shape[:-2], {d: x for d, x in b.axes.items() if d < b.ndim - 2})
     batch = broadcast_join(space, [batch_a, batch_b], tuple(shape[:-2]), why)
@@ -50,7 +53,7 @@ def _matmul(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return TensorInfo(tuple(shape), axes)
 
 
-def _layer_norm_fn(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _layer_norm_fn(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     """F.layer_norm over the last dim: weight and bias follow it, and the normalized_shape
     literal is rewritten to the kept width."""
     info = ctx.info(node.args[0])
@@ -78,7 +81,7 @@ def _layer_norm_fn(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return info
 
 
-def _sdpa(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _sdpa(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     """scaled_dot_product_attention(q, k, v): q·k contracts the head dim, the weights
     contract the key length with v; heads and batch join across q, k and v."""
     q, k, v = (ctx.info(x) for x in node.args[:3])
@@ -111,7 +114,7 @@ def _join_or_pin(space: Any, a: Any, b: Any, why: str) -> None:
         space.pin(a if a is not None else b, why + " contracts it with an inert dim")
 
 
-def _linear_fn(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _linear_fn(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     """F.linear(x, weight, bias) on parameters used in the graph: the weight's columns
     follow x's last dim, its rows (and the bias) make the output's last dim."""
     info, weight = ctx.info(node.args[0]), ctx.info(arg(node, 1, "weight"))
@@ -134,7 +137,7 @@ def _linear_fn(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return TensorInfo(tuple(shape), axes)
 
 
-def _einsum(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _einsum(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     """einsum without '...': dims sharing a letter join across operands; a letter that
     only one operand has and the output lacks is a sum over it (pinned)."""
     equation, *operands = node.args

@@ -1,8 +1,8 @@
 """Channel rules for functions and tensor methods.
 
-A rule receives the analysis context and a node and returns the node's element info
-(:class:`~fxrazor.analysis.elements.TensorInfo`, a tuple of them, or None for non-tensors). Rules are
-looked up in explicit dicts keyed by the function object or the method name; anything not
+A rule receives the :class:`~fxrazor.analysis.context.RuleContext` and a node and returns
+the node's channel info (:class:`~fxrazor.analysis.elements.TensorInfo`, a tuple of them, or
+None for non-tensors). Rules are looked up in explicit dicts keyed by the function object or the method name; anything not
 in them is *unknown*: the context pins every prunable element of its inputs.
 
 Example:
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import builtins
 import operator
-from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
+from fxrazor.analysis.context import FunctionRule, RuleContext
 from fxrazor.analysis.elements import (
     SymSize,
     TensorInfo,
@@ -37,10 +37,10 @@ from fxrazor.rules.slicing import cat, chunk, getitem, narrow, split, stack
 __all__ = ["FUNCTION_RULES", "METHOD_RULES", "NAMED_FUNCTION_RULES", "Rule", "pointwise", "arg",
            "along_dim", "spatial"]
 
-Rule = Callable[[Any, fx.Node], Any]
+Rule = FunctionRule
 
 
-def _tensor_infos(ctx: Any, node: fx.Node) -> list[TensorInfo]:
+def _tensor_infos(ctx: RuleContext, node: fx.Node) -> list[TensorInfo]:
     found: list[TensorInfo] = []
     # ``append(...) or n`` collects each info and keeps the args as they are
     fx.node.map_arg((node.args, node.kwargs),
@@ -48,7 +48,7 @@ def _tensor_infos(ctx: Any, node: fx.Node) -> list[TensorInfo]:
     return [i for i in found if isinstance(i, TensorInfo)]
 
 
-def _sym_args(ctx: Any, node: fx.Node) -> SymSize:
+def _sym_args(ctx: RuleContext, node: fx.Node) -> SymSize:
     found: list[Any] = []
     # ``append(...) or n`` collects each info and keeps the args as they are
     fx.node.map_arg((node.args, node.kwargs),
@@ -58,7 +58,7 @@ def _sym_args(ctx: Any, node: fx.Node) -> SymSize:
                        isinstance(j, SymSize) and j.prunable for j in i) for i in found))
 
 
-def pointwise(ctx: Any, node: fx.Node) -> TensorInfo | SymSize | None:
+def pointwise(ctx: RuleContext, node: fx.Node) -> TensorInfo | SymSize | None:
     """Element-wise op with broadcasting over all tensor arguments (on ints: arithmetic on
     sizes, which stays prunable if any operand is)."""
     shape = ctx.shape(node)
@@ -67,7 +67,7 @@ def pointwise(ctx: Any, node: fx.Node) -> TensorInfo | SymSize | None:
     return broadcast_join(ctx.space, _tensor_infos(ctx, node), shape, ctx.describe(node))
 
 
-def _pin_dims(ctx: Any, node: fx.Node, info: TensorInfo, dims: list[int], why: str) -> dict:
+def _pin_dims(ctx: RuleContext, node: fx.Node, info: TensorInfo, dims: list[int], why: str) -> dict:
     """Pin the elements of ``dims`` and return the remaining axes."""
     dims = [d % info.ndim for d in dims] if info.ndim else []
     for d in dims:
@@ -76,18 +76,18 @@ def _pin_dims(ctx: Any, node: fx.Node, info: TensorInfo, dims: list[int], why: s
     return {d: a for d, a in info.axes.items() if d not in dims}
 
 
-def along_dim(ctx: Any, node: fx.Node, info: Any, dim: Any) -> TensorInfo | None:
+def along_dim(ctx: RuleContext, node: fx.Node, info: Any, dim: Any) -> TensorInfo | None:
     """softmax and the like along ``dim``: its elements interact (pinned), the rest pass."""
     if not isinstance(info, TensorInfo) or not isinstance(dim, int):
         return ctx.unknown(node)
     return TensorInfo(info.shape, _pin_dims(ctx, node, info, [dim], "mixes values along it"))
 
 
-def _over_dim(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _over_dim(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     return along_dim(ctx, node, ctx.info(node.args[0]), arg(node, 1, "dim", None))
 
 
-def _normalize(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _normalize(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     info = ctx.info(node.args[0])
     dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 1)
     if not isinstance(info, TensorInfo) or not isinstance(dim, int):
@@ -95,7 +95,7 @@ def _normalize(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return TensorInfo(info.shape, _pin_dims(ctx, node, info, [dim], "normalises along it"))
 
 
-def spatial(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def spatial(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     """Pooling / resizing: batch and channel dims pass; the others are rebuilt."""
     info = ctx.info(node.args[0])
     shape = ctx.shape(node)
@@ -107,7 +107,7 @@ def spatial(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return info.with_axes(shape, axes)
 
 
-def _reduce(ctx: Any, node: fx.Node) -> Any:
+def _reduce(ctx: RuleContext, node: fx.Node) -> Any:
     info = ctx.info(node.args[0])
     if not isinstance(info, TensorInfo):
         return ctx.unknown(node)
@@ -130,7 +130,7 @@ def _reduce(ctx: Any, node: fx.Node) -> Any:
     return out
 
 
-def _reshape(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _reshape(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     info = ctx.info(node.args[0])
     shape = ctx.shape(node)
     if not isinstance(info, TensorInfo) or shape is None:
@@ -140,7 +140,7 @@ def _reshape(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return out
 
 
-def _permute(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _permute(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     info = ctx.info(node.args[0])
     if not isinstance(info, TensorInfo):
         return ctx.unknown(node)
@@ -152,7 +152,7 @@ def _permute(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return permute_info(info, cast("list[int]", list(dims)))
 
 
-def _transpose(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _transpose(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     info = ctx.info(node.args[0])
     if not isinstance(info, TensorInfo):
         return ctx.unknown(node)
@@ -167,7 +167,7 @@ def _transpose(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return permute_info(info, order)
 
 
-def _expand(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _expand(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     info = ctx.info(node.args[0])
     shape = ctx.shape(node)
     if not isinstance(info, TensorInfo) or shape is None:
@@ -179,7 +179,7 @@ def _expand(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return out
 
 
-def _repeat(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _repeat(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     info = ctx.info(node.args[0])
     shape = ctx.shape(node)
     if not isinstance(info, TensorInfo) or shape is None:
@@ -191,11 +191,11 @@ def _repeat(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return TensorInfo(tuple(shape), axes)
 
 
-def _flatten(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _flatten(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     return _reshape(ctx, node)
 
 
-def _roll(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _roll(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     """torch.roll: a cyclic shift moves positions along the rolled dims (pinned: pruning
     would change where they land); the other dims pass element-wise."""
     info = ctx.info(node.args[0])
@@ -208,7 +208,7 @@ def _roll(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return TensorInfo(info.shape, _pin_dims(ctx, node, info, list(dims), "rolls along it"))
 
 
-def _pad(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _pad(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     """F.pad: dims padded by a literal 0 on both sides pass; padded dims (or dims padded
     by computed amounts) get positions that belong to no layer, so they are pinned."""
     info = ctx.info(node.args[0])
@@ -222,14 +222,14 @@ def _pad(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return info.with_axes(shape, _pin_dims(ctx, node, info, padded, "pads it"))
 
 
-def _factory(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _factory(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     """torch.arange / zeros / ones / full / empty: a new tensor whose dims hold no channels
     of any layer (inert), whatever the sizes it was asked for."""
     shape = ctx.shape(node)
     return None if shape is None else TensorInfo(shape)
 
 
-def _non_tensor(ctx: Any, node: fx.Node) -> Any:
+def _non_tensor(ctx: RuleContext, node: fx.Node) -> Any:
     return _sym_args(ctx, node) if ctx.shape(node) is None else ctx.unknown(node)
 
 
@@ -239,7 +239,7 @@ def sizes_of(info: Any) -> tuple[SymSize, ...] | None:
     return tuple(SymSize(d in info.axes) for d in range(info.ndim))
 
 
-def _size(ctx: Any, node: fx.Node) -> Any:
+def _size(ctx: RuleContext, node: fx.Node) -> Any:
     """x.size() / x.size(d) / x.shape: ints that follow the widths of x's dims."""
     sizes = sizes_of(ctx.info(node.args[0]))
     if sizes is None:
@@ -250,13 +250,13 @@ def _size(ctx: Any, node: fx.Node) -> Any:
     return sizes
 
 
-def _getattr(ctx: Any, node: fx.Node) -> Any:
+def _getattr(ctx: RuleContext, node: fx.Node) -> Any:
     if node.args[1] == "shape":
         return sizes_of(ctx.info(node.args[0]))
     return _non_tensor(ctx, node)
 
 
-def _numel(ctx: Any, node: fx.Node) -> Any:
+def _numel(ctx: RuleContext, node: fx.Node) -> Any:
     sizes = sizes_of(ctx.info(node.args[0]))
     return SymSize(sizes is not None and any(s.prunable for s in sizes))
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import fx
 
+from fxrazor.analysis.context import RuleContext
 from fxrazor.analysis.elements import TensorInfo
 
 __all__ = ["index_info"]
@@ -32,7 +33,7 @@ def _is_simple(part: Any) -> bool:
     return False
 
 
-def index_info(ctx: Any, node: fx.Node, info: TensorInfo, index: Any) -> Any:
+def index_info(ctx: RuleContext, node: fx.Node, info: TensorInfo, index: Any) -> Any:
     """Element info of ``info``'s tensor indexed by ``index`` (a getitem node)."""
     parts = _normalize_index(index)
     if not all(_is_simple(p) for p in parts):
@@ -73,7 +74,8 @@ def index_info(ctx: Any, node: fx.Node, info: TensorInfo, index: Any) -> Any:
     return TensorInfo(tuple(shape), axes)
 
 
-def _slice_ids(ctx: Any, node: fx.Node, ids: Any, part: slice, k: int, in_tuple: bool) -> Any:
+def _slice_ids(ctx: RuleContext, node: fx.Node, ids: Any, part: slice, k: int,
+              in_tuple: bool) -> Any:
     start, stop, step = part.start, part.stop, part.step
     if part == slice(None):
         return ids

@@ -1,53 +1,44 @@
-"""Channel rules for leaf modules, keyed by exact module type.
+"""Channel rules for leaf modules: ``rule(ctx, node, module)``.
 
 Layers with weights own *slots*: the prunable dimensions of their parameters (a conv's
 ``out`` and ``in`` channels, a norm's ``channels``). A slot's elements are allocated once per
 module, so a module called twice joins the tensors of both calls to the same weights.
-Subclasses of these types are not matched (their forward may differ): they are unknown
-unless the user maps them explicitly.
+Which layer type uses which rule is said by its record (:mod:`fxrazor.layers`).
 
 Example:
     >>> from torch import nn
-    >>> MODULE_RULES[nn.ReLU] is elementwise_module
+    >>> from fxrazor.layers import LAYERS
+    >>> LAYERS[nn.Conv2d].rule is conv
     True
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
 from torch import fx, nn
 
+from fxrazor.analysis.context import RuleContext
 from fxrazor.analysis.elements import TensorInfo, join_dim, reshape_info
 from fxrazor.rules.functions import along_dim, spatial
 
-__all__ = ["MODULE_RULES", "ModuleRule", "elementwise_module", "lookup_by_type"]
-
-# The module argument is an instance of the rule's key type (which Callable cannot say).
-ModuleRule = Callable[[Any, fx.Node, Any], Any]
+__all__ = ["elementwise_module", "spatial_module", "conv", "linear", "channel_norm", "group_norm",
+           "layer_norm", "embedding", "flatten_module", "softmax_module", "prelu"]
 
 
-def lookup_by_type(table: dict[type, Any], module: nn.Module) -> Any:
-    """``table``'s entry for the module's type, or for the nearest base class in the table
-    when the subclass keeps that base's ``forward`` (e.g. a Conv3d subclass that only
-    changes ``__init__``). A subclass with its own forward matches nothing."""
-    cls = type(module)
-    if cls in table:
-        return table[cls]
-    for base in cls.__mro__[1:]:
-        if base in table:
-            return table[base] if cls.forward is cast("type[nn.Module]", base).forward else None
-    return None
+
+def _path(node: fx.Node) -> str:
+    """A call_module node's target: the layer's qualified name."""
+    return cast(str, node.target)
 
 
-def _input(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def _input(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     info = ctx.info(node.args[0]) if node.args else None
     return info if isinstance(info, TensorInfo) else None
 
 
-def elementwise_module(ctx: Any, node: fx.Node, module: nn.Module) -> Any:
+def elementwise_module(ctx: RuleContext, node: fx.Node, module: nn.Module) -> Any:
     info = _input(ctx, node)
     shape = ctx.shape(node)
     if info is None or shape != info.shape:
@@ -55,7 +46,7 @@ def elementwise_module(ctx: Any, node: fx.Node, module: nn.Module) -> Any:
     return info
 
 
-def _tie_groups(ctx: Any, ids: np.ndarray, groups: int) -> None:
+def _tie_groups(ctx: RuleContext, ids: np.ndarray, groups: int) -> None:
     """Join channel j of every group: pruning stays even across groups."""
     per = len(ids) // groups
     rows = ids.reshape(groups, per)
@@ -63,7 +54,7 @@ def _tie_groups(ctx: Any, ids: np.ndarray, groups: int) -> None:
         ctx.space.join(rows[0], row)
 
 
-def _conv(ctx: Any, node: fx.Node, m: nn.modules.conv._ConvNd) -> Any:
+def conv(ctx: RuleContext, node: fx.Node, m: nn.modules.conv._ConvNd) -> Any:
     info = _input(ctx, node)
     shape = ctx.shape(node)
     if info is None or shape is None or info.ndim != len(shape):
@@ -71,8 +62,8 @@ def _conv(ctx: Any, node: fx.Node, m: nn.modules.conv._ConvNd) -> Any:
     transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
     why = ctx.describe(node)
     c_in, c_out, g = m.in_channels, m.out_channels, m.groups
-    ins = ctx.slot(node.target, "in", c_in)
-    outs = ctx.slot(node.target, "out", c_out)
+    ins = ctx.slot(_path(node), "in", c_in)
+    outs = ctx.slot(_path(node), "out", c_out)
     extra = [d for d in info.axes if d != 1]
     for d in extra:
         ctx.space.pin(info.axes[d], f"{why} mixes it spatially")
@@ -90,13 +81,13 @@ def _conv(ctx: Any, node: fx.Node, m: nn.modules.conv._ConvNd) -> Any:
     return TensorInfo(tuple(shape), {1: outs})
 
 
-def _linear(ctx: Any, node: fx.Node, m: nn.Module) -> Any:
+def linear(ctx: RuleContext, node: fx.Node, m: nn.Linear) -> Any:
     info = _input(ctx, node)
     shape = ctx.shape(node)
     if info is None or shape is None:
         return ctx.unknown(node)
-    ins = ctx.slot(node.target, "in", m.in_features)
-    outs = ctx.slot(node.target, "out", m.out_features)
+    ins = ctx.slot(_path(node), "in", m.in_features)
+    outs = ctx.slot(_path(node), "out", m.out_features)
     last = info.ndim - 1
     join_dim(ctx.space, info.axes.get(last), ins, ctx.describe(node) + " (input is not prunable)")
     axes = {d: a for d, a in info.axes.items() if d != last}
@@ -104,23 +95,23 @@ def _linear(ctx: Any, node: fx.Node, m: nn.Module) -> Any:
     return TensorInfo(tuple(shape), axes)
 
 
-def _channel_norm(ctx: Any, node: fx.Node, m: nn.Module) -> Any:
+def channel_norm(ctx: RuleContext, node: fx.Node, m: nn.modules.batchnorm._NormBase) -> Any:
     """BatchNorm / InstanceNorm: per-channel statistics and affine parameters on dim 1."""
     info = _input(ctx, node)
     if info is None or info.ndim < 2 or ctx.shape(node) != info.shape:
         return ctx.unknown(node)
-    chans = ctx.slot(node.target, "channels", m.num_features)
+    chans = ctx.slot(_path(node), "channels", m.num_features)
     join_dim(ctx.space, info.axes.get(1), chans, ctx.describe(node) + " (input is not prunable)")
     axes = dict(info.axes)
     axes[1] = chans
     return TensorInfo(info.shape, axes)
 
 
-def _group_norm(ctx: Any, node: fx.Node, m: nn.GroupNorm) -> Any:
+def group_norm(ctx: RuleContext, node: fx.Node, m: nn.GroupNorm) -> Any:
     info = _input(ctx, node)
     if info is None or info.ndim < 2 or ctx.shape(node) != info.shape:
         return ctx.unknown(node)
-    chans = ctx.slot(node.target, "channels", m.num_channels)
+    chans = ctx.slot(_path(node), "channels", m.num_channels)
     join_dim(ctx.space, info.axes.get(1), chans, ctx.describe(node) + " (input is not prunable)")
     if 1 < m.num_groups < m.num_channels:
         _tie_groups(ctx, chans, m.num_groups)
@@ -129,7 +120,7 @@ def _group_norm(ctx: Any, node: fx.Node, m: nn.GroupNorm) -> Any:
     return TensorInfo(info.shape, axes)
 
 
-def _layer_norm(ctx: Any, node: fx.Node, m: nn.LayerNorm | nn.RMSNorm) -> Any:
+def layer_norm(ctx: RuleContext, node: fx.Node, m: nn.LayerNorm | nn.RMSNorm) -> Any:
     """LayerNorm / RMSNorm: over the last dim its statistics follow the kept channels."""
     info = _input(ctx, node)
     if info is None or ctx.shape(node) != info.shape:
@@ -142,25 +133,25 @@ def _layer_norm(ctx: Any, node: fx.Node, m: nn.LayerNorm | nn.RMSNorm) -> Any:
                 ctx.space.pin(info.axes[d], f"{ctx.describe(node)} normalises several dims")
         return TensorInfo(info.shape, axes)
     last = info.ndim - 1
-    chans = ctx.slot(node.target, "channels", m.normalized_shape[0])
+    chans = ctx.slot(_path(node), "channels", m.normalized_shape[0])
     join_dim(ctx.space, info.axes.get(last), chans, ctx.describe(node) + " (input is not prunable)")
     axes = dict(info.axes)
     axes[last] = chans
     return TensorInfo(info.shape, axes)
 
 
-def _embedding(ctx: Any, node: fx.Node, m: nn.Embedding) -> Any:
+def embedding(ctx: RuleContext, node: fx.Node, m: nn.Embedding) -> Any:
     info = _input(ctx, node)
     shape = ctx.shape(node)
     if info is None or shape is None:
         return ctx.unknown(node)
     for ids in info.axes.values():
         ctx.space.pin(ids, f"{ctx.describe(node)} uses it as indices")
-    outs = ctx.slot(node.target, "out", m.embedding_dim)
+    outs = ctx.slot(_path(node), "out", m.embedding_dim)
     return TensorInfo(tuple(shape), {len(shape) - 1: outs})
 
 
-def _flatten_module(ctx: Any, node: fx.Node, m: nn.Module) -> Any:
+def flatten_module(ctx: RuleContext, node: fx.Node, m: nn.Module) -> Any:
     info = _input(ctx, node)
     shape = ctx.shape(node)
     if info is None or shape is None:
@@ -168,42 +159,13 @@ def _flatten_module(ctx: Any, node: fx.Node, m: nn.Module) -> Any:
     return reshape_info(ctx.space, info, shape, ctx.describe(node), ctx.split_dims == "largest")
 
 
-def _softmax_module(ctx: Any, node: fx.Node, m: nn.Module) -> Any:
+def softmax_module(ctx: RuleContext, node: fx.Node, m: nn.Module) -> Any:
     return along_dim(ctx, node, _input(ctx, node), m.dim)
 
 
-def _spatial_module(ctx: Any, node: fx.Node, m: nn.Module) -> Any:
+def spatial_module(ctx: RuleContext, node: fx.Node, m: nn.Module) -> Any:
     return spatial(ctx, node)
 
 
-def _prelu(ctx: Any, node: fx.Node, m: nn.PReLU) -> Any:
+def prelu(ctx: RuleContext, node: fx.Node, m: nn.PReLU) -> Any:
     return elementwise_module(ctx, node, m) if m.num_parameters == 1 else ctx.unknown(node)
-
-
-_ELEMENTWISE = [
-    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
-    nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Softplus, nn.Dropout, nn.Dropout1d,
-    nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Hardtanh, nn.LogSigmoid,
-    nn.Softsign, nn.Tanhshrink, nn.Threshold,
-]
-_SPATIAL = [
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d,
-    nn.UpsamplingBilinear2d, nn.LPPool1d, nn.LPPool2d,
-]
-_CONVS = [nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-          nn.ConvTranspose3d]
-_CHANNEL_NORMS = [nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
-                  nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d]
-
-MODULE_RULES: dict[type, ModuleRule] = {t: elementwise_module for t in _ELEMENTWISE}
-MODULE_RULES.update({t: _spatial_module for t in _SPATIAL})
-MODULE_RULES.update({t: _conv for t in _CONVS})
-MODULE_RULES.update({t: _channel_norm for t in _CHANNEL_NORMS})
-MODULE_RULES.update({
-    nn.Linear: _linear, nn.GroupNorm: _group_norm, nn.LayerNorm: _layer_norm,
-    nn.RMSNorm: _layer_norm,
-    nn.Embedding: _embedding, nn.Flatten: _flatten_module, nn.Softmax: _softmax_module,
-    nn.LogSoftmax: _softmax_module, nn.PReLU: _prelu,
-})

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from torch import fx
 
+from fxrazor.analysis.context import RuleContext
 from fxrazor.analysis.elements import SymSize, TensorInfo, broadcast_join
 from fxrazor.rules.args import arg
 from fxrazor.rules.indexing import index_info
@@ -27,7 +28,8 @@ from fxrazor.rules.indexing import index_info
 __all__ = ["cat", "stack", "split", "chunk", "getitem", "narrow"]
 
 
-def _tensor_list(ctx: Any, node: fx.Node) -> tuple[list[TensorInfo], tuple[int, ...], int] | None:
+def _tensor_list(ctx: RuleContext, node: fx.Node
+                 ) -> tuple[list[TensorInfo], tuple[int, ...], int] | None:
     """The infos of cat/stack's tensor list, the output shape and the dim (None: unknown)."""
     infos = [ctx.info(t) for t in arg(node, 0, "tensors")]
     dim = arg(node, 1, "dim", 0)
@@ -38,7 +40,7 @@ def _tensor_list(ctx: Any, node: fx.Node) -> tuple[list[TensorInfo], tuple[int, 
     return infos, shape, dim % len(shape)
 
 
-def cat(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def cat(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     found = _tensor_list(ctx, node)
     if found is None:
         return ctx.unknown(node)
@@ -58,7 +60,7 @@ def cat(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return TensorInfo(tuple(shape), axes)
 
 
-def stack(ctx: Any, node: fx.Node) -> TensorInfo | None:
+def stack(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     found = _tensor_list(ctx, node)
     if found is None:
         return ctx.unknown(node)
@@ -68,7 +70,8 @@ def stack(ctx: Any, node: fx.Node) -> TensorInfo | None:
     return TensorInfo(tuple(shape), axes)
 
 
-def _split_like(ctx: Any, node: fx.Node, sizes: list[int], dim: int, locator: Any) -> Any:
+def _split_like(ctx: RuleContext, node: fx.Node, sizes: list[int], dim: int,
+                locator: Any) -> Any:
     info = ctx.info(node.args[0])
     if not isinstance(info, TensorInfo):
         return ctx.unknown(node)
@@ -87,7 +90,7 @@ def _split_like(ctx: Any, node: fx.Node, sizes: list[int], dim: int, locator: An
     return tuple(outs)
 
 
-def split(ctx: Any, node: fx.Node) -> Any:
+def split(ctx: RuleContext, node: fx.Node) -> Any:
     info = ctx.info(node.args[0])
     size = arg(node, 1, "split_size_or_sections", node.kwargs.get("split_size"))
     dim = arg(node, 2, "dim", 0)
@@ -103,7 +106,7 @@ def split(ctx: Any, node: fx.Node) -> Any:
     return _split_like(ctx, node, sizes, dim, "split")
 
 
-def chunk(ctx: Any, node: fx.Node) -> Any:
+def chunk(ctx: RuleContext, node: fx.Node) -> Any:
     info = ctx.info(node.args[0])
     chunks = arg(node, 1, "chunks")
     dim = arg(node, 2, "dim", 0)
@@ -115,7 +118,7 @@ def chunk(ctx: Any, node: fx.Node) -> Any:
     return _split_like(ctx, node, sizes, dim, "chunk")
 
 
-def getitem(ctx: Any, node: fx.Node) -> Any:
+def getitem(ctx: RuleContext, node: fx.Node) -> Any:
     src, index = node.args
     info = ctx.info(src)
     if isinstance(info, (tuple, list)):
@@ -131,10 +134,10 @@ def getitem(ctx: Any, node: fx.Node) -> Any:
     return index_info(ctx, node, info, index)
 
 
-def _gather_rows(ctx: Any, node: fx.Node, info: TensorInfo, index: fx.Node) -> Any:
+def _gather_rows(ctx: RuleContext, node: fx.Node, info: TensorInfo, index: fx.Node) -> Any:
     """``x[idx]`` with an index tensor: dim 0 is gathered (pinned), the others pass."""
     shape, idx_shape = ctx.shape(node), ctx.shape(index)
-    if shape is None or len(shape) != len(idx_shape) + info.ndim - 1:
+    if shape is None or idx_shape is None or len(shape) != len(idx_shape) + info.ndim - 1:
         return ctx.unknown(node)
     why = f"{ctx.describe(node)} gathers along it"
     if 0 in info.axes:
@@ -147,7 +150,7 @@ def _gather_rows(ctx: Any, node: fx.Node, info: TensorInfo, index: fx.Node) -> A
     return TensorInfo(tuple(shape), {d + lead: a for d, a in info.axes.items() if d >= 1})
 
 
-def narrow(ctx: Any, node: fx.Node) -> Any:
+def narrow(ctx: RuleContext, node: fx.Node) -> Any:
     """x.narrow(dim, start, length): a range of a dim, like a slice."""
     info = ctx.info(node.args[0])
     dim, start, length = (arg(node, i, n) for i, n in ((1, "dim"), (2, "start"), (3, "length")))

@@ -12,7 +12,7 @@ Example:
     >>> import torch
     >>> from torch import nn
     >>> conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
-    >>> layer_output(conv, (torch.empty(1, 3, 9, 9, device="meta"),), {}).shape
+    >>> conv_shape(conv, torch.empty(1, 3, 9, 9, device="meta")).shape
     torch.Size([1, 8, 5, 5])
 """
 
@@ -20,21 +20,22 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["layer_output", "function_output", "LAYER_SHAPES", "FUNCTION_SHAPES"]
+__all__ = ["layer_output", "function_output", "FUNCTION_SHAPES", "LayerShape", "conv_shape",
+           "linear_shape", "pool_shape", "adaptive_pool_shape", "same_shape"]
 
 
 def _meta(shape: list[int], dtype: torch.dtype) -> torch.Tensor | None:
     return torch.empty(shape, dtype=dtype, device="meta") if min(shape, default=1) > 0 else None
 
 
-def _conv(m: nn.modules.conv._ConvNd, x: torch.Tensor) -> torch.Tensor | None:
+def conv_shape(m: nn.modules.conv._ConvNd, x: torch.Tensor) -> torch.Tensor | None:
     n = len(m.kernel_size)
     if x.dim() not in (n + 1, n + 2) or x.shape[-n - 1] != m.in_channels \
             or x.dtype != m.weight.dtype:
@@ -52,13 +53,13 @@ def _conv(m: nn.modules.conv._ConvNd, x: torch.Tensor) -> torch.Tensor | None:
     return _meta([*x.shape[:-n - 1], m.out_channels, *sizes], x.dtype)
 
 
-def _linear(m: nn.Linear, x: torch.Tensor) -> torch.Tensor | None:
+def linear_shape(m: nn.Linear, x: torch.Tensor) -> torch.Tensor | None:
     if x.dim() < 1 or x.shape[-1] != m.in_features or x.dtype != m.weight.dtype:
         return None
     return _meta([*x.shape[:-1], m.out_features], x.dtype)
 
 
-def _adaptive_pool(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+def adaptive_pool_shape(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     n = int(type(m).__name__[-2])  # AdaptiveAvgPool2d → 2
     out = m.output_size if isinstance(m.output_size, (tuple, list)) else (m.output_size,) * n
     if x.dim() not in (n + 1, n + 2) or getattr(m, "return_indices", False) \
@@ -78,7 +79,7 @@ def _ints(value: Any, n: int) -> tuple[int, ...] | None:
     return None
 
 
-def _pool(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+def pool_shape(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """Max and average pooling: torch's output-size rule, ``ceil_mode`` included (a last
     window that would start in the right padding is dropped)."""
     n = int(type(m).__name__[-2])  # MaxPool2d → 2
@@ -101,38 +102,24 @@ def _pool(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     return _meta([*x.shape[:-n], *sizes], x.dtype)
 
 
-def _same_shape(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+def same_shape(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """Norms, activations, dropout: the input's shape and dtype (BatchNorm on meta even
     runs a slow Python decomposition)."""
     return torch.empty(x.shape, dtype=x.dtype, device="meta") if x.is_floating_point() else None
 
 
-_SAME_SHAPE_LAYERS = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
-    nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, nn.ReLU,
-    nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
-    nn.LeakyReLU, nn.ELU, nn.Mish, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-    nn.Identity,
-)
-
-LAYER_SHAPES: dict[type[nn.Module], Callable[[Any, torch.Tensor], torch.Tensor | None]] = {
-    **dict.fromkeys(_SAME_SHAPE_LAYERS, _same_shape),
-    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv, nn.Linear: _linear,
-    nn.AdaptiveAvgPool1d: _adaptive_pool, nn.AdaptiveAvgPool2d: _adaptive_pool,
-    nn.AdaptiveAvgPool3d: _adaptive_pool, nn.AdaptiveMaxPool1d: _adaptive_pool,
-    nn.AdaptiveMaxPool2d: _adaptive_pool, nn.AdaptiveMaxPool3d: _adaptive_pool,
-    **dict.fromkeys((nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
-                     nn.AvgPool3d), _pool),
-}
+# A layer type's output shape by formula: ``formula(module, input) -> meta tensor | None``.
+# Which formula a layer type uses is part of its record (``fxrazor.layers``).
+LayerShape = Callable[[Any, torch.Tensor], "torch.Tensor | None"]
 
 
-def layer_output(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-                 ) -> torch.Tensor | None:
-    """The meta output of ``module(*args, **kwargs)`` by formula, or None if unknown.
-
-    Only exact types are handled: a subclass may change ``forward``.
+def layer_output(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 shapes: Mapping[type, LayerShape]) -> torch.Tensor | None:
+    """The meta output of ``module(*args, **kwargs)`` by the formula ``shapes`` gives its
+    type, or None if unknown. Only exact types are handled: a subclass may change
+    ``forward``.
     """
-    rule = LAYER_SHAPES.get(type(module))
+    rule = shapes.get(type(module))
     if rule is None or kwargs or len(args) != 1 or not isinstance(args[0], torch.Tensor):
         return None
     return rule(module, args[0])

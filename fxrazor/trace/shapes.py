@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, overload
 
@@ -30,7 +30,7 @@ from torch.fx.node import map_aggregate, map_arg
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from fxrazor.errors import ExampleInputError
-from fxrazor.trace.meta_shapes import function_output, layer_output
+from fxrazor.trace.meta_shapes import LayerShape, function_output, layer_output
 from fxrazor.trace.modes import evaluating
 
 __all__ = ["propagate_shapes"]
@@ -119,10 +119,12 @@ def _on_meta(module: nn.Module) -> Iterator[None]:
 class _MetaShapeRecorder(_ShapeRecorder):
     """Shape recording where layers and attributes run on meta copies of their tensors."""
 
-    def __init__(self, module: fx.GraphModule) -> None:
+    def __init__(self, module: fx.GraphModule, layer_shapes: Mapping[type, LayerShape]
+                 ) -> None:
         # Meta values cost no memory: no need to free each after its last use (which
         # needs a walk over every node's inputs first).
         super().__init__(module, garbage_collect_values=False)
+        self.layer_shapes = layer_shapes
 
     def run(self, *args: Any) -> Any:  # type: ignore[override]
         """``Interpreter.run`` without its progress bar, partial environments, freeing of
@@ -150,7 +152,7 @@ class _MetaShapeRecorder(_ShapeRecorder):
         module = self.submodules.get(target)
         if module is None:
             module = super().fetch_attr(target)
-        known = layer_output(module, args, kwargs)
+        known = layer_output(module, args, kwargs, self.layer_shapes)
         if known is not None:
             return known
         with _on_meta(module):
@@ -165,10 +167,11 @@ class _MetaShapeRecorder(_ShapeRecorder):
         return fast if fast is not None else super().call_method(target, args, kwargs)
 
 
-def _propagate_meta(gm: fx.GraphModule, args: tuple[Any, ...]) -> bool:
+def _propagate_meta(gm: fx.GraphModule, args: tuple[Any, ...],
+                    layer_shapes: Mapping[type, LayerShape]) -> bool:
     try:
         with torch.no_grad():
-            _MetaShapeRecorder(gm).run(*(_to_meta(a) for a in args))
+            _MetaShapeRecorder(gm, layer_shapes).run(*(_to_meta(a) for a in args))
     except Exception as e:  # noqa: BLE001 - any failure falls back to the real run
         logger.debug("meta shape propagation failed (%s); running the model for real", e)
         return False
@@ -190,9 +193,13 @@ def _propagate_real(gm: fx.GraphModule, args: tuple[Any, ...]) -> None:
         ) from e
 
 
-def propagate_shapes(gm: fx.GraphModule, args: tuple[Any, ...]) -> None:
-    """Record ``node.meta['tensor_meta']`` for every node of ``gm`` run on ``args``."""
-    if _propagate_meta(gm, args):
+def propagate_shapes(gm: fx.GraphModule, args: tuple[Any, ...],
+                     layer_shapes: Mapping[type, LayerShape] | None = None) -> None:
+    """Record ``node.meta['tensor_meta']`` for every node of ``gm`` run on ``args``.
+
+    ``layer_shapes`` gives output-shape formulas by exact layer type (what the layer
+    records hold); other layers run on meta tensors."""
+    if _propagate_meta(gm, args, layer_shapes or {}):
         return
     if any(t.is_meta for t in (*gm.parameters(), *gm.buffers())):
         args = tuple(_to_meta(a) for a in args)

@@ -20,22 +20,23 @@ from __future__ import annotations
 import inspect
 import logging
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import fx, nn
 
 from fxrazor.decompose import decompose_modules
 from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModelError
-from fxrazor.rules.layers import MODULE_RULES, lookup_by_type
 from fxrazor.trace import module_trace
 from fxrazor.trace.copying import copy_module
 from fxrazor.trace.graph_module import build_graph_module
+from fxrazor.trace.meta_shapes import LayerShape
 from fxrazor.trace.shapes import propagate_shapes
 
-__all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs"]
+__all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs",
+           "KnownLayer", "lookup_by_type"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,35 @@ _MAX_RETRIES = 64
 # Argument types that are stored in the graph as they are.
 _PLAIN_ARGS = frozenset({int, float, bool, complex, str, type(None), type(...), torch.dtype,
                          torch.device, torch.memory_format, torch.layout})
+
+
+class KnownLayer(Protocol):
+    """What tracing needs of a known layer type (a :class:`fxrazor.layers.LayerRecord`):
+    known layers stay leaves, and ``meta_shape`` computes their output shape."""
+
+    @property
+    def meta_shape(self) -> LayerShape | None: ...
+
+
+def lookup_by_type(table: Mapping[type, Any], module: nn.Module) -> Any:
+    """``table``'s entry for the module's type, or for the nearest base class in the table
+    when the subclass keeps that base's ``forward`` (e.g. a Conv3d subclass that only
+    changes ``__init__``). A subclass with its own forward matches nothing.
+
+    Example:
+        >>> from torch import nn
+        >>> class MyConv(nn.Conv2d):
+        ...     pass
+        >>> lookup_by_type({nn.Conv2d: "conv"}, MyConv(1, 1, 1))
+        'conv'
+    """
+    cls = type(module)
+    if cls in table:
+        return table[cls]
+    for base in cls.__mro__[1:]:
+        if base in table:
+            return table[base] if cls.forward is cast("type[nn.Module]", base).forward else None
+    return None
 
 
 @dataclass
@@ -89,11 +119,11 @@ class FxRazorTracer(fx.Tracer):
     """A tracer whose leaves are torch.nn layers, user leaves and opaque modules."""
 
     def __init__(self, leaf_types: tuple[type, ...] = (), leaf_names: Iterable[str] = (),
-                 rule_types: dict[type, Any] | None = None):
+                 known_layers: Mapping[type, Any] | None = None):
         super().__init__()
         self.leaf_types = leaf_types
         self.leaf_names = set(leaf_names)
-        self.rule_types = MODULE_RULES if rule_types is None else rule_types
+        self.known_layers = known_layers or {}
 
     def trace(self, root: nn.Module | Any, concrete_args: dict[str, Any] | None = None
               ) -> fx.Graph:
@@ -110,7 +140,7 @@ class FxRazorTracer(fx.Tracer):
             return True
         if self.leaf_types and isinstance(m, self.leaf_types):
             return True
-        if lookup_by_type(self.rule_types, m) is not None:
+        if lookup_by_type(self.known_layers, m) is not None:
             return True  # e.g. a Conv3d subclass that keeps Conv3d's forward
         return super().is_leaf_module(m, module_qualified_name)
 
@@ -224,11 +254,11 @@ def absent_inputs(model: nn.Module, example_inputs: Any) -> dict[str, Any]:
 
 def _trace_with_fallback(
     model: nn.Module, leaf_types: tuple[type, ...], leaf_names: set[str],
-    concrete_args: dict[str, Any] | None = None,
+    known_layers: Mapping[type, Any], concrete_args: dict[str, Any] | None = None,
 ) -> tuple[fx.GraphModule, dict[str, str]]:
     opaque: dict[str, str] = {}
     for _ in range(_MAX_RETRIES):
-        tracer = FxRazorTracer(leaf_types, leaf_names | set(opaque))
+        tracer = FxRazorTracer(leaf_types, leaf_names | set(opaque), known_layers)
         try:
             graph = tracer.trace(model, concrete_args=concrete_args or None)
         except _TRACE_FAILURES as e:
@@ -293,6 +323,7 @@ def trace_model(
     example_inputs: Any,
     leaf_modules: Iterable[type | str] = (),
     copy_model: bool = True,
+    layers: Mapping[type, KnownLayer] | None = None,
 ) -> TracedModel:
     """Trace ``model`` and record shapes; the result owns copies of the model's state
     unless ``copy_model`` is False.
@@ -302,6 +333,9 @@ def trace_model(
         example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs.
         leaf_modules: module types or qualified names to keep as single nodes.
         copy_model: give the result its own copy of every layer and weight it uses.
+        layers: the known layer types (``fxrazor.layers.LAYERS`` in ``convert``): they and
+            subclasses that keep their forward stay leaves, and their output shapes come
+            from their records' formulas. None: torch.fx's leaves, shapes run on meta.
 
     Returns:
         The traced model with ``tensor_meta`` on every node.
@@ -317,7 +351,9 @@ def trace_model(
     # user's own, as it documents); the only place decomposition runs before tracing
     decompose_modules(source)
     absent = absent_inputs(model, example_inputs)
-    gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, absent)
+    known = layers or {}
+    gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, known, absent)
     args = normalize_inputs(gm, example_inputs)
-    propagate_shapes(gm, args)
+    propagate_shapes(gm, args, {t: r.meta_shape for t, r in known.items()
+                                if r.meta_shape is not None})
     return TracedModel(gm, opaque, args, frozenset(user_ids) if copy_model else None)

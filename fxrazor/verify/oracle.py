@@ -19,40 +19,25 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import Any, cast
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from fxrazor.decompose import decompose_modules
+from fxrazor.layers import LayerRecord, UnitWeights
+from fxrazor.supernet import Supernet
 
 __all__ = ["zero_pruned_channels"]
 
 
-def _zero(tensor: torch.Tensor | None, dim: int, positions: torch.Tensor) -> None:
-    if tensor is not None:
-        with torch.no_grad():
-            tensor.index_fill_(dim, positions, 0.0)
+def _zero(tensor: torch.Tensor, dim: int, positions: torch.Tensor) -> None:
+    with torch.no_grad():
+        tensor.index_fill_(dim, positions, 0.0)
 
 
-def _zero_slot(model: nn.Module, slot: Any, pos: torch.Tensor) -> None:
-    if slot.is_param:
-        owner, _, attr = slot.target.rpartition(".")
-        param = getattr(model.get_submodule(owner) if owner else model, attr)
-        _zero(param, int(slot.role[3:]), pos)
-        return
-    layer = model.get_submodule(slot.target)
-    if isinstance(layer, nn.Embedding):
-        _zero(layer.weight, 1, pos)
-    elif isinstance(layer, nn.modules.conv._ConvTransposeNd):
-        _zero(layer.weight, 1, pos)
-        _zero(layer.bias, 0, pos)
-    else:
-        _zero(cast(torch.Tensor, layer.weight), 0, pos)
-        _zero(getattr(layer, "bias", None), 0, pos)
-
-
-def zero_pruned_channels(model: nn.Module, supernet: Any) -> nn.Module:
+def zero_pruned_channels(model: nn.Module, supernet: Supernet,
+                         layers: Mapping[type, LayerRecord] | None = None) -> nn.Module:
     """A copy of ``model`` whose producers of every pruned unit channel output zeros.
 
     Layers that ``convert`` decomposes (``nn.MultiheadAttention``, Swin window attention)
@@ -61,16 +46,18 @@ def zero_pruned_channels(model: nn.Module, supernet: Any) -> nn.Module:
     Args:
         model: the original model the supernet was converted from.
         supernet: the :class:`fxrazor.Supernet` with the choices to check.
+        layers: the layer records of the conversion (default: the library's), which say
+            on which weight dim each layer keeps its channels.
     """
     zeroed = copy.deepcopy(model)
     # the supernet's layer names are those of the decomposed model (separate q/k/v layers
     # where the model has fused attention); the decomposition computes the same function
     decompose_modules(zeroed)
-    for unit, spec in zip(supernet.all_units, supernet.analysis.units, strict=True):
-        pruned = (~unit.current_mask).nonzero().flatten()
+    for unit, spec in zip(supernet.every_unit(), supernet.analysis.units, strict=True):
+        pruned = (~unit.current_mask).nonzero().flatten().numpy()
         if not len(pruned):
             continue
-        for slot, positions in spec.members:
-            if slot.role != "in":
-                _zero_slot(zeroed, slot, torch.from_numpy(positions[pruned.numpy()].ravel()))
+        # every tensor that writes the unit's channels (not the layers that read them)
+        for written in UnitWeights(zeroed, spec, layers).outputs():
+            _zero(written.weight, written.dim, torch.from_numpy(written.positions[pruned].ravel()))
     return zeroed
