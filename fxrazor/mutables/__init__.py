@@ -17,11 +17,11 @@ from fxrazor.mutables.channel_unit import (
 )
 from fxrazor.mutables.derived_mutable import DerivedMutable, concat_mutable_channels
 from fxrazor.mutables.diff_mutable import (
-    DiffChoiceRoute,
     DiffMutableModule,
     DiffMutableOP,
     OneHotMutableOP,
 )
+from fxrazor.mutables.diff_route import DiffChoiceRoute
 from fxrazor.mutables.method_units import (
     DCFFChannelUnit,
     DMCPChannelUnit,

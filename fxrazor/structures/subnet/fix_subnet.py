@@ -21,16 +21,20 @@ import copy
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
 
 from fxrazor.errors import AliasConflictError, InvalidArgumentError, SubnetConfigError
-from fxrazor.structures.subnet.subnet_io import read_subnet_file, save_fix_subnet, to_plain
-
-if TYPE_CHECKING:
-    from fxrazor.mutables.base import BaseMutable
+from fxrazor.mutables.base import BaseMutable
+from fxrazor.structures.subnet.subnet_io import (
+    _split_chosen,
+    convert_fix_subnet,
+    read_subnet_file,
+    save_fix_subnet,
+    to_plain,
+)
 
 __all__ = [
     "export_fix_subnet",
@@ -50,8 +54,6 @@ _LOAD_METHOD = "_fxr_load_subnet"
 
 def _is_source_mutable(module: nn.Module) -> bool:
     """Whether ``module`` is a mutable that owns its choice (not derived from others)."""
-    from fxrazor.mutables.base import BaseMutable  # lazy: mutables may import structures
-
     if not isinstance(module, BaseMutable):
         return False
     if any(cls.__name__ in _FOLLOWER_CLASS_NAMES for cls in type(module).__mro__):
@@ -79,53 +81,6 @@ def _check_mode(mode: str, argument: str, model: nn.Module, protocol: str) -> bo
             f"supernet); {type(model).__name__} does not. Use {argument}='mutable'."
         )
     return has_protocol
-
-
-def convert_fix_subnet(fix_subnet: Mapping[str, Any]) -> dict[str, Any]:
-    """Return ``fix_subnet`` with every value in plain, file-writable form.
-
-    ``DumpChosen`` values and ``{'chosen': ..., 'meta': ...}`` dicts become
-    ``{'chosen': ..., 'meta': ...}`` dicts of plain Python values (tensors become lists,
-    tuples become lists). Other values are made plain but keep their shape.
-
-    Args:
-        fix_subnet: a subnet config, e.g. from :func:`export_fix_subnet`.
-
-    Returns:
-        A new dict; ``fix_subnet`` is not modified.
-
-    Raises:
-        InvalidArgumentError: if a value cannot be made plain (e.g. an ``nn.Module``).
-
-    Example:
-        >>> import torch
-        >>> convert_fix_subnet({"mask": {"chosen": torch.tensor([True, False])}})
-        {'mask': {'chosen': [True, False], 'meta': None}}
-    """
-    from fxrazor.mutables.base import DumpChosen
-
-    converted: dict[str, Any] = {}
-    for key, value in fix_subnet.items():
-        if isinstance(value, DumpChosen) or _is_chosen_dict(value):
-            chosen, meta = _split_chosen(value)
-            value = {"chosen": chosen, "meta": meta}
-        converted[key] = to_plain(value, where=str(key))
-    return converted
-
-
-def _is_chosen_dict(value: Any) -> bool:
-    return isinstance(value, Mapping) and "chosen" in value and set(value) <= {"chosen", "meta"}
-
-
-def _split_chosen(value: Any) -> tuple[Any, Any]:
-    """Return ``(chosen, meta)`` of a DumpChosen, a chosen dict or a bare value."""
-    from fxrazor.mutables.base import DumpChosen
-
-    if isinstance(value, DumpChosen):
-        return value.chosen, value.meta
-    if _is_chosen_dict(value):
-        return value["chosen"], value.get("meta")
-    return value, None
 
 
 def _dump_mutables(model: nn.Module) -> dict[str, Any]:

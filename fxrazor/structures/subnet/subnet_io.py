@@ -16,8 +16,9 @@ from typing import Any
 import yaml
 
 from fxrazor.errors import InvalidArgumentError, SubnetConfigError
+from fxrazor.mutables.base import DumpChosen
 
-__all__ = ["to_plain", "read_subnet_file", "save_fix_subnet"]
+__all__ = ["to_plain", "read_subnet_file", "save_fix_subnet", "convert_fix_subnet"]
 
 _YAML_SUFFIXES = (".yaml", ".yml")
 _JSON_SUFFIX = ".json"
@@ -37,8 +38,6 @@ def to_plain(value: Any, where: str = "value") -> Any:
     Raises:
         InvalidArgumentError: for values that have no plain form (e.g. modules).
     """
-    from fxrazor.mutables.base import DumpChosen  # lazy: mutables may import structures
-
     if isinstance(value, _SCALARS):
         return value
     if isinstance(value, DumpChosen):
@@ -122,8 +121,6 @@ def save_fix_subnet(cfg: Mapping[str, Any], path: str | Path) -> Path:
         ...     read_subnet_file(save_fix_subnet({"op": {"chosen": "a"}}, path))
         {'op': {'chosen': 'a', 'meta': None}}
     """
-    from fxrazor.structures.subnet.fix_subnet import convert_fix_subnet
-
     path = Path(path)
     suffix = _suffix_of(path)
     plain = convert_fix_subnet(cfg)
@@ -133,3 +130,46 @@ def save_fix_subnet(cfg: Mapping[str, Any], path: str | Path) -> Path:
         text = json.dumps(plain, indent=2) + "\n"
     path.write_text(text)
     return path
+
+
+def convert_fix_subnet(fix_subnet: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``fix_subnet`` with every value in plain, file-writable form.
+
+    ``DumpChosen`` values and ``{'chosen': ..., 'meta': ...}`` dicts become
+    ``{'chosen': ..., 'meta': ...}`` dicts of plain Python values (tensors become lists,
+    tuples become lists). Other values are made plain but keep their shape.
+
+    Args:
+        fix_subnet: a subnet config, e.g. from :func:`export_fix_subnet`.
+
+    Returns:
+        A new dict; ``fix_subnet`` is not modified.
+
+    Raises:
+        InvalidArgumentError: if a value cannot be made plain (e.g. an ``nn.Module``).
+
+    Example:
+        >>> import torch
+        >>> convert_fix_subnet({"mask": {"chosen": torch.tensor([True, False])}})
+        {'mask': {'chosen': [True, False], 'meta': None}}
+    """
+    converted: dict[str, Any] = {}
+    for key, value in fix_subnet.items():
+        if isinstance(value, DumpChosen) or _is_chosen_dict(value):
+            chosen, meta = _split_chosen(value)
+            value = {"chosen": chosen, "meta": meta}
+        converted[key] = to_plain(value, where=str(key))
+    return converted
+
+
+def _is_chosen_dict(value: Any) -> bool:
+    return isinstance(value, Mapping) and "chosen" in value and set(value) <= {"chosen", "meta"}
+
+
+def _split_chosen(value: Any) -> tuple[Any, Any]:
+    """Return ``(chosen, meta)`` of a DumpChosen, a chosen dict or a bare value."""
+    if isinstance(value, DumpChosen):
+        return value.chosen, value.meta
+    if _is_chosen_dict(value):
+        return value["chosen"], value.get("meta")
+    return value, None
