@@ -5,20 +5,14 @@ window-attention decomposition."""
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from small_models import AttentionBlock
 from torch import nn
 
 import fxrazor
 from fxrazor.decompose import DecomposedMultiheadAttention
-
-# pytest runs with --import-mode=importlib, which does not put tests/ on sys.path
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from small_models import AttentionBlock  # noqa: E402
 
 torchvision = pytest.importorskip("torchvision")
 

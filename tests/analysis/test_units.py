@@ -6,12 +6,10 @@ in ``tests/models.py``), never taken from the analysis itself.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from collections import Counter
-from pathlib import Path
 
+import models as M
 import numpy as np
 import pytest
 
@@ -19,20 +17,6 @@ from fxrazor.analysis.result import ChannelAnalysis, PinnedGroup, UnitSpec
 from fxrazor.errors import TraceFailedError
 from fxrazor.passes.discover_units import discover_units
 from fxrazor.trace.tracer import trace_model
-
-
-def _load_models():
-    # tests/ is not a package and pytest runs with --import-mode=importlib: load by path.
-    name = "fxrazor_test_models"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("models.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-M = _load_models()
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from oracles import assert_close, count_params
+from small_models import (
+    FunctionalLinear,
+    KwargModel,
+    conv_bn_chain,
+    state_of,
+    tree_of,
+    two_conv,
+)
 from torch import nn
 
 import fxrazor
@@ -23,19 +30,6 @@ from fxrazor.errors import (
 )
 from fxrazor.mutables.channel_unit import OneShotMutableChannelUnit
 from fxrazor.verify.oracle import zero_pruned_channels
-
-# pytest runs with --import-mode=importlib, which does not put tests/ on sys.path
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from oracles import assert_close, count_params  # noqa: E402
-from small_models import (  # noqa: E402
-    FunctionalLinear,
-    KwargModel,
-    conv_bn_chain,
-    state_of,
-    tree_of,
-    two_conv,
-)
 
 __all__: list[str] = []
 

@@ -21,24 +21,13 @@ from __future__ import annotations
 import copy
 import json
 import random
-import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
+import fuzz_models
 import pytest
 import torch
-from hypothesis import HealthCheck, given, note, settings
-from hypothesis import strategies as st
-
-import fxrazor
-from fxrazor.rules.functions import pointwise
-
-# pytest runs with --import-mode=importlib, which does not put tests/ on sys.path
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fuzz_models  # noqa: E402
-from fuzz_models import (  # noqa: E402
+from fuzz_models import (
     ENABLED_OPS,
     RandomChooser,
     build_network,
@@ -46,7 +35,12 @@ from fuzz_models import (  # noqa: E402
     random_networks,
     random_spec,
 )
-from oracles import zero_pruned_channels  # noqa: E402
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+from oracles import zero_pruned_channels
+
+import fxrazor
+from fxrazor.rules.functions import pointwise
 
 __all__ = ["FAILURE_KINDS", "FuzzFailure", "check_network", "replay_line"]
 

@@ -12,20 +12,15 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torchvision
+from oracles import assert_close, count_params, zero_pruned_channels
 from torch import fx, nn
 
 import fxrazor
-
-# pytest runs with --import-mode=importlib, which does not put tests/ on sys.path
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from oracles import assert_close, count_params, zero_pruned_channels  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
