@@ -1,10 +1,11 @@
-"""Fuzz fxrazor's compiler with random DAG networks (``fuzz_models.py``).
+"""Fuzz fxrazor's compiler with random DAG networks (``helpers/fuzz_models.py``).
 
-For every generated network: ``convert`` succeeds and leaves the model alone, the supernet
-at full width computes what the model computes, and for the smallest and a random subnet
-the frozen module computes what the supernet computes, as does the original model with the
-pruned channels zeroed (unless a norm mixes statistics over channels); the frozen random
-subnet scripts. Patterns that expose known library bugs are switched off by the
+For every generated network (``helpers/fuzz_checks.py``, through the shared
+:mod:`fxrazor.verify.equivalence`): ``convert`` succeeds and leaves the model alone, the
+supernet at full width computes what the model computes, and for the smallest and a random
+subnet the frozen module computes what the supernet computes, as does the original model
+with the pruned channels zeroed (unless a norm mixes statistics over pruned channels); the
+frozen random subnet scripts. Patterns that expose known library bugs are switched off by the
 ``ENABLE_*`` flags of ``fuzz_models.py`` (each with the bug next to it).
 
 Subnets come from "sequential" units (trailing channels pruned) and "l1" units (channels
@@ -21,12 +22,11 @@ from __future__ import annotations
 import copy
 import json
 import random
-import warnings
-from typing import Any
 
 import fuzz_models
 import pytest
 import torch
+from fuzz_checks import FuzzFailure, check_network, replay_line
 from fuzz_models import (
     ENABLED_OPS,
     RandomChooser,
@@ -37,105 +37,8 @@ from fuzz_models import (
 )
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from oracles import zero_pruned_channels
 
-import fxrazor
 from fxrazor.rules.functions import pointwise
-
-__all__ = ["FAILURE_KINDS", "FuzzFailure", "check_network", "replay_line"]
-
-FAILURE_KINDS = (
-    "convert error", "model modified", "full-width mismatch", "unknown op unpinned",
-    "freeze error", "frozen mismatch", "oracle mismatch", "script error",
-)
-
-
-class FuzzFailure(AssertionError):
-    """A check failed; ``kind`` is one of :data:`FAILURE_KINDS`."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
-
-
-def replay_line(spec: dict, choice_seed: int, unit: str = "sequential") -> str:
-    """Python that rebuilds the network and reruns the checks (tests/ on sys.path)."""
-    return (f"replay: model, x, has_norm = build_network(json.loads({json.dumps(spec)!r})); "
-            f"check_network(model, x, has_norm, {choice_seed}, unit={unit!r})")
-
-
-def _close(actual: Any, expected: Any, rtol: float = 1e-4) -> None:
-    """assert_close with an absolute tolerance relative to the output's magnitude."""
-    exp = expected if isinstance(expected, tuple) else (expected,)
-    act = actual if isinstance(actual, tuple) else (actual,)
-    if len(act) != len(exp):
-        raise AssertionError(f"{len(act)} outputs, expected {len(exp)}")
-    for a, e in zip(act, exp, strict=True):
-        scale = max(1.0, float(e.abs().max()))
-        torch.testing.assert_close(a, e, rtol=rtol, atol=rtol * scale)
-
-
-def _stage(kind: str, fn: Any) -> Any:
-    try:
-        return fn()
-    except Exception as e:  # any failure of the library under test is a finding, by kind
-        raise FuzzFailure(kind, f"{type(e).__name__}: {e}") from e
-
-
-def _unknown_nodes(spec: dict) -> int:
-    return sum(node["op"] == "unknown" for node in spec["nodes"])
-
-
-def _check_subnet(model: torch.nn.Module, sn: fxrazor.Supernet, x: torch.Tensor,
-                  has_channel_norm: bool, script: bool) -> None:
-    """Freeze the supernet's current subnet and compare it with the supernet and oracle."""
-    frozen = _stage("freeze error", lambda: fxrazor.freeze(sn))
-    got = _stage("freeze error", lambda: frozen(x))
-    _stage("frozen mismatch", lambda: _close(got, sn(x)))
-    if not has_channel_norm:
-        zeroed = zero_pruned_channels(model, sn)
-        _stage("oracle mismatch", lambda: _close(got, zeroed(x)))
-    if script:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit's deprecation notices
-            scripted = _stage("script error", lambda: torch.jit.script(frozen))
-        _stage("script error", lambda: _close(scripted(x), got))
-
-
-def _random_subnet(sn: fxrazor.Supernet, choice_seed: int) -> None:
-    random.seed(choice_seed)
-    sn.set_choices(sn.sample_choices())
-
-
-@torch.no_grad()
-def check_network(model: torch.nn.Module, x: torch.Tensor, has_channel_norm: bool,
-                  choice_seed: int, **convert_kwargs: Any) -> dict:
-    """Run every check on one network; raise :class:`FuzzFailure` on the first that fails.
-
-    Two subnets are checked: the smallest (every unit at its minimum, where emptied tensors
-    show up first) and a random one from ``choice_seed``, which is also scripted.
-    Returns ``{"units": ..., "pruned": ...}``: how many mutable units the supernet has and
-    whether the random subnet removed any channel (for coverage reports).
-    """
-    expected = model(x)
-    sn = _stage("convert error", lambda: fxrazor.convert(model, x, **convert_kwargs))
-    _stage("malformed supernet graph", sn.graph_module.graph.lint)
-    _stage("model modified", lambda: _close(model(x), expected, rtol=0.0))
-    # custom rules may make an op known; otherwise every unknown node must be reported
-    custom_rules = any(key.endswith("_rules") for key in convert_kwargs)
-    if not custom_rules and len(sn.analysis.unknown_ops) < _unknown_nodes(model.spec):
-        raise FuzzFailure("unknown op unpinned",
-                          f"{_unknown_nodes(model.spec)} unknown ops in the model, analysis "
-                          f"reports {list(sn.analysis.unknown_ops)}")
-    _stage("full-width mismatch",
-           lambda: (sn.set_choices(sn.sample_choices("max")), _close(sn(x), expected)))
-    _stage("freeze error", lambda: sn.set_choices(sn.sample_choices("min")))
-    _check_subnet(model, sn, x, has_channel_norm, script=False)
-    _stage("freeze error", lambda: _random_subnet(sn, choice_seed))
-    _check_subnet(model, sn, x, has_channel_norm, script=True)
-    pruned = any(not bool(u.current_mask.all()) for u in sn.units)
-    return {"units": len(sn.units), "pruned": pruned}
 
 
 @settings(max_examples=200, deadline=None, derandomize=True,
