@@ -3,6 +3,7 @@ how, custom dynamic ops, parameters and size literals that follow the pruned wid
 
 from __future__ import annotations
 
+import models as M
 import pytest
 import torch
 from small_models import (
@@ -13,6 +14,7 @@ from small_models import (
 from torch import nn
 
 import fxrazor
+from fxrazor.ops import DynamicOp, DynamicParam
 from fxrazor.verify.oracle import zero_pruned_channels
 
 
@@ -187,3 +189,21 @@ def test_buffers_follow_channels_but_never_create_them() -> None:
     torch.testing.assert_close(frozen(x), sn(x))
     torch.testing.assert_close(frozen(x), zero_pruned_channels(model, sn)(x))
     assert frozen.embed.shape == (1, 2, 1, 1) and frozen.coords.shape == (5, 4)
+
+
+@pytest.mark.parametrize("build", M.ALL_BUILDERS, ids=lambda b: b.__name__)
+def test_unit_members_become_dynamic_ops_and_other_layers_stay_static(build) -> None:
+    model, x = build()
+    sn = fxrazor.convert(model.eval(), x)
+    members = {c["name"].partition(":")[0]: ":" in c["name"] for u in sn.all_units
+               for c in [*u.output_related, *u.input_related]}
+    for name, module in sn.graph_module.named_modules():
+        if name in members and not members[name]:
+            assert isinstance(module, DynamicOp), name
+            static = dict(model.named_modules()).get(name)
+            assert static is None or isinstance(module, type(static)), name  # still the layer
+        elif isinstance(module, DynamicOp):
+            assert name in members, f"{name} is dynamic but no unit holds it"
+    params = {n for n, is_param in members.items() if is_param}
+    dynamic_params = {m.target for m in sn.graph_module.modules() if isinstance(m, DynamicParam)}
+    assert dynamic_params <= params
