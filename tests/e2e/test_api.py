@@ -1,4 +1,4 @@
-"""Tests of the user-facing API: convert, choices, freeze, configs, summary, errors."""
+"""Tests of the user-facing API: convert and its inputs, modes, choices, configs, errors."""
 
 from __future__ import annotations
 
