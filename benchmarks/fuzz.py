@@ -1,7 +1,8 @@
-"""Fuzz report: run the compiler checks of ``tests/test_fuzz.py`` on many random networks.
+"""Fuzz report: run the compiler checks of ``tests/helpers/fuzz_checks.py`` on many random
+networks.
 
-Network ``i`` is drawn from ``random.Random(i)`` by ``tests/fuzz_models.random_spec`` and
-its subnet is sampled with choice seed ``i``, so every case is reproducible from its index.
+Network ``i`` is drawn from ``random.Random(i)`` by ``tests/helpers/fuzz_models.random_spec``
+and its subnet is sampled with choice seed ``i``, so every case is reproducible from its index.
 Prints the failure count per kind (convert error, full-width mismatch, frozen mismatch,
 oracle mismatch, script error, ...) and writes the first failing spec of each kind, with
 its error and a replay line, to a JSON file. Always exits 0: it is a report, not a gate.
@@ -25,10 +26,10 @@ from pathlib import Path
 import torch
 from common import print_table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "helpers"))
 import fuzz_models  # noqa: E402
+from fuzz_checks import FAILURE_KINDS, FuzzFailure, check_network, replay_line  # noqa: E402
 from fuzz_models import ENABLED_OPS, RandomChooser, build_network, random_spec  # noqa: E402
-from test_fuzz import FAILURE_KINDS, FuzzFailure, check_network, replay_line  # noqa: E402
 
 __all__ = ["main", "run"]
 

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fxrazor.verify.equivalence import check_full_width, check_subnet, within
+
 __all__ = ["ModelSpec", "ZooResult", "model_specs", "check_model", "half_width", "main"]
 
 logger = logging.getLogger(__name__)
@@ -36,7 +38,6 @@ _VIDEO = {"r3d_18": (1, 3, 4, 32, 32), "mc3_18": (1, 3, 4, 32, 32),
           "mvit_v1_b": (1, 3, 16, 224, 224), "mvit_v2_s": (1, 3, 16, 224, 224),
           "swin3d_t": (1, 3, 4, 64, 64)}
 _LARGE_INPUT = {"inception_v3": 96}
-_NORMS_OVER_CHANNELS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 
 
 @dataclass(frozen=True)
@@ -112,15 +113,6 @@ def _random_choices(supernet: Any) -> dict[str, Any]:
     return chosen
 
 
-def _has_channel_norm(supernet: Any) -> bool:
-    for spec in supernet.analysis.units:
-        for slot, _ in spec.members:
-            if not slot.is_param and isinstance(
-                    supernet.graph_module.get_submodule(slot.target), _NORMS_OVER_CHANNELS):
-                return True
-    return False
-
-
 def _perturb_norms(model: nn.Module, seed: int) -> None:
     """Give BatchNorms non-trivial statistics so that outputs are not near zero."""
     gen = torch.Generator().manual_seed(seed)
@@ -136,7 +128,6 @@ def check_model(spec: ModelSpec, seed: int = 0, choices: str = "half",
                 script: bool = True) -> ZooResult:
     """Convert, prune (``"half"`` or ``"random"``), freeze and measure one model."""
     import fxrazor
-    from fxrazor.verify.oracle import zero_pruned_channels
 
     result = ZooResult(spec.name, spec.kind)
     torch.manual_seed(seed)
@@ -145,27 +136,23 @@ def check_model(spec: ModelSpec, seed: int = 0, choices: str = "half",
     _perturb_norms(model, seed)
     x = torch.randn(spec.input_shape)
     with torch.no_grad():
-        ref = _main_output(model(x))
         start = time.perf_counter()
         sn = fxrazor.convert(model, x)
         result.convert_s = time.perf_counter() - start
         result.units, result.pinned = len(sn.units), len(sn.analysis.pinned)
         result.reasons = sorted({r for g in sn.analysis.pinned for r in g.reasons})
         result.opaque = sorted(sn.analysis.opaque)
-        result.full_width_error = (_main_output(sn(x)) - ref).abs().max().item()
+        result.full_width_error = check_full_width(model, sn, x).error
         sn.set_choices(half_width(sn) if choices == "half" else _random_choices(sn))
-        frozen = fxrazor.freeze(sn)
-        out = _main_output(sn(x))
-        frozen_out = _main_output(frozen(x))
-        result.output_scale = out.abs().max().item()
-        result.frozen_error = (frozen_out - out).abs().max().item()
+        check = check_subnet(model, sn, x)
+        result.output_scale = check.output_scale
+        result.frozen_error = check.frozen_error
+        result.oracle_error = check.oracle_error
         result.params_before = sum(p.numel() for p in model.parameters())
-        result.params_after = sum(p.numel() for p in frozen.parameters())
-        if not _has_channel_norm(sn):
-            zeroed = _main_output(zero_pruned_channels(model, sn)(x))
-            result.oracle_error = (zeroed - frozen_out).abs().max().item()
+        result.params_after = sum(p.numel() for p in check.frozen.parameters())
         if script:
-            scripted = torch.jit.script(copy.deepcopy(frozen))
+            frozen_out = _main_output(check.frozen_output)
+            scripted = torch.jit.script(copy.deepcopy(check.frozen))
             result.scripted = torch.allclose(_main_output(scripted(x)), frozen_out,
                                              rtol=1e-4, atol=1e-5 * max(1.0, result.output_scale))
     return result
@@ -174,9 +161,9 @@ def check_model(spec: ModelSpec, seed: int = 0, choices: str = "half",
 def _row(r: ZooResult) -> list[Any]:
     if r.error:
         return [r.name, r.kind, "no", "-", "-", r.error, "-", "-", "-", "-", "-"]
-    equal = r.frozen_error <= 1e-4 * max(1.0, r.output_scale)
+    equal = within(r.frozen_error, r.output_scale)
     oracle = "n/a" if r.oracle_error is None else \
-        ("yes" if r.oracle_error <= 1e-4 * max(1.0, r.output_scale) else "NO")
+        ("yes" if within(r.oracle_error, r.output_scale) else "NO")
     why = "; ".join(r.reasons[:3]) + (" …" if len(r.reasons) > 3 else "")
     return [r.name, r.kind, "yes" + (f" ({len(r.opaque)} opaque)" if r.opaque else ""),
             r.units, r.pinned, why, f"{r.params_before / 1e6:.2f}M → {r.params_after / 1e6:.2f}M",

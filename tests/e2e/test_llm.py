@@ -30,7 +30,7 @@ from torch import fx, nn
 
 import fxrazor
 
-_MODELS = Path(__file__).resolve().parents[1] / "examples" / "models" / "__init__.py"
+_MODELS = Path(__file__).resolve().parents[2] / "examples" / "models" / "__init__.py"
 
 
 def _load_models():

@@ -9,13 +9,12 @@ worth it and the single-element path runs instead.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from fuzz_models import random_networks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,10 +25,6 @@ from fxrazor.analysis.result import Slot
 from fxrazor.analysis.segments import segment
 from fxrazor.passes.discover_units import apply_rules
 from fxrazor.trace.tracer import trace_model
-
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fuzz_models import random_networks  # noqa: E402
 
 
 def assert_same_grouping(space: ElementSpace, slots: list[tuple[Slot, np.ndarray]]) -> None:

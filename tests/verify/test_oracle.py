@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
+from small_models import AttentionBlock
 from torch import nn
 
 import fxrazor
 from fxrazor.verify.oracle import zero_pruned_channels
-
-# pytest runs with --import-mode=importlib, which does not put tests/ on sys.path
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from small_models import AttentionBlock  # noqa: E402
 
 
 def test_oracle_zeroes_heads_of_a_decomposed_attention_layer() -> None:

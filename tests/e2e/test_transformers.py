@@ -1,24 +1,16 @@
-"""Attention: whole-head and head-dim pruning of torchvision ViT, MaxViT and Swin,
-embedding-dim pruning across the residual stream, and nn.MultiheadAttention and Swin
-window-attention decomposition."""
+"""Attention end to end: whole-head and head-dim pruning of torchvision ViT, MaxViT and
+Swin, and embedding-dim pruning across the residual stream. The decompositions they rely
+on are tested in ``tests/trace/test_decompose_*.py``."""
 
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import fxrazor
-from fxrazor.decompose import DecomposedMultiheadAttention
-
-# pytest runs with --import-mode=importlib, which does not put tests/ on sys.path
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from small_models import AttentionBlock  # noqa: E402
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -86,128 +78,7 @@ def test_maxvit_heads_and_relative_position_tables() -> None:
     assert _params(frozen) < _params(model)
 
 
-@pytest.mark.parametrize("batch_first", [True, False])
-@pytest.mark.parametrize("need_weights", [True, False])
-def test_decomposed_attention_equals_multihead_attention(batch_first, need_weights) -> None:
-    torch.manual_seed(0)
-    mha = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
-    dec = DecomposedMultiheadAttention.from_module(mha)
-    x = torch.randn(2, 5, 16) if batch_first else torch.randn(5, 2, 16)
-    pad = torch.tensor([[False] * 4 + [True], [False] * 5])
-    ref, ref_w = mha(x, x, x, key_padding_mask=pad, need_weights=need_weights)
-    out, w = dec(x, x, x, key_padding_mask=pad, need_weights=need_weights)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
-    if need_weights:
-        torch.testing.assert_close(w, ref_w, rtol=1e-5, atol=1e-6)
-    back = dec.to_static()
-    torch.testing.assert_close(back(x, x, x)[0], mha(x, x, x)[0], rtol=1e-5, atol=1e-6)
-
-
-def test_model_with_multihead_attention_prunes_heads_and_stays_exact() -> None:
-    torch.manual_seed(0)
-    model = AttentionBlock().eval()
-    x = torch.randn(2, 5, 16)
-    sn = fxrazor.convert(model, x, split_dims="outer")
-    assert isinstance(model.attn, nn.MultiheadAttention)  # the user's model is untouched
-    (heads,) = [u for u in sn.units if u.num_channels == 4]
-    torch.testing.assert_close(sn(x), model(x), rtol=1e-5, atol=1e-6)
-    sn.set_choices({heads.name: 2})
-    frozen = fxrazor.freeze(sn)
-    torch.testing.assert_close(frozen(x), sn(x))
-    assert frozen.get_submodule("attn.q_proj").out_features == 8
-
-
 # ---- Swin: shifted-window attention decomposed into prunable heads -------------------------
-
-def _swin_attention(version: int, shift: list[int]) -> nn.Module:
-    """A torchvision Swin window attention: 1 and 2 (V1, V2; 4x4 windows) or 3 (video)."""
-    from torchvision.models import swin_transformer as swin
-    from torchvision.models.video import swin_transformer as swin3d
-
-    if version == 3:
-        attn = swin3d.ShiftedWindowAttention3d(16, [2, 4, 4], [1, *shift], num_heads=4)
-    else:
-        cls = swin.ShiftedWindowAttention if version == 1 else swin.ShiftedWindowAttentionV2
-        attn = cls(16, [4, 4], shift, num_heads=4)
-    with torch.no_grad():  # move V2's parameters off their initial values
-        for p in attn.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return attn.eval()
-
-
-@pytest.mark.parametrize("version", [1, 2, 3])
-@pytest.mark.parametrize("shift", [[2, 2], [3, 1], [0, 0]])
-def test_decomposed_swin_attention_equals_torchvision(version, shift) -> None:
-    from fxrazor.decompose.swin import DecomposedShiftedWindowAttention
-
-    torch.manual_seed(0)
-    attn = _swin_attention(version, shift)
-    dec = DecomposedShiftedWindowAttention.from_module(attn)
-    traced = torch.fx.symbolic_trace(dec)  # one graph for every input size: no baked sizes
-    # whole windows; padding; one window per side (the shift drops to 0); mixed; 1 row
-    sizes = [(8, 8), (6, 10), (3, 3), (4, 9), (1, 5)]
-    if version == 3:  # frames: whole windows, padded, shorter than the window (it adapts)
-        sizes = [(t, *hw) for t, hw in zip([4, 3, 1, 2, 5], sizes, strict=True)]
-    for size in sizes:
-        x = torch.randn(2, *size, 16)
-        with torch.no_grad():
-            ref = attn(x)
-            torch.testing.assert_close(dec(x), ref)
-            torch.testing.assert_close(traced(x), ref)
-
-
-@pytest.mark.parametrize("version", [1, 2, 3])
-def test_decomposed_swin_attention_builds_torchvision_buffers(version) -> None:
-    from fxrazor.decompose.swin import DecomposedShiftedWindowAttention
-
-    attn = _swin_attention(version, [2, 2])
-    fresh = DecomposedShiftedWindowAttention(16, attn.window_size, attn.shift_size, 4,
-                                             cosine=version == 2, adapt_window=version == 3)
-    torch.testing.assert_close(fresh.relative_position_index, attn.relative_position_index)
-    if version == 2:
-        torch.testing.assert_close(fresh.relative_coords_table, attn.relative_coords_table)
-        assert fresh.k_proj.bias is None  # every V2 forward zeroes the key bias
-    else:
-        assert fresh.relative_position_bias_table.shape == attn.relative_position_bias_table.shape
-
-
-@pytest.mark.parametrize(("window", "shift", "heads", "cosine", "words"), [
-    ([4], [2], 2, False, "must both have 2"),
-    ([4, 4], [2, -1], 2, False, "shifts at least 0"),
-    ([4, 4], [2, 2], 3, False, "equal heads"),
-    ([2, 4, 4], [0, 0, 0], 2, True, "needs a 2-D window"),
-])
-def test_decomposed_swin_attention_rejects_bad_config(window, shift, heads, cosine, words) -> None:
-    from fxrazor.decompose.swin import DecomposedShiftedWindowAttention
-    from fxrazor.errors import FxRazorError
-
-    with pytest.raises(FxRazorError, match=words):
-        DecomposedShiftedWindowAttention(8, window, shift, heads, cosine=cosine)
-
-
-def test_roll_and_pad_keep_other_dims_prunable() -> None:
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
-            self.c, self.d = nn.Linear(4, 5), nn.Linear(5, 3)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = torch.nn.functional.pad(self.a(x), (0, 0, 1, x.shape[1] % 2))
-            y = torch.roll(y, shifts=(-x.shape[1],), dims=(1,))  # rolls positions, not channels
-            z = torch.roll(self.c(x), shifts=1, dims=-1)  # rolls channels: they stay
-            return self.b(y).sum(1) + self.d(z).sum(1)
-
-    torch.manual_seed(0)
-    model = Net().eval()
-    x = torch.randn(2, 5, 4)
-    sn = fxrazor.convert(model, x)
-    assert [u.name for u in sn.units] == ["a"]
-    assert any("rolls along it" in r for g in sn.analysis.pinned for r in g.reasons)
-    sn.set_choices({"a": 2})
-    frozen = fxrazor.freeze(sn)
-    torch.testing.assert_close(frozen(x), sn(x))
-    assert frozen.get_submodule("a").out_features == 2
 
 
 def _tensor_shape(module: nn.Module, path: str) -> tuple[int, ...]:
@@ -305,58 +176,6 @@ def test_swin_t_head_dim_pruning() -> None:
 
 # ---- Swin: patch merging decomposed, so each stage's stream is one unit -------------------
 
-def _patch_merging(version: int, dim: int = 6) -> nn.Module:
-    """A torchvision Swin patch merging (V1 or V2) with a non-trivial norm."""
-    from torchvision.models import swin_transformer as swin
-
-    merge = (swin.PatchMerging if version == 1 else swin.PatchMergingV2)(dim)
-    with torch.no_grad():
-        for p in merge.norm.parameters():
-            p.add_(torch.randn_like(p))
-    return merge.eval()
-
-
-@pytest.mark.parametrize("version", [1, 2])
-def test_decomposed_patch_merging_equals_torchvision(version) -> None:
-    from fxrazor.decompose.swin import DecomposedPatchMerging
-
-    torch.manual_seed(0)
-    merge = _patch_merging(version)
-    dec = DecomposedPatchMerging.from_module(merge)
-    assert dec.reduction is merge.reduction and dec.norm is merge.norm  # taken over, not copied
-    traced = torch.fx.symbolic_trace(dec)  # one graph for every size: the padding is traced
-    # even; odd both ways; odd one way; a single pixel; video ([B, T, H, W, C], video Swin)
-    for size in [(8, 8), (5, 7), (4, 3), (1, 1), (3, 5, 6)]:
-        x = torch.randn(2, *size, 6)
-        with torch.no_grad():
-            ref = merge(x)
-            torch.testing.assert_close(dec(x), ref, rtol=0, atol=0)
-            torch.testing.assert_close(traced(x), ref, rtol=0, atol=0)
-    ops = [n.target for n in traced.graph.nodes if n.op == "call_function"]
-    assert ops.count(torch.cat) == 1 and "_patch_merging_pad" not in str(traced.code)
-
-
-def test_decompose_modules_replaces_patch_merging() -> None:
-    import copy
-
-    from fxrazor.decompose import decompose_modules
-    from fxrazor.decompose.swin import DecomposedPatchMerging
-    from fxrazor.errors import FxRazorError
-
-    torch.manual_seed(0)
-    model = nn.Sequential(_patch_merging(1), nn.GELU(), _patch_merging(2, 12))
-    ref = copy.deepcopy(model)
-    assert decompose_modules(model) == ["0", "2"]
-    # by name: collecting the module's doctests imports a second copy of its classes
-    assert [type(m).__name__ for m in model] == ["DecomposedPatchMerging", "GELU",
-                                                 "DecomposedPatchMerging"]
-    assert model[0].norm_first and not model[2].norm_first
-    x = torch.randn(1, 5, 3, 6)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), ref(x), rtol=0, atol=0)
-    with pytest.raises(FxRazorError, match="dim must be at least 1"):
-        DecomposedPatchMerging(0)
-
 
 def _check_swin_stream(name: str) -> None:
     """The first stage's embedding dim is one unit from the patch embedding to the merge's
@@ -403,3 +222,4 @@ def test_swin_t_stream_prunes_across_patch_merging() -> None:
 @pytest.mark.slow
 def test_swin_v2_t_stream_prunes_across_patch_merging() -> None:
     _check_swin_stream("swin_v2_t")
+

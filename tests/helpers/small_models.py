@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "assert_same_state",
     "conv_bn_chain",
     "two_conv",
     "KwargModel",
@@ -97,3 +98,11 @@ def state_of(model: nn.Module) -> dict[str, Tensor]:
 def tree_of(model: nn.Module) -> list[tuple[str, type]]:
     """``(qualified name, type)`` of every submodule, in order."""
     return [(name, type(m)) for name, m in model.named_modules()]
+
+
+def assert_same_state(before: dict[str, Tensor], model: nn.Module) -> None:
+    """``model``'s state dict has the keys of ``before``, in order, and equal tensors."""
+    after = model.state_dict()
+    assert list(after) == list(before)
+    changed = [k for k, v in before.items() if not torch.equal(after[k], v)]
+    assert changed == []
