@@ -1,4 +1,5 @@
-"""Every dynamic op of ``fxrazor.ops.DYNAMIC_OPS``, every role: ``to_static()(x) == op(x)``.
+"""Every dynamic op of the layer records (``fxrazor.layers.LAYERS``), every role:
+``to_static()(x) == op(x)``.
 
 The cases iterate the table, so a new dynamic op without a case here fails
 ``test_every_dynamic_op_has_cases`` and its own parametrisation. For each op and role a
@@ -22,7 +23,8 @@ import pytest
 import torch
 from torch import nn
 
-from fxrazor.ops import DYNAMIC_OPS, DynamicParam, Selection
+from fxrazor.layers import LAYERS
+from fxrazor.ops import DynamicParam, Selection
 
 # Selections: None (all), a slice (first k) or sorted index tensors.
 Sels = dict[str, Selection]
@@ -204,11 +206,15 @@ CASES: dict[type[nn.Module], dict[str, Case]] = {
 }
 
 
+# every layer type whose record has a dynamic op (so a new record without a case fails)
+DYNAMIC_OPS = {kind: r.dynamic_op for kind, r in LAYERS.items() if r.dynamic_op is not None}
+
+
 def _params() -> list[Any]:
     params = []
-    for static, op in DYNAMIC_OPS.items():
+    for static in DYNAMIC_OPS:
         for variant in CASES.get(static, {"missing": None}):
-            for role in op.roles:
+            for role in LAYERS[static].roles:
                 for kind in ("slice", "index"):
                     for mode in ("eval", "train"):
                         params.append(pytest.param(static, variant, role, kind, mode, id=(

@@ -31,8 +31,8 @@ from rule_cases import (
 from torch import fx
 
 import fxrazor
+from fxrazor.layers import LAYERS
 from fxrazor.rules.functions import FUNCTION_RULES, METHOD_RULES, NAMED_FUNCTION_RULES
-from fxrazor.rules.layers import MODULE_RULES
 from fxrazor.verify.equivalence import check_full_width
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
@@ -55,7 +55,7 @@ def test_every_rule_key_has_a_case() -> None:
     assert set(FUNCTION_CASES) | set(UNTRACEABLE_FUNCTIONS) == set(FUNCTION_RULES)
     assert set(NAMED_FUNCTION_CASES) == set(NAMED_FUNCTION_RULES)
     assert set(METHOD_CASES) | set(UNTRACEABLE_METHODS) == set(METHOD_RULES)
-    assert set(MODULE_CASES) == set(MODULE_RULES)
+    assert set(MODULE_CASES) == set(LAYERS)
 
 
 @pytest.mark.parametrize(("table", "key"), _cases())
