@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fxrazor.supernet import Supernet
 from fxrazor.verify.oracle import zero_pruned_channels
 
 __all__ = [
@@ -125,7 +126,7 @@ def within(error: float, scale: float, rtol: float = DEFAULT_RTOL) -> bool:
     return error <= rtol * max(1.0, scale)
 
 
-def oracle_applies(supernet: Any) -> bool:
+def oracle_applies(supernet: Supernet) -> bool:
     """Whether the zero-invariance oracle holds for the supernet's units.
 
     It does not where a LayerNorm, GroupNorm or RMSNorm layer is a unit member: the norm
@@ -172,7 +173,7 @@ class FullWidthCheck:
         return within(self.error, self.scale, rtol)
 
 
-def check_full_width(model: nn.Module, supernet: Any, inputs: Any) -> FullWidthCheck:
+def check_full_width(model: nn.Module, supernet: Supernet, inputs: Any) -> FullWidthCheck:
     """Set every unit of ``supernet`` to its maximum (it keeps that choice) and compare its
     output with ``model``'s on ``inputs`` (a tensor, a tuple, or a dict of keyword inputs).
 
@@ -190,7 +191,7 @@ def check_full_width(model: nn.Module, supernet: Any, inputs: Any) -> FullWidthC
                               output_scale(expected))
 
 
-def zero_oracle_error(model: nn.Module, supernet: Any, inputs: Any, frozen_output: Any) -> float:
+def zero_oracle_error(model: nn.Module, supernet: Supernet, inputs: Any, frozen_output: Any) -> float:
     """:func:`output_error` of the model with the supernet's pruned channels zeroed
     (:func:`~fxrazor.verify.oracle.zero_pruned_channels`) against the frozen subnet's output.
 
@@ -232,7 +233,7 @@ class SubnetCheck:
             self.oracle_error is None or within(self.oracle_error, self.output_scale, rtol))
 
 
-def check_subnet(model: nn.Module, supernet: Any, inputs: Any, *,
+def check_subnet(model: nn.Module, supernet: Supernet, inputs: Any, *,
                  frozen: nn.Module | None = None, oracle: bool | None = None) -> SubnetCheck:
     """Freeze the supernet's current choices and compare the frozen subnet with the
     supernet and, through the zero oracle, with ``model``.

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fxrazor.supernet import Supernet
 from fxrazor.verify.equivalence import check_full_width, check_subnet, within
 
 __all__ = ["ModelSpec", "ZooResult", "model_specs", "check_model", "half_width", "main"]
@@ -99,12 +100,12 @@ def _main_output(out: Any) -> torch.Tensor:
     return out["out"] if isinstance(out, dict) else out
 
 
-def half_width(supernet: Any) -> dict[str, int]:
+def half_width(supernet: Supernet) -> dict[str, int]:
     """Every mutable unit at half its channels (at least one)."""
     return {u.name: max(1, u.num_channels // 2) for u in supernet.units}
 
 
-def _random_choices(supernet: Any) -> dict[str, Any]:
+def _random_choices(supernet: Supernet) -> dict[str, Any]:
     """A random choice per unit, with at least one unit below full width."""
     chosen = supernet.sample_choices()
     if supernet.units and all(chosen[u.name] == u.max_choice for u in supernet.units):
