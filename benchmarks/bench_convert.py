@@ -31,6 +31,7 @@ import torchvision
 from common import interleaved_medians, make_parser, print_table, setup_torch
 
 import fxrazor
+from fxrazor.layers import layer_table
 from fxrazor.mutables.base import BaseMutable
 from fxrazor.passes.discover_units import discover_units
 from fxrazor.passes.insert_dynamic_ops import insert_dynamic_ops
@@ -51,17 +52,24 @@ def _tp_build(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], Any] | No
 
 
 def _phase_times(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> list[list[Any]]:
-    """Median time of each pass; every repeat runs the passes in order on a fresh trace."""
+    """Median time of each pass; every repeat runs the passes in order on a fresh trace.
+
+    The passes get the layer records as ``convert`` gives them (``layer_table()``, built in
+    the trace step as ``convert`` builds it before tracing): without them ``trace_model``
+    knows no shape formulas and runs every node on meta, and the other passes would fall
+    back to the library's defaults.
+    """
     state: dict[str, Any] = {}
 
     def trace() -> None:
-        state["traced"] = trace_model(model, x, (BaseMutable,))
+        state["layers"] = layers = layer_table()
+        state["traced"] = trace_model(model, x, (BaseMutable,), layers=layers)
 
     def discover() -> None:
-        state["analysis"] = discover_units(state["traced"])
+        state["analysis"] = discover_units(state["traced"], state["layers"])
 
     def insert() -> None:
-        insert_dynamic_ops(state["traced"].graph_module, state["analysis"])
+        insert_dynamic_ops(state["traced"].graph_module, state["analysis"], state["layers"])
 
     with torch.no_grad():
         plain_forward = lambda: model(x)  # noqa: E731
