@@ -55,6 +55,7 @@ from fxrazor.trace.meta_shapes import (
     pool_shape,
     same_shape,
 )
+from fxrazor.trace.tracer import lookup_type
 
 __all__ = ["LayerRecord", "LAYERS", "layer_table", "inplace_safe_types", "layer_shapes"]
 
@@ -183,7 +184,7 @@ def layer_table(layers: Mapping[type, LayerRecord] | None = None,
     for kind, rule in (module_rules or {}).items():
         table[kind] = replace(table[kind], rule=rule) if kind in table else LayerRecord(rule)
     for kind, op in (dynamic_ops or {}).items():
-        base = _base_record(table, kind)
+        base = lookup_type(table, kind)  # its own record, or a base whose forward it keeps
         if base is None:
             raise InvalidArgumentError(
                 f"dynamic_ops names {kind.__name__}, which has no channel rule, so no unit "
@@ -191,16 +192,6 @@ def layer_table(layers: Mapping[type, LayerRecord] | None = None,
                 f"convert(..., module_rules={{{kind.__name__}: rule}}) or layers={{...}}")
         table[kind] = replace(base, dynamic_op=op)
     return table
-
-
-def _base_record(table: Mapping[type, LayerRecord], kind: type) -> LayerRecord | None:
-    """The record of ``kind``, or of the nearest base in ``table`` whose forward it keeps
-    (as :func:`fxrazor.trace.tracer.lookup_by_type` finds it for an instance)."""
-    for base in kind.__mro__:
-        if base in table:
-            return table[base] if getattr(kind, "forward", None) is \
-                getattr(base, "forward", None) else None
-    return None
 
 
 def inplace_safe_types(layers: Mapping[type, LayerRecord]) -> tuple[type, ...]:

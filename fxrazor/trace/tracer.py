@@ -22,7 +22,7 @@ import logging
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import torch
 from torch import fx, nn
@@ -36,7 +36,7 @@ from fxrazor.trace.meta_shapes import LayerShape
 from fxrazor.trace.shapes import propagate_shapes
 
 __all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs",
-           "KnownLayer", "lookup_by_type"]
+           "KnownLayer", "lookup_by_type", "lookup_type"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +78,17 @@ def lookup_by_type(table: Mapping[type, Any], module: nn.Module) -> Any:
         >>> lookup_by_type({nn.Conv2d: "conv"}, MyConv(1, 1, 1))
         'conv'
     """
-    cls = type(module)
+    return lookup_type(table, type(module))
+
+
+def lookup_type(table: Mapping[type, Any], cls: type) -> Any:
+    """:func:`lookup_by_type` for a class rather than an instance."""
     if cls in table:
         return table[cls]
     for base in cls.__mro__[1:]:
         if base in table:
-            return table[base] if cls.forward is cast("type[nn.Module]", base).forward else None
+            return table[base] if getattr(cls, "forward", None) is \
+                getattr(base, "forward", None) else None
     return None
 
 
