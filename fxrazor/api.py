@@ -219,6 +219,9 @@ def _convert(model: nn.Module, example_inputs: Any, options: ConvertOptions,
         unit.prepare_from_weights(UnitWeights(dyn.graph_module, spec, layers))
     supernet = Supernet(dyn.graph_module, units, analysis, dyn.bindings, dyn.counters,
                         traced.example_args)  # in the model's mode, as the traced graph
+    for unit in units:  # method units put in their own layers (a plain unit has nothing to do)
+        if type(unit).prepare_for_pruning is not MutableChannelUnit.prepare_for_pruning:
+            unit.prepare_for_pruning(supernet)
     logger.info("converted %s: %d units in %.3f s", type(model).__name__, len(supernet.units),
                 time.perf_counter() - start)
     return supernet

@@ -18,17 +18,24 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import fx, nn
 
-from fxrazor.analysis.result import ChannelAnalysis
-from fxrazor.errors import InvalidChoiceError, SubnetConfigError, UnknownUnitError
+from fxrazor.analysis.result import ChannelAnalysis, Slot
+from fxrazor.errors import (
+    InvalidArgumentError,
+    InvalidChoiceError,
+    SubnetConfigError,
+    UnknownUnitError,
+)
 from fxrazor.mutables.channel_unit import MutableChannelUnit
 from fxrazor.ops import Binding, DynamicOp, Selection, SizeCounter
 
-__all__ = ["Supernet"]
+__all__ = ["Supernet", "UnitMember"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +48,30 @@ def _selection(kept: torch.Tensor) -> Selection:
     if idx.numel() and int(idx[-1]) - int(idx[0]) + 1 == idx.numel():
         return slice(int(idx[0]), int(idx[-1]) + 1)
     return idx
+
+
+@dataclass(frozen=True)
+class UnitMember:
+    """One slot of a unit in a supernet: a layer's role, or a dim of a parameter.
+
+    Attributes:
+        slot: the slot (``target``, ``role``: ``out``/``in``/``channels``/``dim<k>``).
+        module: the layer at ``slot.target`` (its dynamic op), or None for a parameter.
+        positions: a (num_channels, r) array: unit channel k is positions
+            ``positions[k]`` of the slot.
+    """
+
+    slot: Slot
+    module: nn.Module | None
+    positions: np.ndarray
+
+    @property
+    def target(self) -> str:
+        return self.slot.target
+
+    @property
+    def role(self) -> str:
+        return self.slot.role
 
 
 class Supernet(nn.Module):
@@ -88,6 +119,56 @@ class Supernet(nn.Module):
             f"no unit named {name!r}; units are {[u.name for u in self.units][:20]}"
             + (" ..." if len(self.units) > 20 else "")
         )
+
+    def unit_members(self, name: str) -> list[UnitMember]:
+        """The slots of unit ``name``, with the layer now at each (method units read
+        them in ``prepare_for_pruning`` to put in their own layers).
+
+        Example:
+            >>> import torch, fxrazor
+            >>> from torch import nn
+            >>> sn = fxrazor.convert(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4),
+            ...                                    nn.Conv2d(4, 2, 1)), torch.randn(1, 3, 4, 4))
+            >>> [(m.target, m.role) for m in sn.unit_members("0")]
+            [('0', 'out'), ('1', 'channels'), ('2', 'in')]
+        """
+        self.unit(name)  # a clear error for an unknown name
+        spec = next(s for s in self.analysis.units if s.name == name)
+        return [UnitMember(slot, None if slot.is_param
+                           else self.graph_module.get_submodule(slot.target), positions)
+                for slot, positions in spec.members]
+
+    def replace_layer(self, target: str, module: nn.Module) -> None:
+        """Put ``module`` at layer path ``target`` of the graph, in place of the layer
+        there, and move that layer's selections to it. For method units that bring their
+        own layers (a switchable BatchNorm, a fusing conv): ``module`` must take the
+        selections of the roles the old layer had (``set_selection``).
+
+        Example:
+            >>> import torch, fxrazor
+            >>> from torch import nn
+            >>> from fxrazor.ops.conv import DynamicConv2d
+            >>> sn = fxrazor.convert(nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)),
+            ...                      torch.randn(1, 3, 4, 4))
+            >>> sn.replace_layer("0", DynamicConv2d.from_static(nn.Conv2d(3, 4, 1)))
+            >>> sn.set_choices({"0": 2}); sn(torch.randn(1, 3, 4, 4)).shape
+            torch.Size([1, 2, 4, 4])
+        """
+        try:
+            old = self.graph_module.get_submodule(target)
+        except AttributeError as e:
+            raise InvalidArgumentError(f"replace_layer: the graph has no layer {target!r}") from e
+        bound = [b for b in self._bindings if b.module is old]
+        if bound and not callable(getattr(module, "set_selection", None)):
+            raise InvalidArgumentError(
+                f"replace_layer: layer {target!r} has prunable channels, so its replacement "
+                f"must be a dynamic op (set_selection); got {type(module).__name__}")
+        parent, _, attr = target.rpartition(".")
+        setattr(self.graph_module.get_submodule(parent) if parent else self.graph_module,
+                attr, module)
+        for binding in bound:
+            binding.module = module
+        self._last_mask = None  # push every selection again on the next forward
 
     def choices(self) -> dict[str, Any]:
         """``{unit name: current choice}`` for every mutable unit."""
