@@ -160,12 +160,12 @@ class DCFFChannelUnit(OneShotMutableChannelUnit):
                     continue
                 whole = np.array_equal(np.sort(member.positions, axis=None),
                                        np.arange(module.out_channels))
-                if not isinstance(module, FuseConv2d):
-                    if type(module) is not DynamicConv2d or module.groups != 1 or not whole:
-                        continue
-                    module = FuseConv2d.from_static(module)
-                    supernet.replace_layer(member.target, module)
-                fusing.append((module, member.positions))
+                if isinstance(module, FuseConv2d):  # put in already (prepared again)
+                    fusing.append((module, member.positions))
+                elif type(module) is DynamicConv2d and module.groups == 1 and whole:
+                    fuse = FuseConv2d.from_static(module)
+                    supernet.replace_layer(member.target, fuse)
+                    fusing.append((fuse, member.positions))
         self.__dict__["_fusing"] = fusing
         info = RuntimeInfo.info()
         tau = temperature_from_runtime() if {"epoch", "max_epochs"} <= info.keys() else 1.0

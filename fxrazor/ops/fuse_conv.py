@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from fxrazor.errors import InvalidArgumentError
-from fxrazor.ops.base import DynamicOp, count, take
+from fxrazor.ops.base import count, take
 from fxrazor.ops.conv import DynamicConv2d
 
 __all__ = ["FuseConv2d", "similarity_log_distribution", "filter_importance", "check_temperature"]
@@ -105,7 +105,7 @@ class FuseConv2d(DynamicConv2d):
     fusion: torch.Tensor | None
 
     @classmethod
-    def from_static(cls, module: nn.Module) -> DynamicOp:
+    def from_static(cls, module: nn.Module) -> FuseConv2d:
         """Wrap a ``Conv2d`` (or its dynamic op), sharing its parameters; no fusion yet."""
         if not isinstance(module, nn.Conv2d) or module.groups != 1:
             what = (f"a Conv2d with groups={module.groups}" if isinstance(module, nn.Conv2d)

@@ -170,6 +170,9 @@ def test_only_plain_producing_convs_fuse_others_stay() -> None:
     assert kinds == {"0": FuseConv2d, "1": DynamicBatchNorm2d, "3": DynamicConv2d,
                      "5": FuseConv2d, "6": DynamicBatchNorm2d, "8": DynamicConv2d}
     assert [len(u.fusing_convs) for u in sn.units] == [1, 1]
+    fused = sn.graph_module.get_submodule("0")
+    sn.unit("0").prepare_for_pruning(sn)  # again: the same conv, not a fusion of a fusion
+    assert sn.graph_module.get_submodule("0") is fused and sn.unit("0").fusing_convs == [fused]
     calc_information(sn, tau=0.7)
     frozen = fxrazor.freeze(sn)
     assert_close(frozen(x), sn(x), rtol=1e-5, atol=1e-6)
