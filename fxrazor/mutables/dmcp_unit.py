@@ -18,7 +18,7 @@ Example:
     ...     _ = unit.arch_param.fill_(0.0)  # every transition 0.5
     >>> unit.marginal_probs().tolist()
     [0.5, 0.25, 0.125, 0.0625]
-    >>> float(unit.expected_channels())  # 2 + 2 * (0.5 + 0.25 + 0.125 + 0.0625)
+    >>> unit.expected_channels().item()  # 2 + 2 * (0.5 + 0.25 + 0.125 + 0.0625)
     3.875
     >>> unit.sample_subnet("min"); unit.activated_channels
     2
