@@ -109,11 +109,11 @@ def flops_layers(supernet: Supernet) -> list[LayerFlops]:
         module = graph_module.get_submodule(node.target)
         if isinstance(module, _CONVS):
             c_in, c_out = module.in_channels, module.out_channels
-            per_out = prod(module.kernel_size)
             depthwise = module.groups > 1 and module.groups == c_in
-            per_out = per_out if depthwise else per_out / module.groups
+            # a depthwise conv's FLOPs follow its output alone; others share groups
+            per_out = prod(module.kernel_size) / (1 if depthwise else module.groups)
         elif isinstance(module, nn.Linear):
-            c_in, c_out, per_out, depthwise = module.in_features, module.out_features, 1, False
+            c_in, c_out, per_out, depthwise = module.in_features, module.out_features, 1.0, False
         else:
             continue
         meta = node.meta.get("tensor_meta")
@@ -147,6 +147,7 @@ def expected_flops(supernet: Supernet) -> torch.Tensor:
         >>> sn.units[0].arch_param.grad.shape
         torch.Size([18])
     """
+    layers = flops_layers(supernet)  # (checks that it is a supernet)
     units = _units(supernet)
 
     def width(name: str) -> Width:
@@ -156,7 +157,7 @@ def expected_flops(supernet: Supernet) -> torch.Tensor:
         return float(unit.activated_channels)
 
     total: Width = 0.0
-    for layer in flops_layers(supernet):
+    for layer in layers:
         total = total + layer.flops(width)
     return torch.as_tensor(total, dtype=torch.get_default_dtype())
 
@@ -164,8 +165,9 @@ def expected_flops(supernet: Supernet) -> torch.Tensor:
 def current_flops(supernet: Supernet) -> float:
     """The FLOPs of the subnet chosen now (every unit at its kept width), counted as
     :func:`expected_flops` counts them: what the frozen subnet costs."""
+    layers = flops_layers(supernet)
     units = _units(supernet)
     total = 0.0
-    for layer in flops_layers(supernet):
+    for layer in layers:
         total += float(layer.flops(lambda name: float(units[name].activated_channels)))
     return total
