@@ -7,7 +7,7 @@ Every import that runs (at module level or inside a function; not under
     → mutables → ops / rules → analysis → trace → decompose → utils → errors
 
 (mutables sit above ops because a method unit puts in its own dynamic ops: DCFF's fusing
-conv.)
+conv, DMCP's BatchNorm.)
 
 A module may import its own package's modules (without a cycle).
 """
