@@ -58,6 +58,7 @@ from fxrazor.mutables.base import BaseMutable
 from fxrazor.mutables.derived_mutable import DerivedMutable
 from fxrazor.mutables.mutable_channel import BaseMutableChannel
 from fxrazor.ops.conv import DYNAMIC_CONVS, DynamicConvNd
+from fxrazor.ops.kernel import kernel_plan
 
 if TYPE_CHECKING:
     from fxrazor.supernet import Supernet
@@ -170,7 +171,7 @@ def bind_value(supernet: Supernet, target: str, attr: str, mutable: BaseMutable)
     if type(layer) not in kinds and not (isinstance(layer, DynamicConvNd)
                                          and static_type in kinds):
         raise InvalidArgumentError(
-            f"bind_value({key!r}, {mutable!r}): layer {target!r} is a {type(layer).__name__}; "
+            f"bind_value({key!r}, {mutable!r}): layer {target!r} is a {static_type.__name__}; "
             f"{attr!r} can be searched on {[k.__name__ for k in kinds]} only")
     if key in supernet.__dict__.get(REGISTRY, {}) or (
             isinstance(layer, DynamicConvNd) and attr in layer.mutable_attrs):
@@ -182,12 +183,12 @@ def bind_value(supernet: Supernet, target: str, attr: str, mutable: BaseMutable)
     op.register_mutable_attr(attr, mutable, key)  # a fresh op when static: not yet in place
     try:
         for value in _possible_values(mutable):
-            _check_kernel(op, value, mutable)
+            _check_kernel(op, value)
     except FxRazorError as e:
         op.register_mutable_attr(attr, None)
         raise InvalidArgumentError(
-            f"bind_value({key!r}): {e}; choose values the layer can take, or bind another "
-            f"layer") from e
+            f"bind_value({key!r}, {mutable!r}): {e}; choose values the layer can take, or "
+            f"bind another layer") from e
     if op is not layer:  # a layer no unit touched is still static: put its dynamic op in
         supernet.replace_layer(target, op)
     supernet.__dict__.setdefault(REGISTRY, {})[key] = mutable  # plain: not a submodule
@@ -195,24 +196,12 @@ def bind_value(supernet: Supernet, target: str, attr: str, mutable: BaseMutable)
     return key
 
 
-def _check_kernel(op: DynamicConvNd, value: Any, mutable: BaseMutable) -> None:
+def _check_kernel(op: DynamicConvNd, value: Any) -> None:
     """Check one value as the op's forward will (the same planning)."""
-    saved = op.__dict__["_fxr_kernel"]
-    op.__dict__["_fxr_kernel"] = (_Fixed(value), saved[1])
     try:
-        op.kernel_plan()
-    finally:
-        op.__dict__["_fxr_kernel"] = saved
-
-
-class _Fixed:
-    """A stand-in mutable with one value, to check a value without setting the real one."""
-
-    def __init__(self, value: Any) -> None:
-        self.current_choice = value
-
-    def __repr__(self) -> str:
-        return f"the value {self.current_choice!r}"
+        kernel_plan(op, value)
+    except FxRazorError as e:
+        raise InvalidChoiceError(f"the value {value!r}: {e}") from e
 
 
 # ---- units ----------------------------------------------------------------------------------
