@@ -48,7 +48,7 @@ import itertools
 import logging
 import math
 from numbers import Real
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -178,28 +178,28 @@ def bind_value(supernet: Supernet, target: str, attr: str, mutable: BaseMutable)
         raise InvalidArgumentError(
             f"bind_value({key!r}, {mutable!r}): {key!r} is already bound; "
             f"call unbind(supernet, {key!r}) first")
-    op = layer if isinstance(layer, DynamicConvNd) else \
-        DYNAMIC_CONVS[type(layer)].from_static(layer)
-    op.register_mutable_attr(attr, mutable, key)  # a fresh op when static: not yet in place
     try:
         for value in _possible_values(mutable):
-            _check_kernel(op, value)
+            _check_kernel(cast(nn.modules.conv._ConvNd, layer), value)
     except FxRazorError as e:
-        op.register_mutable_attr(attr, None)
         raise InvalidArgumentError(
             f"bind_value({key!r}, {mutable!r}): {e}; choose values the layer can take, or "
             f"bind another layer") from e
-    if op is not layer:  # a layer no unit touched is still static: put its dynamic op in
-        supernet.replace_layer(target, op)
+    if isinstance(layer, DynamicConvNd):
+        layer.register_mutable_attr(attr, mutable, key)
+    else:  # a layer no unit touched is still static: put its dynamic op in
+        op = DYNAMIC_CONVS[type(layer)].from_static(layer)
+        cast(DynamicConvNd, op).register_mutable_attr(attr, mutable, key)
+        supernet.replace_layer(target, cast(nn.Module, op))
     supernet.__dict__.setdefault(REGISTRY, {})[key] = mutable  # plain: not a submodule
     logger.debug("bound %s to %r", key, mutable)
     return key
 
 
-def _check_kernel(op: DynamicConvNd, value: Any) -> None:
+def _check_kernel(conv: nn.modules.conv._ConvNd, value: Any) -> None:
     """Check one value as the op's forward will (the same planning)."""
     try:
-        kernel_plan(op, value)
+        kernel_plan(conv, value)
     except FxRazorError as e:
         raise InvalidChoiceError(f"the value {value!r}: {e}") from e
 
@@ -221,6 +221,8 @@ class ValueDrivenChannel(BaseMutableChannel):
         >>> channel.current_mask.tolist(), channel.is_fixed
         ([True, True, False, False], True)
     """
+
+    driven_by: BaseMutable  # a plain attribute (see __init__)
 
     def __init__(self, num_channels: int, driven_by: BaseMutable, key: str, scale: int = 1,
                  choice_mode: str = "number") -> None:
@@ -342,7 +344,8 @@ def bind_unit(supernet: Supernet, unit_name: str, mutable: BaseMutable, attr: st
     channel = ValueDrivenChannel(unit.num_channels, mutable, key, scale,
                                  getattr(old, "choice_mode", "number"))
     channel.__dict__["replaced"] = old  # put back by unbind
-    unit.mutable_channel = channel
+    # the unit's attribute is typed as its default channel; any channel mutable drives it
+    unit.mutable_channel = channel  # type: ignore[assignment]
     channel.name = unit.name
     unit.__dict__["driven_by"] = mutable
     supernet.__dict__.setdefault(REGISTRY, {})[key] = mutable  # plain: not a submodule
