@@ -47,6 +47,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Callable
 from numbers import Real
 from typing import TYPE_CHECKING, Any, cast
 
@@ -232,8 +233,9 @@ class ValueDrivenChannel(BaseMutableChannel):
 
     def kept(self) -> int:
         """Channels kept now: the mutable's value times ``scale``, checked."""
-        where = f"unit {self.name!r} ({self.num_channels} channels) driven by {self.driven_by!r}"
-        return _width(self.driven_by.current_choice, self.scale, self.num_channels, where)
+        return _width(self.driven_by.current_choice, self.scale, self.num_channels, lambda:
+                      f"unit {self.name!r} ({self.num_channels} channels) driven by "
+                      f"{self.driven_by!r}")
 
     @property
     def current_choice(self) -> int | float:
@@ -267,14 +269,16 @@ class ValueDrivenChannel(BaseMutableChannel):
                 f"unbind it to search it again")
 
 
-def _width(value: Any, scale: int, num_channels: int, where: str) -> int:
+def _width(value: Any, scale: int, num_channels: int, where: Callable[[], str]) -> int:
+    """``value * scale`` as a count of channels, checked; ``where()`` (built only on an
+    error: this runs at every forward) names the unit and the mutable."""
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise InvalidChoiceError(f"{where}: a width must be a number, got {value!r}")
+        raise InvalidChoiceError(f"{where()}: a width must be a number, got {value!r}")
     number: Any = value * scale  # Any: numbers.Real does not promise int() to type checkers
     if int(number) != number or not 1 <= number <= num_channels:
         shown = f"{value!r} * {scale} = {number!r}" if scale != 1 else repr(value)
         raise InvalidChoiceError(
-            f"{where}: width {shown} is not a whole number of channels in [1, "
+            f"{where()}: width {shown} is not a whole number of channels in [1, "
             f"{num_channels}]; choose values within the unit")
     return int(number)
 
@@ -339,7 +343,7 @@ def bind_unit(supernet: Supernet, unit_name: str, mutable: BaseMutable, attr: st
     where = f"bind_unit({key!r}): unit {unit_name!r} ({unit.num_channels} channels) " \
             f"driven by {mutable!r}"
     for value in _possible_values(mutable):
-        _width(value, scale, unit.num_channels, where)
+        _width(value, scale, unit.num_channels, lambda: where)
     old = unit.mutable_channel
     channel = ValueDrivenChannel(unit.num_channels, mutable, key, scale,
                                  getattr(old, "choice_mode", "number"))
