@@ -333,9 +333,10 @@ def bind_unit(supernet: Supernet, unit_name: str, mutable: BaseMutable, attr: st
             f"bind_unit({key!r}, {mutable!r}): the supernet has no unit {unit_name!r}; its "
             f"searchable units are {names[:20]}{' ...' if len(names) > 20 else ''}")
     if "driven_by" in unit.__dict__ or key in supernet.__dict__.get(REGISTRY, {}):
+        bound = getattr(unit.mutable_channel, "key", key)
         raise InvalidArgumentError(
             f"bind_unit({key!r}): unit {unit_name!r} is already driven by "
-            f"{unit.__dict__.get('driven_by')!r}; call unbind(supernet, key) first")
+            f"{unit.__dict__.get('driven_by')!r}; call unbind(supernet, {bound!r}) first")
     if unit.is_fixed:
         raise InvalidArgumentError(
             f"bind_unit({key!r}, {mutable!r}): unit {unit_name!r} is fixed at "
