@@ -129,3 +129,16 @@ def test_kernel_choice_types() -> None:
         op.to_static()
     with pytest.raises(InvalidArgumentError, match="'kernel_size' only"):
         op.register_mutable_attr("stride", OneShotMutableValue([1, 2]))
+
+
+def test_training_a_small_kernel_updates_only_its_window() -> None:
+    """The shared weight: a 3x3 step trains the centre of the 7x7 kernel, nothing else."""
+    torch.manual_seed(0)
+    op = DYNAMIC_CONVS[nn.Conv2d].from_static(nn.Conv2d(2, 2, 7, padding=3, groups=2))
+    op.register_mutable_attr("kernel_size", OneShotMutableValue([3, 7], default_value=3))
+    op(torch.randn(1, 2, 6, 6)).square().sum().backward()
+    grad = op.weight.grad
+    assert bool(grad[:, :, 2:5, 2:5].ne(0).all())
+    outside = grad.clone()
+    outside[:, :, 2:5, 2:5] = 0
+    assert bool(outside.eq(0).all())
