@@ -42,6 +42,15 @@ def test_make_divisible(value, divisor, min_value, expected):
     assert make_divisible(value, divisor, min_value) == expected
 
 
+def test_make_divisible_raises_min_value_to_the_divisor():
+    # MMRazor: min_value < divisor is taken as the divisor. Before, (3, 8, 1) rounded 3
+    # to 0, kept min_value 1, and the min_ratio step gave 1 + 8 = 9 (no multiple of 8).
+    assert make_divisible(3, 8, 1) == 8
+    assert make_divisible(3, 8, 0) == 8
+    assert make_divisible(11, 4, 1) == 12  # 12 >= 0.9 * 11 after rounding half up
+    assert make_divisible(1, 1, 1) == 1
+
+
 def test_make_divisible_min_ratio():
     # 19 rounds to 16; 16 >= 0.8 * 19 but < 0.9 * 19
     assert make_divisible(19, 8, min_ratio=0.8) == 16
@@ -57,9 +66,10 @@ def test_make_divisible_rejects_bad_divisor(divisor):
 # ---------------------------------------------------------------- parse_values
 
 
-def test_parse_values_concatenates_inclusive_ranges():
-    assert parse_values([(16, 48, 16), (3, 7, 2), [1, 1, 1]]) == [16, 32, 48, 3, 5, 7, 1]
-    assert parse_values([(1, 4, 2)]) == [1, 3]  # max not reached exactly
+def test_parse_values_gives_one_list_per_triple():
+    # MMRazor returns [_range_to_list(i) for i in candidate_lists]: one list per triple
+    assert parse_values([(16, 48, 16), (3, 7, 2), [1, 1, 1]]) == [[16, 32, 48], [3, 5, 7], [1]]
+    assert parse_values([(1, 4, 2)]) == [[1, 3]]  # max not reached exactly
     assert parse_values([]) == []
 
 
@@ -105,6 +115,13 @@ def test_set_requires_grad_single_and_list():
     assert not any(p.requires_grad for p in b.parameters())
     set_requires_grad([a, b], True)
     assert all(p.requires_grad for p in [*a.parameters(), *b.parameters()])
+
+
+def test_set_requires_grad_skips_none_entries():
+    # MMRazor skips None networks (an optional teacher or discriminator that is absent)
+    a = nn.Linear(2, 2)
+    set_requires_grad([None, a], False)
+    assert not any(p.requires_grad for p in a.parameters())
 
 
 def test_set_requires_grad_rejects_non_module():
