@@ -86,9 +86,13 @@ class BaseMutableChannel(BaseMutable, DerivedMethodMixin):
         """Number of kept channels (True entries of ``current_mask``)."""
         return int(self.current_mask.sum())
 
-    @property
     def num_choices(self) -> int:
-        """Number of available choices; 1 unless a subclass limits the candidates."""
+        """Number of available choices; 1 unless a subclass limits the candidates.
+
+        A method, not a property, as MMRazor's ``BaseMutableChannel.num_choices()``
+        (mutable values, modules and derived mutables have it as a property there and
+        here).
+        """
         return 1
 
     def _check_not_fixed(self, choice: Any) -> None:
@@ -266,6 +270,19 @@ class SquentialMutableChannel(BaseMutableChannel):
         """Number of kept channels."""
         return self._kept()
 
+    def fix_chosen(self, chosen: Any = ...) -> None:
+        """Fix the mutable at ``chosen``; ``...`` (the default, as in MMRazor) or None
+        fixes it at the current choice.
+
+        Example:
+            >>> mc = SquentialMutableChannel(4)
+            >>> mc.current_choice = 3
+            >>> mc.fix_chosen()
+            >>> mc.is_fixed, mc.current_choice
+            (True, 3)
+        """
+        super().fix_chosen(None if chosen is ... else chosen)
+
 
 SequentialMutableChannel = SquentialMutableChannel
 
@@ -315,9 +332,8 @@ class OneShotMutableChannel(SquentialMutableChannel):
 
     candidate_choices = choices
 
-    @property
     def num_choices(self) -> int:
-        """Number of candidate choices."""
+        """Number of candidate choices (a method, as on every mutable channel)."""
         return len(self._choices)
 
     @property
@@ -349,8 +365,9 @@ class OneShotMutableChannel(SquentialMutableChannel):
             )
         self._current_choice = choice
 
-    def fix_chosen(self, chosen: Any = None) -> None:
-        """Fix at ``chosen`` (or the current choice); afterwards ``choices == [chosen]``."""
+    def fix_chosen(self, chosen: Any = ...) -> None:
+        """Fix at ``chosen`` (``...`` or None: the current choice); afterwards
+        ``choices == [chosen]``."""
         super().fix_chosen(chosen)
         self._choices = [self._current_choice]
 
