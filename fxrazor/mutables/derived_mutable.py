@@ -139,7 +139,8 @@ class DerivedMethodMixin:
             return _multiply_mutables(self, other)
         if isinstance(other, bool) or not isinstance(other, Real):
             raise ChoiceTypeError(f"cannot multiply a mutable by {other!r}; use a number")
-        return self.derive_expand_mutable(other)
+        ratio: Any = other  # Any: numbers.Real is not int | float to type checkers
+        return self.derive_expand_mutable(ratio)
 
     def __rmul__(self, other: Any) -> DerivedMutable:
         return self.__mul__(other)

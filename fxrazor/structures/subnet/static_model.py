@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -27,7 +28,8 @@ from fxrazor.mutables.channel_unit import MutableChannelUnit
 
 __all__ = ["register_static_exporter", "make_static_model", "channel_units"]
 
-StaticExporter = Callable[[nn.Module], nn.Module]
+# Any argument: an exporter takes the one model type it is registered for.
+StaticExporter = Callable[[Any], nn.Module]
 _EXPORTERS: list[tuple[type, StaticExporter]] = []
 _STATIC_METHOD = "_fxr_static_model"
 
