@@ -164,12 +164,18 @@ def test_find_latest_checkpoint_by_number(tmp_path):
 
 def test_find_latest_checkpoint_epochs_and_none(tmp_path):
     assert find_latest_checkpoint(tmp_path) is None
-    _touch(tmp_path, "latest.pth")  # no number: ignored
-    assert find_latest_checkpoint(tmp_path) is None
     _touch(tmp_path, "epoch_3.pth")
     _touch(tmp_path, "best_epoch_12.pth")
     assert find_latest_checkpoint(tmp_path) == str(tmp_path / "best_epoch_12.pth")
     assert find_latest_checkpoint(tmp_path / "missing_dir") is None
+
+
+def test_find_latest_checkpoint_prefers_latest_file(tmp_path):
+    # MMRazor returns path/latest.{suffix} when it exists (before: ignored, no number)
+    _touch(tmp_path, "epoch_30.pth")
+    _touch(tmp_path, "latest.pth")
+    assert find_latest_checkpoint(tmp_path) == str(tmp_path / "latest.pth")
+    assert find_latest_checkpoint(tmp_path, suffix="ckpt") is None
 
 
 def test_find_latest_checkpoint_pointer_file(tmp_path, monkeypatch):
@@ -246,6 +252,17 @@ def test_index_dict_overlap_names_both_ranges(new):
         d[new] = "y"
     assert str(new) in str(info.value) and "(0, 2)" in str(info.value)
     assert list(d) == [(0, 2)]  # the failed insert left no trace
+
+
+def test_index_dict_contains_means_overlaps():
+    # MMRazor: `index in d` is True when the range overlaps a key (before: exact keys only)
+    d = IndexDict({(2, 4): "a", (6, 9): "b"})
+    assert (2, 4) in d and (3, 5) in d and (0, 3) in d and (0, 10) in d and (7, 8) in d
+    assert (4, 6) not in d and (0, 2) not in d and (9, 12) not in d
+    with pytest.raises(InvalidArgumentError):
+        "a" in d  # noqa: B015
+    d[(2, 4)] = "c"  # an existing key is still replaced, not refused
+    assert d[(2, 4)] == "c"
 
 
 def test_index_dict_adjacent_ranges_do_not_overlap():
