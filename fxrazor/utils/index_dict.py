@@ -70,6 +70,13 @@ class IndexDict(OrderedDict[tuple[int, int], VT]):
         start, end = _check_index(key)
         return any(start < e and s < end for s, e in self.keys())
 
+    def setdefault(self, key: tuple[int, int], default: VT = None) -> VT:  # type: ignore[assignment]
+        # OrderedDict.setdefault asks `key in self`, which here also means "overlaps".
+        if super().__contains__(key):
+            return self[key]
+        self[key] = default
+        return default
+
     def __setitem__(self, key: tuple[int, int], value: VT) -> None:
         start, end = _check_index(key)
         if not super().__contains__(key):
