@@ -163,26 +163,32 @@ def test_load_lists_all_missing_and_extra_mutables():
 
 
 def test_load_with_prefix_and_extra_prefix():
-    exported = {"architecture.a": 1, "architecture.block.1": 4, "width": 6}
-    net = Net()
-    load_fix_subnet(net, exported, prefix="architecture.")
-    assert (net.a.current_choice, net.block[1].current_choice) == (1, 4)
+    # MMRazor: `prefix` is taken off the model's module names and `extra_prefix` put in
+    # front of them (before, both were applied to the config keys: the other direction)
+    wrapped = nn.Module()
+    wrapped.architecture = Net()
+    load_fix_subnet(wrapped, {"a": 1, "block.1": 4, "width": 6}, prefix="architecture.")
+    assert (wrapped.architecture.a.current_choice, wrapped.architecture.block[1].current_choice
+            ) == (1, 4)
 
-    outer = nn.Module()
-    outer.backbone = Net()
-    # aliases are global names: prefixes do not apply to them
-    load_fix_subnet(outer, {"a": 2, "block.1": 5, "width": 7}, extra_prefix="backbone.")
-    assert outer.backbone.a.current_choice == 2
-    assert outer.backbone.block[1].current_choice == 5
-    assert outer.backbone.shared2.current_choice == 7
-    with pytest.raises(SubnetConfigError, match=r"\['backbone.a', 'backbone.block.1'\]"):
-        load_fix_subnet(outer, {"a": 2, "block.1": 5, "width": 7})
+    # a backbone loads the config of a whole model: its names get "backbone." in front
+    exported = {"backbone.a": 2, "backbone.block.1": 5, "width": 7}
+    net = Net()
+    load_fix_subnet(net, exported, extra_prefix="backbone.")  # aliases take no prefix
+    assert (net.a.current_choice, net.block[1].current_choice) == (2, 5)
+    assert net.shared2.current_choice == 7
+    with pytest.raises(SubnetConfigError, match=r"\['a', 'block.1'\]"):
+        load_fix_subnet(Net(), exported)
 
 
 def test_prefix_collision_is_reported():
-    net = Net()
-    with pytest.raises(SubnetConfigError, match="collide"):
-        load_fix_subnet(net, {"p.a": 1, "a": 1, "block.1": 4, "width": 6}, prefix="p.")
+    net = nn.Module()
+    net.p = nn.Module()
+    net.p.a = Pick([1, 2])
+    net.a = Pick([1, 2])
+    with pytest.raises(SubnetConfigError, match="both read config key 'a'"):
+        load_fix_subnet(net, {"a": 1}, prefix="p.")
+    assert not net.a.is_fixed
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".yml", ".json"])

@@ -177,44 +177,44 @@ def export_fix_subnet(
     return fix_subnet, static
 
 
-def _rename_key(key: str, prefix: str, extra_prefix: str) -> str:
-    if prefix and key.startswith(prefix):
-        key = key[len(prefix) :]
-    return extra_prefix + key
+def _config_key(name: str, prefix: str, extra_prefix: str) -> str:
+    """The config key of the mutable at module path ``name`` (as MMRazor: ``prefix`` is
+    taken off the model's names, ``extra_prefix`` put in front of them)."""
+    if prefix and name.startswith(prefix):
+        name = name[len(prefix):]
+    return extra_prefix + name
 
 
 def _match_config(
     model: nn.Module, cfg: Mapping[str, Any], prefix: str, extra_prefix: str
 ) -> list[tuple[str, BaseMutable, Any]]:
     """Pair each source mutable with its config value; raise listing every mismatch."""
-    aliases = {m.alias for _, _, m in _source_mutables(model) if getattr(m, "alias", None)}
-    renamed: dict[str, Any] = {}
-    for key, value in cfg.items():
-        # An alias is a global name, not a module path, so prefixes do not apply to it.
-        key = str(key)
-        new_key = key if key in aliases else _rename_key(key, prefix, extra_prefix)
-        if new_key in renamed:
-            raise SubnetConfigError(
-                f"subnet config keys collide on {new_key!r} after applying prefix={prefix!r} "
-                f"and extra_prefix={extra_prefix!r}."
-            )
-        renamed[new_key] = value
+    keys = {str(key): value for key, value in cfg.items()}
     pairs: list[tuple[str, BaseMutable, Any]] = []
     missing: list[str] = []
-    model_keys: set[str] = set()
-    for key, name, mutable in _source_mutables(model):
-        model_keys.add(key)
-        if key in renamed:
-            pairs.append((name, mutable, _split_chosen(renamed[key])[0]))
+    owners: dict[str, str] = {}
+    for alias_or_name, name, mutable in _source_mutables(model):
+        # An alias is a global name, not a module path, so prefixes do not apply to it.
+        aliased = bool(getattr(mutable, "alias", None))
+        key = alias_or_name if aliased else _config_key(name, prefix, extra_prefix)
+        if not aliased and key in owners:
+            raise SubnetConfigError(
+                f"the mutables {owners[key]!r} and {name!r} both read config key {key!r} "
+                f"after applying prefix={prefix!r} and extra_prefix={extra_prefix!r}; "
+                "adjust the prefix."
+            )
+        owners[key] = name
+        if key in keys:
+            pairs.append((name, mutable, _split_chosen(keys[key])[0]))
         elif key not in missing:
             missing.append(key)
-    extra = [key for key in renamed if key not in model_keys]
+    extra = [key for key in keys if key not in owners]
     if missing or extra:
         raise SubnetConfigError(
             f"subnet config does not match {type(model).__name__}: the config lacks the "
             f"mutables {missing} and names mutables the model does not have {extra} "
-            f"(keys after prefix={prefix!r}, extra_prefix={extra_prefix!r}). Export the "
-            "config from the same supernet, or adjust prefix/extra_prefix."
+            f"(the model's names after prefix={prefix!r}, extra_prefix={extra_prefix!r}). "
+            "Export the config from the same supernet, or adjust prefix/extra_prefix."
         )
     return pairs
 
@@ -275,10 +275,12 @@ def load_fix_subnet(
 ) -> None:
     """Fix ``model`` to the subnet a config describes: set every choice, then fix it.
 
-    ``'mutable'`` form: the config keys must name exactly the model's source mutables: a
-    key equal to an alias of the model's mutables is used as it is; every other key is
-    renamed (``prefix`` is stripped from keys that start with it, then ``extra_prefix``
-    is put in front) and must equal a module name. Each mutable that is not fixed yet
+    ``'mutable'`` form: the config keys must name exactly the model's source mutables: an
+    aliased mutable reads the key of its alias; any other reads the key made of its
+    module name, as MMRazor (``prefix`` is taken off names that start with it, e.g. the
+    ``'architecture.'`` of a wrapped model loading a config of the bare one, and
+    ``extra_prefix`` is put in front, e.g. ``'backbone.'`` for a backbone loading a
+    config exported from a whole model). Each mutable that is not fixed yet
     then gets ``fix_chosen(chosen)``; values may be ``{'chosen': x, 'meta': ...}`` dicts
     or bare choices. A list chosen for a mutable whose choice is a tensor (a channel mask
     written to a file) is turned back into a tensor of the same dtype first.
@@ -295,8 +297,8 @@ def load_fix_subnet(
         model: the supernet; it is modified in place.
         subnet_dict: the config, or the path of a ``.yaml``/``.yml``/``.json`` file.
         load_subnet_mode: ``'mutable'`` or ``'mutator'``.
-        prefix: removed from the start of config keys, e.g. ``'architecture.'``.
-        extra_prefix: put in front of config keys, e.g. ``'backbone.'``.
+        prefix: taken off the model's module names, e.g. ``'architecture.'``.
+        extra_prefix: put in front of the model's module names, e.g. ``'backbone.'``.
 
     Raises:
         SubnetConfigError: if the file cannot be read, or the config and the model do not
