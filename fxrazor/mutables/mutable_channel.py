@@ -114,8 +114,9 @@ class BaseMutableChannel(BaseMutable, DerivedMethodMixin):
         self.is_fixed = True
 
     def dump_chosen(self) -> DumpChosen:
-        """Return the current choice with ``meta={'num_channels': num_channels}``."""
-        return DumpChosen(chosen=self.current_choice, meta={"num_channels": self.num_channels})
+        """Return the current choice with ``meta={'max_channels': num_channels}`` (MMRazor's
+        meta key)."""
+        return DumpChosen(chosen=self.current_choice, meta={"max_channels": self.num_channels})
 
     def _repr_choice(self) -> str:
         return f"current_choice={self.current_choice}"
@@ -372,8 +373,8 @@ class OneShotMutableChannel(SquentialMutableChannel):
         self._choices = [self._current_choice]
 
     def dump_chosen(self) -> DumpChosen:
-        """Return the current choice with the candidates and ``num_channels`` as meta."""
+        """Return the current choice with the candidates and ``max_channels`` as meta."""
         return DumpChosen(
             chosen=self._current_choice,
-            meta={"all_choices": self.choices, "num_channels": self.num_channels},
+            meta={"all_choices": self.choices, "max_channels": self.num_channels},
         )

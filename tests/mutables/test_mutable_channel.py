@@ -97,7 +97,7 @@ def test_simple_fix_and_dump():
         mc.fix_chosen(torch.tensor(bools("111")))
     dumped = mc.dump_chosen()
     assert dumped.chosen.tolist() == bools("101")
-    assert dumped.meta == {"num_channels": 3}
+    assert dumped.meta == {"max_channels": 3}
 
 
 def test_simple_expand_mutable_channel():
@@ -240,7 +240,7 @@ def test_sequential_dump():
     mc.current_choice = 0.5
     dumped = mc.dump_chosen()
     assert dumped.chosen == 0.5
-    assert dumped.meta == {"num_channels": 4}
+    assert dumped.meta == {"max_channels": 4}
 
 
 def test_mutable_channel_is_not_in_state_dict():
@@ -300,7 +300,7 @@ def test_one_shot_sample_choice_is_uniform():
 
 def test_one_shot_fix_and_dump():
     mc = OneShotMutableChannel(8, candidate_choices=[2, 4, 8])
-    assert mc.dump_chosen().meta == {"all_choices": [2, 4, 8], "num_channels": 8}
+    assert mc.dump_chosen().meta == {"all_choices": [2, 4, 8], "max_channels": 8}
     with pytest.raises(InvalidChoiceError):
         mc.fix_chosen(3)
     assert not mc.is_fixed

@@ -39,8 +39,8 @@ def test_mutable_form_dumps_each_units_mutable_channel() -> None:
     sn, _, _ = _supernet()
     cfg, _ = fxrazor.export_fix_subnet(sn)  # export_subnet_mode='mutable'
     assert cfg == {
-        "all_units.0.mutable_channel": {"chosen": 3, "meta": {"num_channels": 8}},
-        "all_units.1.mutable_channel": {"chosen": 5, "meta": {"num_channels": 6}},
+        "all_units.0.mutable_channel": {"chosen": 3, "meta": {"max_channels": 8}},
+        "all_units.1.mutable_channel": {"chosen": 5, "meta": {"max_channels": 6}},
     }
 
 
