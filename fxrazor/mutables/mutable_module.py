@@ -72,9 +72,11 @@ class MutableModule(BaseMutable):
     Example:
         >>> from torch import nn
         >>> op = OneShotMutableOP({"id": nn.Identity()}, module_kwargs={"stride": 1})
-        >>> op.module_kwargs, op.num_choices
-        ({'stride': 1}, 1)
+        >>> op.module_kwargs, op.num_choices, op.mutable_prefix
+        ({'stride': 1}, 1, 'module')
     """
+
+    mutable_prefix = "module"  # MMRazor's prefix of module mutables ('value', 'channel')
 
     def __init__(
         self,
