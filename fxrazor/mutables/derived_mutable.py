@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import itertools
 import types
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -202,14 +203,10 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
         DerivedMutable(current_choice=4, activated_channels=4, source_mutables={SquentialMutableChannel(name=unbind, num_channels=3, current_choice=2)}, is_fixed=False)
     """  # noqa: E501
 
-    def __init__(
-        self,
-        choice_fn: Callable[[], Any],
-        mask_fn: Callable[[], torch.Tensor] | None = None,
-        source_mutables: Iterable[BaseMutable] | None = None,
-        alias: str | None = None,
-        init_cfg: dict | None = None,
-    ) -> None:
+    def __init__(self, choice_fn: Callable[[], Any],
+                 mask_fn: Callable[[], torch.Tensor] | None = None,
+                 source_mutables: Iterable[BaseMutable] | None = None,
+                 alias: str | None = None, init_cfg: dict | None = None) -> None:
         super().__init__(alias=alias, init_cfg=init_cfg)
         if not callable(choice_fn):
             raise ChoiceTypeError(f"choice_fn must be callable, got {choice_fn!r}")
@@ -283,6 +280,23 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
         return 1
 
     @property
+    def choices(self) -> list[Any]:
+        """The choice for every combination of the sources' ``choices`` (as MMRazor); the
+        sources are set to each in turn and back to their choices afterwards."""
+        sources = list(self.source_mutables)
+        saved = [m.current_choice for m in sources]
+        derived = []
+        try:
+            for combination in itertools.product(*(m.choices for m in sources)):
+                for mutable, choice in zip(sources, combination, strict=True):
+                    mutable.current_choice = choice
+                derived.append(self.choice_fn())
+        finally:
+            for mutable, choice in zip(sources, saved, strict=True):
+                mutable.current_choice = choice
+        return derived
+
+    @property
     def is_fixed(self) -> bool:
         """True iff all source mutables are fixed."""
         return all(m.is_fixed for m in self.source_mutables)
@@ -296,12 +310,8 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
 
     def fix_chosen(self, chosen: Any = None) -> None:
         """Do nothing but warn: fix the source mutables instead."""
-        warnings.warn(
-            "fix_chosen has no effect on a DerivedMutable; fix its source mutables "
-            f"{self._sources_repr()} instead",
-            UserWarning,
-            stacklevel=2,
-        )
+        warnings.warn("fix_chosen has no effect on a DerivedMutable; fix its source "
+                      f"mutables {self._sources_repr()} instead", UserWarning, stacklevel=2)
 
     def dump_chosen(self) -> DumpChosen:
         """Return the current choice; ``meta`` is None as there is no search space."""
@@ -311,13 +321,10 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
         return "{" + ", ".join(repr(m) for m in self.source_mutables) + "}"
 
     def __repr__(self) -> str:
-        parts = [f"current_choice={self.current_choice}"]
-        if self.mask_fn is not None:
-            parts.append(f"activated_channels={self.activated_channels}")
-        parts.append(f"source_mutables={self._sources_repr()}")
-        parts.append(f"is_fixed={self.is_fixed}")
-        return f"DerivedMutable({', '.join(parts)})"
-
+        channels = (f"activated_channels={self.activated_channels}, "
+                    if self.mask_fn is not None else "")
+        return (f"DerivedMutable(current_choice={self.current_choice}, {channels}"
+                f"source_mutables={self._sources_repr()}, is_fixed={self.is_fixed})")
 
 def _explicit_sources(mutables: Iterable[BaseMutable]) -> set[BaseMutable]:
     sources: set[BaseMutable] = set()
@@ -327,9 +334,8 @@ def _explicit_sources(mutables: Iterable[BaseMutable]) -> set[BaseMutable]:
         elif isinstance(m, BaseMutable):
             sources.add(m)
         else:
-            raise ChoiceTypeError(
-                f"source_mutables must hold mutables, got {type(m).__name__}: {m!r}"
-            )
+            raise ChoiceTypeError(f"source_mutables must hold mutables, got "
+                                  f"{type(m).__name__}: {m!r}")
     return sources
 
 
@@ -373,12 +379,10 @@ def concat_mutable_channels(mutables: Sequence[BaseMutable]) -> DerivedMutable:
     which equals the sum of the sources' choices for sequential channels in number mode.
 
     Example:
-        >>> from fxrazor.mutables.mutable_channel import SquentialMutableChannel
-        >>> a, b = SquentialMutableChannel(2), SquentialMutableChannel(3)
-        >>> b.current_choice = 1
-        >>> cat = concat_mutable_channels([a, b])
+        >>> from fxrazor.mutables.mutable_channel import SquentialMutableChannel as C
+        >>> cat = concat_mutable_channels([C(2), C(3)])
         >>> cat.current_choice, cat.current_mask.tolist()
-        (3, [True, True, True, False, False])
+        (5, [True, True, True, True, True])
     """
     sources: list[Any] = list(mutables)
     if not sources:

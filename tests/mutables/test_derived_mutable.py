@@ -290,3 +290,12 @@ def test_concat_bad_inputs():
         concat_mutable_channels([MutableValue([1, 2])])
     with pytest.raises(ChoiceTypeError):
         concat_mutable_channels([MutableValue([1, 2]) * 2])
+
+
+def test_choices_enumerate_every_source_combination():
+    # MMRazor's DerivedMutable.choices: choice_fn over the product of the sources' choices
+    a, b = MutableValue([1, 2]), MutableValue([10, 20], default_value=20)
+    both = DerivedMutable(choice_fn=lambda: a.current_choice + b.current_choice)
+    assert sorted(both.choices) == [11, 12, 21, 22]
+    assert (a.current_choice, b.current_choice) == (1, 20)  # set back
+    assert (a * 3).choices == [3, 6]
