@@ -326,6 +326,7 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
         return (f"DerivedMutable(current_choice={self.current_choice}, {channels}"
                 f"source_mutables={self._sources_repr()}, is_fixed={self.is_fixed})")
 
+
 def _explicit_sources(mutables: Iterable[BaseMutable]) -> set[BaseMutable]:
     sources: set[BaseMutable] = set()
     for m in mutables:
