@@ -283,7 +283,7 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
     def choices(self) -> list[Any]:
         """The choice for every combination of the sources' ``choices`` (as MMRazor); the
         sources are set to each in turn and back to their choices afterwards."""
-        sources = list(self.source_mutables)
+        sources: list[Any] = list(self.source_mutables)  # Any: each has its `choices`
         saved = [m.current_choice for m in sources]
         derived = []
         try:
