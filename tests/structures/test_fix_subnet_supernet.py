@@ -88,3 +88,28 @@ def test_a_refused_choice_fixes_nothing(mode: str, cfg: dict, error: type) -> No
         fxrazor.load_fix_subnet(sn, cfg, load_subnet_mode=mode)
     assert sn.choices() == {"0": 3, "3": 5}
     assert not any(u.is_fixed for u in sn.every_unit())
+
+
+def test_mutable_form_covers_a_choice_block_inside_the_supernet() -> None:
+    from fxrazor.mutables import OneShotMutableOP
+
+    def make() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+            OneShotMutableOP({"a": nn.Conv2d(8, 8, 3, padding=1), "b": nn.Conv2d(8, 8, 1)}),
+            nn.Conv2d(8, 2, 1)).eval()
+
+    x = torch.randn(1, 3, 8, 8)
+    sn = fxrazor.convert(make(), x)
+    sn.graph_module.get_submodule("2").current_choice = "b"
+    cfg, static = fxrazor.export_fix_subnet(sn, slice_weight=True)
+    assert cfg["graph_module.2"] == {"chosen": "b", "meta": {"all_choices": ["a", "b"]}}
+    assert isinstance(static.get_submodule("2"), nn.Conv2d)  # the chosen candidate only
+    assert static.get_submodule("2").kernel_size == (1, 1)
+    other = fxrazor.convert(make(), x)
+    fxrazor.load_fix_subnet(other, cfg)
+    block = other.graph_module.get_submodule("2")
+    assert block.is_fixed and block.choices == ["b"]
+    with torch.no_grad():
+        assert_close(fxrazor.freeze(other)(x), static(x), rtol=0, atol=0)
