@@ -113,3 +113,16 @@ def test_mutable_form_covers_a_choice_block_inside_the_supernet() -> None:
     assert block.is_fixed and block.choices == ["b"]
     with torch.no_grad():
         assert_close(fxrazor.freeze(other)(x), static(x), rtol=0, atol=0)
+
+
+def test_mutator_load_reads_mmrazors_channel_unit_cfg_shape() -> None:
+    sn, x, model = _supernet()
+    units, _ = fxrazor.export_fix_subnet(sn, export_subnet_mode="mutator")
+    wrapped = {"channel_unit_cfg": {"type": "SequentialMutableChannelUnit",
+                                    "default_args": {}, "units": units}, "parse_cfg": {}}
+    other = fxrazor.convert(model, x)
+    fxrazor.load_fix_subnet(other, wrapped, load_subnet_mode="mutator")
+    assert [(u.current_choice, u.is_fixed) for u in other.every_unit()] == [(3, True), (5, True)]
+    with pytest.raises(SubnetConfigError, match="channel_unit_cfg"):
+        fxrazor.load_fix_subnet(fxrazor.convert(model, x), {"channel_unit_cfg": {"units": 3}},
+                                load_subnet_mode="mutator")

@@ -260,6 +260,14 @@ def _load_units(model: nn.Module, cfg: Mapping[str, Any]) -> None:
             f"converted supernet); {type(model).__name__} does not. Use "
             "load_subnet_mode='mutable'."
         )
+    wrapped = cfg.get("channel_unit_cfg")
+    if isinstance(wrapped, Mapping):  # MMRazor's mutator config: units under channel_unit_cfg
+        units = wrapped.get("units")
+        if not isinstance(units, Mapping):
+            raise SubnetConfigError(
+                "a mutator config with 'channel_unit_cfg' must hold its units as a dict under "
+                f"channel_unit_cfg['units'], got {type(units).__name__}")
+        cfg = units
     load(dict(cfg))  # checks names and choices and sets all of them or none
     for unit in channel_units(model).values():
         if not unit.is_fixed:
@@ -287,7 +295,9 @@ def load_fix_subnet(
 
     ``'mutator'`` form: the model's ``_fxr_load_subnet(cfg)`` sets the units' choices
     (``prefix`` and ``extra_prefix`` are not applied), then every channel unit is fixed
-    (``fix_chosen()``), as MMRazor's load leaves a static model.
+    (``fix_chosen()``), as MMRazor's load leaves a static model. A config in MMRazor's
+    mutator shape, ``{'channel_unit_cfg': {'units': {...}, ...}, ...}``, is read from
+    its ``units``.
 
     Nothing is half-applied: a config that does not match, or a choice that is refused,
     raises before anything is fixed. Fixed mutables and units no longer change (a
