@@ -14,7 +14,6 @@ Run: ``python examples/spos_search_space.py``
 
 from __future__ import annotations
 
-import copy
 import random
 import sys
 import tempfile
@@ -88,8 +87,9 @@ def count_params(modules: list[nn.Module]) -> int:
 
 def active_params(net: SPOSNet) -> int:
     """Parameters the current subnet uses: stem, head and the chosen op of each used block."""
-    fixed = copy.deepcopy(net)
-    load_fix_subnet(fixed, export_fix_subnet(net))  # drops the candidates not chosen
+    # slice_weight: a fixed copy of the net, without the candidates not chosen
+    _, fixed = export_fix_subnet(net, slice_weight=True)
+    assert isinstance(fixed, SPOSNet)
     used = [fixed.stem, fixed.head, *fixed.blocks[: fixed.depth.current_choice]]
     return count_params(used)
 
@@ -115,7 +115,8 @@ def main() -> int:
 
     # The supernet keeps the last sampled subnet; export it and round-trip it via YAML.
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_fix_subnet(export_fix_subnet(supernet), Path(tmp) / "subnet.yaml")
+        subnet_cfg, _ = export_fix_subnet(supernet)
+        path = save_fix_subnet(subnet_cfg, Path(tmp) / "subnet.yaml")
         print(f"\n{path.name}:\n{path.read_text()}")
         torch.manual_seed(SEED)  # the same weights as the supernet, default choices
         subnet = SPOSNet().eval()

@@ -15,8 +15,13 @@ from __future__ import annotations
 from fxrazor.api import convert, convert_, freeze
 from fxrazor.errors import FxRazorError
 from fxrazor.structures.subnet import export_fix_subnet, load_fix_subnet
+from fxrazor.structures.subnet.static_model import register_static_exporter
 from fxrazor.summary import summary
 from fxrazor.supernet import Supernet
+
+# export_fix_subnet(sn, slice_weight=True) returns the frozen subnet; the structures stage
+# may not import the passes, so the face registers freeze for it.
+register_static_exporter(Supernet, freeze)
 
 __all__ = [
     "FxRazorError",

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import itertools
 import types
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +29,7 @@ import torch
 
 from fxrazor.errors import ChoiceTypeError, DerivedMutableError, InvalidChoiceError
 from fxrazor.mutables.base import BaseMutable, DumpChosen
+from fxrazor.utils import make_divisible
 
 __all__ = ["DerivedMutable", "DerivedMethodMixin", "concat_mutable_channels"]
 
@@ -39,93 +41,138 @@ def _has_mask(mutable: Any) -> bool:
     return isinstance(mutable, BaseMutable) and hasattr(type(mutable), "current_mask")
 
 
-def _check_positive_int(value: Any, what: str) -> int:
+def _ratio(value: Any, what: str) -> int | float:
+    """A positive number; a mutable gives its current choice, read once (as MMRazor)."""
+    if isinstance(value, BaseMutable):
+        value = value.current_choice
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise ChoiceTypeError(f"{what} must be a positive integer, got {value!r}")
-    number: Any = value  # Any: numbers.Real does not promise int() to type checkers
-    if number < 1 or int(number) != number:
-        raise InvalidChoiceError(f"{what} must be a positive integer, got {value!r}")
-    return int(number)
+        raise ChoiceTypeError(f"{what} must be a positive number, got {value!r}")
+    number: Any = value  # Any: numbers.Real does not promise comparisons to type checkers
+    if number <= 0:
+        raise InvalidChoiceError(f"{what} must be positive, got {value!r}")
+    return number
+
+
+def _kept(mutable: Any) -> int:
+    return int(mutable.current_mask.sum())
+
+
+def _first(size: int, kept: int) -> torch.Tensor:
+    """A bool mask of ``size`` whose first ``kept`` entries are True."""
+    return torch.arange(size) < kept
 
 
 class DerivedMethodMixin:
-    """Operators that derive new mutables from a mutable value or mutable channel.
+    """Operators that derive new mutables from a mutable value or mutable channel, with
+    MMRazor's semantics (``DerivedMethodMixin`` and the operators of its mutables).
 
-    For a mutable with a channel mask (a mutable channel, or a derived mutable built with
-    a ``mask_fn``) the derived mask is computed from the source mask, and the derived
-    ``current_choice`` is the number of channels the derived mask keeps:
-
-    - expand by ``k`` (``m * k``, ``k * m``, :meth:`derive_expand_mutable`): every channel
-      is repeated ``k`` times in a row, so ``[1, 0]`` becomes ``[1, 1, 0, 0]``;
-    - divide by ``k`` (``m // k``, :meth:`derive_divide_mutable`): the channels are cut into
-      consecutive groups of ``k`` and group ``i`` is kept iff *all* of its channels are
-      kept; ``num_channels`` must be a multiple of ``k``. A sequential mask that keeps
-      ``c`` channels therefore keeps ``c // k`` groups.
-
-    For a mutable without a mask (a mutable value) the choice is multiplied by ``k`` or
-    floor-divided by ``k``.
+    - expand by ``r`` (``m * r``, ``r * m``, :meth:`derive_expand_mutable`): a value's
+      choice becomes ``int(choice * r)``; a channel of ``n`` channels keeping ``c``
+      becomes ``int(n * r)`` channels keeping the first ``int(c * r)``. For an int ``r``
+      every channel is repeated ``r`` times in a row, which is the same for sequential
+      masks and keeps the pattern of any other mask.
+    - ``channel * value`` (either order; the value's choices are ratios): expand by the
+      value's *current* choice, to ``int(n * max(value.choices))`` channels.
+    - divide by ``r`` (``m // r``, ``m // (r, divisor)``, :meth:`derive_divide_mutable`,
+      divisor 8 by default): a value's choice becomes
+      ``make_divisible(choice // r, divisor)``; a channel becomes
+      ``make_divisible(n // r, divisor)`` channels keeping the first
+      ``make_divisible(c // r, divisor)`` (e.g. the squeeze width of an SE block).
+    - :meth:`derive_concat_mutable`: channels concatenated (``torch.cat``).
 
     Example:
         >>> from fxrazor.mutables.mutable_value import MutableValue
-        >>> mv = MutableValue([2, 4, 8], default_value=4)
-        >>> (mv * 3).current_choice, (mv // 2).current_choice
-        (12, 2)
+        >>> mv = MutableValue([16, 32, 64], default_value=32)
+        >>> (mv * 3).current_choice, (mv // 2).current_choice, (mv // (4, 1)).current_choice
+        (96, 16, 8)
     """
 
     def derive_same_mutable(self) -> DerivedMutable:
-        """Return a derived mutable with the same choice (and mask) as this one."""
-        source: Any = self
-        mask_fn = (lambda: source.current_mask) if _has_mask(source) else None
-        return DerivedMutable(choice_fn=lambda: source.current_choice, mask_fn=mask_fn)
+        """Return a derived mutable with the same choice (and mask): expand by 1."""
+        return self.derive_expand_mutable(1)
 
-    def derive_expand_mutable(self, expand_ratio: int | float) -> DerivedMutable:
-        """Return a derived mutable expanded ``expand_ratio`` times (see the class doc)."""
+    def derive_expand_mutable(self, expand_ratio: int | float | BaseMutable) -> DerivedMutable:
+        """Return a derived mutable expanded ``expand_ratio`` times (see the class doc); a
+        mutable ratio is read once, now (MMRazor; ``m * value`` follows it instead)."""
         source: Any = self
+        ratio = _ratio(expand_ratio, "expand ratio")
         if not _has_mask(source):
-            if isinstance(expand_ratio, bool) or not isinstance(expand_ratio, Real):
-                raise ChoiceTypeError(f"expand ratio must be a number, got {expand_ratio!r}")
-            return DerivedMutable(choice_fn=lambda: source.current_choice * expand_ratio)
-        ratio = _check_positive_int(expand_ratio, "expand ratio of a mutable channel")
+            return DerivedMutable(choice_fn=lambda: int(source.current_choice * ratio))
+        if isinstance(ratio, int) or float(ratio).is_integer():
+            times = int(ratio)
 
-        def mask_fn() -> torch.Tensor:
-            return source.current_mask.unsqueeze(-1).expand(-1, ratio).flatten()
+            def mask_fn() -> torch.Tensor:
+                return source.current_mask.repeat_interleave(times)
+        else:
+
+            def mask_fn() -> torch.Tensor:
+                mask = source.current_mask
+                return _first(int(mask.numel() * ratio), int(_kept(source) * ratio))
 
         return DerivedMutable(choice_fn=lambda: int(mask_fn().sum()), mask_fn=mask_fn)
 
-    def derive_divide_mutable(self, ratio: int | float) -> DerivedMutable:
-        """Return a derived mutable divided by ``ratio`` (see the class doc)."""
+    def derive_divide_mutable(self, ratio: int | float | BaseMutable,
+                              divisor: int = 8) -> DerivedMutable:
+        """Return a derived mutable divided by ``int(ratio)`` and made divisible by
+        ``divisor`` (see the class doc)."""
         source: Any = self
+        k = int(_ratio(ratio, "divide ratio"))
+        if k < 1:
+            raise InvalidChoiceError(f"divide ratio must be at least 1, got {ratio!r}")
+        make_divisible(k, divisor)  # a clear error for a bad divisor, now
         if not _has_mask(source):
-            if isinstance(ratio, bool) or not isinstance(ratio, Real):
-                raise ChoiceTypeError(f"divide ratio must be a number, got {ratio!r}")
-            return DerivedMutable(choice_fn=lambda: source.current_choice // ratio)
-        k = _check_positive_int(ratio, "divide ratio of a mutable channel")
-        num_channels = source.current_mask.numel()
-        if num_channels % k:
-            raise InvalidChoiceError(
-                f"cannot divide {num_channels} channels into groups of {k}; "
-                f"use a ratio that divides {num_channels}"
-            )
+            return DerivedMutable(
+                choice_fn=lambda: make_divisible(source.current_choice // k, divisor))
 
         def mask_fn() -> torch.Tensor:
-            return source.current_mask.reshape(-1, k).all(dim=1)
+            size = make_divisible(source.current_mask.numel() // k, divisor)
+            return _first(size, make_divisible(_kept(source) // k, divisor))
 
         return DerivedMutable(choice_fn=lambda: int(mask_fn().sum()), mask_fn=mask_fn)
+
+    @staticmethod
+    def derive_concat_mutable(mutables: Iterable[BaseMutable]) -> DerivedMutable:
+        """Derive the mutable of channels concatenated (see :func:`concat_mutable_channels`)."""
+        return concat_mutable_channels(list(mutables))
 
     def __mul__(self, other: Any) -> DerivedMutable:
-        if isinstance(other, bool) or not isinstance(other, (int, float, Real)):
-            return NotImplemented
-        ratio: Any = other
+        if isinstance(other, BaseMutable):
+            return _multiply_mutables(self, other)
+        if isinstance(other, bool) or not isinstance(other, Real):
+            raise ChoiceTypeError(f"cannot multiply a mutable by {other!r}; use a number")
+        ratio: Any = other  # Any: numbers.Real is not int | float to type checkers
         return self.derive_expand_mutable(ratio)
 
     def __rmul__(self, other: Any) -> DerivedMutable:
         return self.__mul__(other)
 
     def __floordiv__(self, other: Any) -> DerivedMutable:
-        if isinstance(other, bool) or not isinstance(other, (int, float, Real)):
-            return NotImplemented
-        ratio: Any = other
-        return self.derive_divide_mutable(ratio)
+        if isinstance(other, tuple):
+            if len(other) != 2:
+                raise ChoiceTypeError(f"`m // (ratio, divisor)` needs a pair, got {other!r}")
+            return self.derive_divide_mutable(*other)
+        if isinstance(other, BaseMutable) and not _has_mask(self):
+            raise ChoiceTypeError("a mutable value can only be divided by a number; a "
+                                  "mutable channel may be divided by a mutable value")
+        return self.derive_divide_mutable(other)
+
+
+def _multiply_mutables(a: Any, b: Any) -> DerivedMutable:
+    """``channel * value`` (MMRazor's SquentialMutableChannel * OneShotMutableValue)."""
+    channel, value = (a, b) if _has_mask(a) else (b, a)
+    if not _has_mask(channel) or _has_mask(value) or not hasattr(value, "choices"):
+        raise ChoiceTypeError(
+            f"only a mutable channel and a mutable value can be multiplied, got "
+            f"{type(a).__name__} * {type(b).__name__}")
+    for ratio in value.choices:
+        _ratio(ratio, "a choice of the mutable value (an expand ratio)")
+    most = max(value.choices)
+
+    def mask_fn() -> torch.Tensor:
+        size = int(channel.current_mask.numel() * most)
+        return _first(size, int(_kept(channel) * value.current_choice))
+
+    return DerivedMutable(choice_fn=lambda: int(mask_fn().sum()), mask_fn=mask_fn)
 
 
 class DerivedMutable(BaseMutable, DerivedMethodMixin):
@@ -156,14 +203,10 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
         DerivedMutable(current_choice=4, activated_channels=4, source_mutables={SquentialMutableChannel(name=unbind, num_channels=3, current_choice=2)}, is_fixed=False)
     """  # noqa: E501
 
-    def __init__(
-        self,
-        choice_fn: Callable[[], Any],
-        mask_fn: Callable[[], torch.Tensor] | None = None,
-        source_mutables: Iterable[BaseMutable] | None = None,
-        alias: str | None = None,
-        init_cfg: dict | None = None,
-    ) -> None:
+    def __init__(self, choice_fn: Callable[[], Any],
+                 mask_fn: Callable[[], torch.Tensor] | None = None,
+                 source_mutables: Iterable[BaseMutable] | None = None,
+                 alias: str | None = None, init_cfg: dict | None = None) -> None:
         super().__init__(alias=alias, init_cfg=init_cfg)
         if not callable(choice_fn):
             raise ChoiceTypeError(f"choice_fn must be callable, got {choice_fn!r}")
@@ -237,6 +280,23 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
         return 1
 
     @property
+    def choices(self) -> list[Any]:
+        """The choice for every combination of the sources' ``choices`` (as MMRazor); the
+        sources are set to each in turn and back to their choices afterwards."""
+        sources: list[Any] = list(self.source_mutables)  # Any: each has its `choices`
+        saved = [m.current_choice for m in sources]
+        derived = []
+        try:
+            for combination in itertools.product(*(m.choices for m in sources)):
+                for mutable, choice in zip(sources, combination, strict=True):
+                    mutable.current_choice = choice
+                derived.append(self.choice_fn())
+        finally:
+            for mutable, choice in zip(sources, saved, strict=True):
+                mutable.current_choice = choice
+        return derived
+
+    @property
     def is_fixed(self) -> bool:
         """True iff all source mutables are fixed."""
         return all(m.is_fixed for m in self.source_mutables)
@@ -250,12 +310,8 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
 
     def fix_chosen(self, chosen: Any = None) -> None:
         """Do nothing but warn: fix the source mutables instead."""
-        warnings.warn(
-            "fix_chosen has no effect on a DerivedMutable; fix its source mutables "
-            f"{self._sources_repr()} instead",
-            UserWarning,
-            stacklevel=2,
-        )
+        warnings.warn("fix_chosen has no effect on a DerivedMutable; fix its source "
+                      f"mutables {self._sources_repr()} instead", UserWarning, stacklevel=2)
 
     def dump_chosen(self) -> DumpChosen:
         """Return the current choice; ``meta`` is None as there is no search space."""
@@ -265,12 +321,10 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
         return "{" + ", ".join(repr(m) for m in self.source_mutables) + "}"
 
     def __repr__(self) -> str:
-        parts = [f"current_choice={self.current_choice}"]
-        if self.mask_fn is not None:
-            parts.append(f"activated_channels={self.activated_channels}")
-        parts.append(f"source_mutables={self._sources_repr()}")
-        parts.append(f"is_fixed={self.is_fixed}")
-        return f"DerivedMutable({', '.join(parts)})"
+        channels = (f"activated_channels={self.activated_channels}, "
+                    if self.mask_fn is not None else "")
+        return (f"DerivedMutable(current_choice={self.current_choice}, {channels}"
+                f"source_mutables={self._sources_repr()}, is_fixed={self.is_fixed})")
 
 
 def _explicit_sources(mutables: Iterable[BaseMutable]) -> set[BaseMutable]:
@@ -281,9 +335,8 @@ def _explicit_sources(mutables: Iterable[BaseMutable]) -> set[BaseMutable]:
         elif isinstance(m, BaseMutable):
             sources.add(m)
         else:
-            raise ChoiceTypeError(
-                f"source_mutables must hold mutables, got {type(m).__name__}: {m!r}"
-            )
+            raise ChoiceTypeError(f"source_mutables must hold mutables, got "
+                                  f"{type(m).__name__}: {m!r}")
     return sources
 
 
@@ -327,12 +380,10 @@ def concat_mutable_channels(mutables: Sequence[BaseMutable]) -> DerivedMutable:
     which equals the sum of the sources' choices for sequential channels in number mode.
 
     Example:
-        >>> from fxrazor.mutables.mutable_channel import SquentialMutableChannel
-        >>> a, b = SquentialMutableChannel(2), SquentialMutableChannel(3)
-        >>> b.current_choice = 1
-        >>> cat = concat_mutable_channels([a, b])
+        >>> from fxrazor.mutables.mutable_channel import SquentialMutableChannel as C
+        >>> cat = concat_mutable_channels([C(2), C(3)])
         >>> cat.current_choice, cat.current_mask.tolist()
-        (3, [True, True, True, False, False])
+        (5, [True, True, True, True, True])
     """
     sources: list[Any] = list(mutables)
     if not sources:

@@ -198,36 +198,41 @@ class DiffMutableOP(DiffMutableModule):
 
 
 class OneHotMutableOP(DiffMutableOP):
-    """A differentiable block that runs one sampled candidate per forward.
+    """A differentiable block that runs one sampled candidate per forward (DSNAS).
 
-    The candidate is picked from softmax(arch_param): sampled from that distribution in
-    training mode, its argmax in eval mode. Only that candidate runs; its output is
-    multiplied by a weight whose value is exactly 1 but whose gradient flows to
-    ``arch_param`` (straight-through estimator).
+    As MMRazor's: each forward draws a one-hot ``arch_weights`` from softmax(arch_param)
+    (:meth:`sample_weights`) and stores it on the op as a leaf tensor that requires grad;
+    only the drawn candidate runs, scaled by its weight (exactly 1). No gradient flows to
+    ``arch_param`` through the forward: the searcher reads ``arch_weights.grad`` (DSNAS
+    multiplies the gradient of ``log((arch_weights * probs).sum())`` by
+    ``arch_weights.grad.sum()``). When the most probable candidate leads the second by at
+    least ``fix_threshold`` the op fixes itself to it (see :meth:`DiffMutableOP.maybe_fix`).
 
     Example:
         >>> import torch
         >>> from torch import nn
-        >>> op = OneHotMutableOP({"relu": nn.ReLU(), "id": nn.Identity()}).eval()
-        >>> arch_param = nn.Parameter(torch.tensor([2.0, 0.0]))
-        >>> out = op(torch.tensor([-1.0, 3.0]), arch_param)
-        >>> out.tolist()
+        >>> op = OneHotMutableOP({"relu": nn.ReLU(), "id": nn.Identity()})
+        >>> arch_param = nn.Parameter(torch.tensor([0.0, -1e4]))  # p(relu) ~ 1
+        >>> op(torch.tensor([-1.0, 3.0]), arch_param).tolist()
         [0.0, 3.0]
-        >>> out.sum().backward()
-        >>> arch_param.grad is not None
-        True
+        >>> op.arch_weights.tolist(), op.arch_weights.requires_grad
+        ([1.0, 0.0], True)
     """
+
+    arch_weights: torch.Tensor
 
     def sample_weights(
         self, arch_param: torch.Tensor, probs: torch.Tensor, random_sample: bool = False
     ) -> torch.Tensor:
-        """Return one-hot weights over the candidates that carry the gradient of ``probs``.
+        """Return a one-hot weight vector over the candidates (no gradient).
 
         Args:
             arch_param: the architecture parameter ``probs`` was computed from; checked
-                for shape.
+                for shape (and, for ``random_sample``, giving the number of candidates).
             probs: the candidates' probabilities, shape ``(num_candidates,)``.
-            random_sample: draw the index from ``probs`` instead of taking its argmax.
+            random_sample: draw the candidate uniformly at random, ignoring ``probs``
+                (MMRazor's ``OneHotCategorical(ones_like(arch_param))``); by default it
+                is drawn from ``probs`` (``OneHotCategorical(probs=probs)``).
         """
         owner = describe_mutable(self)
         check_arch_param(arch_param, len(self._all_choices), owner)
@@ -236,20 +241,22 @@ class OneHotMutableOP(DiffMutableOP):
                 f"{owner}: probs must be a tensor shaped like arch_param "
                 f"{tuple(arch_param.shape)}, got {getattr(probs, 'shape', type(probs))}"
             )
-        plain = probs.detach()
-        if random_sample:
-            index = torch.multinomial(plain, 1)
-        else:
-            index = plain.argmax(dim=-1, keepdim=True)
-        one_hot = torch.zeros_like(plain).scatter(-1, index, 1.0)
-        # probs - probs.detach() is exactly 0 in value but has the gradient of probs, so
-        # the weights stay exactly one-hot (unlike one_hot - plain + probs, which rounds).
-        return one_hot + (probs - plain)
+        weights = torch.ones_like(arch_param.detach()) if random_sample else probs.detach()
+        index = torch.multinomial(weights, 1)  # a one-hot categorical draw
+        return torch.zeros_like(weights).scatter(-1, index, 1.0)
 
     def forward_arch_param(self, x: Any, arch_param: torch.Tensor) -> torch.Tensor:
-        """Run only the sampled candidate, scaled by its straight-through weight."""
+        """Draw ``arch_weights`` from softmax(arch_param), fix the op if its leader is
+        ``fix_threshold`` ahead, and run the drawn (or kept) candidate times its weight."""
         check_arch_param(arch_param, len(self._all_choices), describe_mutable(self))
         probs = self.compute_arch_probs(arch_param)
-        weights = self.sample_weights(arch_param, probs, random_sample=self.training)
-        index = int(weights.detach().argmax())
-        return self._candidates[self._all_choices[index]](x) * weights[index]
+        if not self.is_fixed:
+            self.arch_weights = self.sample_weights(arch_param, probs)
+            self.maybe_fix(arch_param)
+        if self.is_fixed:
+            kept = self._all_choices.index(self.choices[0])
+            self.arch_weights = torch.zeros_like(probs.detach())
+            self.arch_weights[kept] = 1.0
+        self.arch_weights.requires_grad_()
+        index = int(self.arch_weights.detach().argmax())
+        return self._candidates[self._all_choices[index]](x) * self.arch_weights[index]

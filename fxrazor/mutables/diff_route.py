@@ -27,8 +27,9 @@ class DiffChoiceRoute(DiffMutableModule):
 
     Each edge is a module applied to its own input: ``forward`` takes a list or tuple
     with one tensor per edge, in edge order, and sums the edges' outputs, weighted by
-    softmax(arch_param) when ``with_arch_param`` is True. Fixing keeps some edges; each
-    kept edge still reads the input at its original position.
+    softmax(arch_param) when ``with_arch_param`` is True and an arch_param is given (or
+    bound); otherwise :meth:`forward_all` sums them unweighted. Fixing keeps some edges;
+    each kept edge still reads the input at its original position.
 
     Args:
         edges: an ``nn.ModuleDict`` or a dict of name -> ``nn.Module``.
@@ -83,8 +84,8 @@ class DiffChoiceRoute(DiffMutableModule):
         self.with_arch_param = with_arch_param
         self._current_choice: list[str] = self._all_choices[:num_chosen]
 
-    @property
-    def _needs_arch_param(self) -> bool:
+    def _uses_arch_param(self) -> bool:
+        # MMRazor: forward mixes by arch_param only when given one *and* with_arch_param
         return self.with_arch_param
 
     @property
@@ -128,11 +129,14 @@ class DiffChoiceRoute(DiffMutableModule):
             outputs.append((index, edge(inputs[index])))
         return outputs
 
-    def forward_arch_param(self, x: Any, arch_param: torch.Tensor | None) -> torch.Tensor:
-        """Sum the edges' outputs, weighted by softmax(arch_param) if ``with_arch_param``."""
+    def forward_arch_param(self, x: Any, arch_param: torch.Tensor) -> torch.Tensor:
+        """Sum the edges' outputs weighted by softmax(arch_param).
+
+        ``forward`` calls it only when ``with_arch_param`` is True and an arch_param is
+        given (else it runs :meth:`forward_all`); called directly it always weights, as
+        MMRazor's does.
+        """
         outputs = self._edge_outputs(x)
-        if not self.with_arch_param:
-            return sum((out for _, out in outputs[1:]), outputs[0][1])
         checked = check_arch_param(arch_param, len(self._all_choices), describe_mutable(self))
         probs = self.compute_arch_probs(checked)
         weighted = [probs[index] * out for index, out in outputs]

@@ -86,9 +86,13 @@ class BaseMutableChannel(BaseMutable, DerivedMethodMixin):
         """Number of kept channels (True entries of ``current_mask``)."""
         return int(self.current_mask.sum())
 
-    @property
     def num_choices(self) -> int:
-        """Number of available choices; 1 unless a subclass limits the candidates."""
+        """Number of available choices; 1 unless a subclass limits the candidates.
+
+        A method, not a property, as MMRazor's ``BaseMutableChannel.num_choices()``
+        (mutable values, modules and derived mutables have it as a property there and
+        here).
+        """
         return 1
 
     def _check_not_fixed(self, choice: Any) -> None:
@@ -110,8 +114,9 @@ class BaseMutableChannel(BaseMutable, DerivedMethodMixin):
         self.is_fixed = True
 
     def dump_chosen(self) -> DumpChosen:
-        """Return the current choice with ``meta={'num_channels': num_channels}``."""
-        return DumpChosen(chosen=self.current_choice, meta={"num_channels": self.num_channels})
+        """Return the current choice with ``meta={'max_channels': num_channels}`` (MMRazor's
+        meta key)."""
+        return DumpChosen(chosen=self.current_choice, meta={"max_channels": self.num_channels})
 
     def _repr_choice(self) -> str:
         return f"current_choice={self.current_choice}"
@@ -266,6 +271,19 @@ class SquentialMutableChannel(BaseMutableChannel):
         """Number of kept channels."""
         return self._kept()
 
+    def fix_chosen(self, chosen: Any = ...) -> None:
+        """Fix the mutable at ``chosen``; ``...`` (the default, as in MMRazor) or None
+        fixes it at the current choice.
+
+        Example:
+            >>> mc = SquentialMutableChannel(4)
+            >>> mc.current_choice = 3
+            >>> mc.fix_chosen()
+            >>> mc.is_fixed, mc.current_choice
+            (True, 3)
+        """
+        super().fix_chosen(None if chosen is ... else chosen)
+
 
 SequentialMutableChannel = SquentialMutableChannel
 
@@ -315,9 +333,8 @@ class OneShotMutableChannel(SquentialMutableChannel):
 
     candidate_choices = choices
 
-    @property
     def num_choices(self) -> int:
-        """Number of candidate choices."""
+        """Number of candidate choices (a method, as on every mutable channel)."""
         return len(self._choices)
 
     @property
@@ -349,14 +366,15 @@ class OneShotMutableChannel(SquentialMutableChannel):
             )
         self._current_choice = choice
 
-    def fix_chosen(self, chosen: Any = None) -> None:
-        """Fix at ``chosen`` (or the current choice); afterwards ``choices == [chosen]``."""
+    def fix_chosen(self, chosen: Any = ...) -> None:
+        """Fix at ``chosen`` (``...`` or None: the current choice); afterwards
+        ``choices == [chosen]``."""
         super().fix_chosen(chosen)
         self._choices = [self._current_choice]
 
     def dump_chosen(self) -> DumpChosen:
-        """Return the current choice with the candidates and ``num_channels`` as meta."""
+        """Return the current choice with the candidates and ``max_channels`` as meta."""
         return DumpChosen(
             chosen=self._current_choice,
-            meta={"all_choices": self.choices, "num_channels": self.num_channels},
+            meta={"all_choices": self.choices, "max_channels": self.num_channels},
         )

@@ -72,9 +72,11 @@ class MutableModule(BaseMutable):
     Example:
         >>> from torch import nn
         >>> op = OneShotMutableOP({"id": nn.Identity()}, module_kwargs={"stride": 1})
-        >>> op.module_kwargs, op.num_choices
-        ({'stride': 1}, 1)
+        >>> op.module_kwargs, op.num_choices, op.mutable_prefix
+        ({'stride': 1}, 1, 'module')
     """
+
+    mutable_prefix = "module"  # MMRazor's prefix of module mutables ('value', 'channel')
 
     def __init__(
         self,
@@ -262,9 +264,10 @@ class DiffMutableModule(MutableModule):
     ``forward(x, arch_param)`` runs :meth:`forward_fixed` once the mutable is fixed, else
     :meth:`forward_arch_param`. When ``arch_param`` is omitted, the one bound by
     :meth:`set_forward_args` is used, so the block can sit in a model whose ``forward``
-    calls it with ``x`` alone. The bound parameter is kept as a plain attribute (not a
-    registered parameter): it belongs to the searcher and does not enter this module's
-    ``state_dict`` or ``parameters()``.
+    calls it with ``x`` alone; with neither, :meth:`forward_all` runs (as in MMRazor,
+    where that is how FLOPs of the whole block are counted). The bound parameter is kept
+    as a plain attribute (not a registered parameter): it belongs to the searcher and
+    does not enter this module's ``state_dict`` or ``parameters()``.
 
     Args:
         module_kwargs: kept as a record only (see :class:`MutableModule`).
@@ -300,22 +303,19 @@ class DiffMutableModule(MutableModule):
             )
         self.__dict__["_bound_arch_param"] = arch_param
 
-    @property
-    def _needs_arch_param(self) -> bool:
+    def _uses_arch_param(self) -> bool:
+        """Whether a given arch_param is used (a route built without one ignores it)."""
         return True
 
     def forward(self, x: Any, arch_param: torch.Tensor | None = None) -> Any:
-        """Run the fixed op, or mix the candidates with ``arch_param`` (or the bound one)."""
+        """Run the fixed op; else mix the candidates with ``arch_param`` (or the bound
+        one); with no arch_param at all, run every candidate (:meth:`forward_all`)."""
         if self.is_fixed:
             return self.forward_fixed(x)
         if arch_param is None:
             arch_param = self.__dict__["_bound_arch_param"]
-        if arch_param is None and self._needs_arch_param:
-            raise MutableArgumentError(
-                f"{describe_mutable(self)} is not fixed and got no arch_param; pass it as "
-                f"forward(x, arch_param), bind one with set_forward_args(arch_param), "
-                f"or fix the mutable with fix_chosen(...)"
-            )
+        if arch_param is None or not self._uses_arch_param():
+            return self.forward_all(x)
         return self.forward_arch_param(x, arch_param)
 
     def compute_arch_probs(self, arch_param: torch.Tensor) -> torch.Tensor:

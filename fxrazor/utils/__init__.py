@@ -18,6 +18,8 @@ from fxrazor.utils.misc import (
     set_requires_grad,
 )
 from fxrazor.utils.placeholder import get_package_placeholder, get_placeholder
+from fxrazor.utils.rewriter import pop_rewriter_function_record
+from fxrazor.utils.setup_env import register_all_modules, setup_multi_processes
 
 __all__ = [
     "IndexDict",
@@ -28,5 +30,8 @@ __all__ = [
     "get_placeholder",
     "make_divisible",
     "parse_values",
+    "pop_rewriter_function_record",
+    "register_all_modules",
     "set_requires_grad",
+    "setup_multi_processes",
 ]

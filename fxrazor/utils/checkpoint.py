@@ -41,8 +41,8 @@ def _from_pointer_file(directory: Path) -> str | None:
 def find_latest_checkpoint(path: str | Path, suffix: str = "pth") -> str | None:
     """Return the newest checkpoint in ``path``.
 
-    If ``path/last_checkpoint`` exists and names an existing file, that file is the answer.
-    Otherwise the ``*.{suffix}`` file whose name holds the largest ``iter_N`` or
+    If ``path/last_checkpoint`` exists and names an existing file, that file is the answer;
+    else ``path/latest.{suffix}`` if it exists (MMRazor's first look). Otherwise the ``*.{suffix}`` file whose name holds the largest ``iter_N`` or
     ``epoch_N`` number wins. Files without such a number are ignored.
 
     Args:
@@ -59,6 +59,9 @@ def find_latest_checkpoint(path: str | Path, suffix: str = "pth") -> str | None:
     pointed = _from_pointer_file(directory)
     if pointed is not None:
         return pointed
+    latest = directory / f"latest.{suffix}"
+    if latest.is_file():
+        return str(latest)
     best: tuple[int, str] | None = None
     for candidate in directory.glob(f"*.{suffix}"):
         steps = [int(n) for n in _STEP_PATTERN.findall(candidate.stem)]

@@ -57,9 +57,29 @@ class IndexDict(OrderedDict[tuple[int, int], VT]):
         fxrazor.errors.IndexOverlapError: IndexDict: range (1, 3) overlaps existing range (0, 2); ranges are [start, end) and must be disjoint.
     """
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is a key, or a range overlapping one (as MMRazor's IndexDict).
+
+        Example:
+            >>> d = IndexDict({(0, 4): "a"})
+            >>> (0, 4) in d, (2, 6) in d, (4, 6) in d
+            (True, True, False)
+        """
+        if super().__contains__(key):
+            return True
+        start, end = _check_index(key)
+        return any(start < e and s < end for s, e in self.keys())
+
+    def setdefault(self, key: tuple[int, int], default: VT = None) -> VT:  # type: ignore[assignment]
+        # OrderedDict.setdefault asks `key in self`, which here also means "overlaps".
+        if super().__contains__(key):
+            return self[key]
+        self[key] = default
+        return default
+
     def __setitem__(self, key: tuple[int, int], value: VT) -> None:
         start, end = _check_index(key)
-        if key not in self:
+        if not super().__contains__(key):
             for other_start, other_end in self.keys():
                 if start < other_end and other_start < end:
                     raise IndexOverlapError(

@@ -5,11 +5,12 @@ Example:
     >>> make_divisible(30, 8)
     32
     >>> parse_values([(1, 5, 2), (8, 8, 1)])
-    [1, 3, 5, 8]
+    [[1, 3, 5], [8]]
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -26,6 +27,8 @@ __all__ = [
     "get_module_device",
 ]
 
+logger = logging.getLogger(__name__)
+
 
 def _is_int(value: Any) -> bool:
     # bool is an int subclass, but True/False as a channel count is always a mistake.
@@ -37,14 +40,17 @@ def make_divisible(
 ) -> int:
     """Round ``value`` to the nearest multiple of ``divisor``.
 
-    The result is never below ``min_value`` (``divisor`` when None). If rounding would
-    lose more than ``1 - min_ratio`` of ``value``, one more ``divisor`` is added, so a
-    layer never shrinks much below its requested width.
+    The result is never below ``min_value`` (``divisor`` when None). A ``min_value``
+    below ``divisor`` is raised to ``divisor`` (with a log warning), as MMRazor does, so
+    the result is always a positive multiple of ``divisor``. If rounding would lose more
+    than ``1 - min_ratio`` of ``value``, one more ``divisor`` is added, so a layer never
+    shrinks much below its requested width.
 
     Args:
         value: the requested number (e.g. of channels).
         divisor: the number the result must be a multiple of; must be positive.
-        min_value: the smallest result allowed; defaults to ``divisor``.
+        min_value: the smallest result allowed; defaults to ``divisor`` and is never
+            taken below it.
         min_ratio: the smallest allowed ratio of the result to ``value``.
 
     Returns:
@@ -60,12 +66,20 @@ def make_divisible(
         32
         >>> make_divisible(3, 8, min_value=16)
         16
+        >>> make_divisible(3, 8, 1)  # min_value 1 < divisor 8 is raised to 8
+        8
     """
     if not _is_int(divisor) or divisor <= 0:
         raise InvalidArgumentError(
             f"make_divisible: divisor must be a positive int, got {divisor!r}; pass e.g. divisor=8."
         )
     if min_value is None:
+        min_value = divisor
+    if min_value < divisor:
+        # Otherwise a small value rounds to 0, the min_ratio step adds one divisor to
+        # min_value, and the result (e.g. 1 + 8 = 9) is no multiple of the divisor.
+        logger.debug("make_divisible: min_value %s < divisor %s; using %s",
+                     min_value, divisor, divisor)
         min_value = divisor
     # int(x + d / 2) // d rounds half up to the nearest multiple.
     rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
@@ -89,17 +103,18 @@ def _check_range(item: Any, position: int) -> tuple[int, int, int]:
     return low, high, step
 
 
-def parse_values(candidate_lists: Iterable[Sequence[int]]) -> list[int]:
-    """Expand ``(min, max, step)`` triples into one list of values.
+def parse_values(candidate_lists: Iterable[Sequence[int]]) -> list[list[int]]:
+    """Expand each ``(min, max, step)`` triple into its list of values.
 
     Each triple gives the inclusive range ``min, min + step, ...`` up to ``max``; the
-    ranges are concatenated in order. This keeps search-space configs short.
+    result holds one list per triple, in order (as MMRazor's ``parse_values``). This
+    keeps search-space configs short.
 
     Args:
         candidate_lists: the triples.
 
     Returns:
-        The concatenated values.
+        One list of values per triple.
 
     Raises:
         InvalidArgumentError: if an item is not a triple of ints with ``step > 0`` and
@@ -107,12 +122,12 @@ def parse_values(candidate_lists: Iterable[Sequence[int]]) -> list[int]:
 
     Example:
         >>> parse_values([(16, 48, 16), (64, 64, 1)])
-        [16, 32, 48, 64]
+        [[16, 32, 48], [64]]
     """
-    values: list[int] = []
+    values: list[list[int]] = []
     for position, item in enumerate(candidate_lists):
         low, high, step = _check_range(item, position)
-        values.extend(range(low, high + 1, step))
+        values.append(list(range(low, high + 1, step)))
     return values
 
 
@@ -133,11 +148,13 @@ def add_prefix(inputs: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {f"{prefix}.{key}": value for key, value in inputs.items()}
 
 
-def set_requires_grad(nets: nn.Module | Sequence[nn.Module], requires_grad: bool = False) -> None:
+def set_requires_grad(nets: nn.Module | Sequence[nn.Module | None],
+                      requires_grad: bool = False) -> None:
     """Set ``requires_grad`` of every parameter of one module or a list of modules.
 
     Args:
-        nets: a module, or a list of modules.
+        nets: a module, or a list of modules; None entries are skipped (as in MMRazor,
+            where an optional network may be absent).
         requires_grad: the value to set.
 
     Raises:
@@ -152,6 +169,8 @@ def set_requires_grad(nets: nn.Module | Sequence[nn.Module], requires_grad: bool
     """
     modules = [nets] if isinstance(nets, nn.Module) else list(nets)
     for net in modules:
+        if net is None:
+            continue
         if not isinstance(net, nn.Module):
             raise InvalidArgumentError(
                 f"set_requires_grad: expected nn.Module items, got {type(net).__name__}."

@@ -211,11 +211,14 @@ def test_unknown_unit_in_loaded_config_lists_names() -> None:
     sn = fxrazor.convert(model, x)
     with pytest.raises(SubnetConfigError, match=r"zz.*\bq\b|q.*zz"):
         fxrazor.load_fix_subnet(sn, {"0": {"choice": 3}, "3": {"choice": 2},
-                                     "zz": {"choice": 1}, "q": {"choice": 1}})
+                                     "zz": {"choice": 1}, "q": {"choice": 1}}, "mutator")
     with pytest.raises(SubnetConfigError, match="'3'"):
-        fxrazor.load_fix_subnet(sn, {"0": {"choice": 3}})  # unit '3' missing
+        fxrazor.load_fix_subnet(sn, {"0": {"choice": 3}}, "mutator")  # unit '3' missing
     with pytest.raises(SubnetConfigError):
-        fxrazor.load_fix_subnet(sn, {"0": {"choice": 30}, "3": {"choice": 2}})
+        fxrazor.load_fix_subnet(sn, {"0": {"choice": 30}, "3": {"choice": 2}}, "mutator")
+    with pytest.raises(SubnetConfigError, match="lacks the mutables"):
+        fxrazor.load_fix_subnet(sn, {"0": {"choice": 3}, "3": {"choice": 2}})  # 'mutable'
+    assert not any(u.is_fixed for u in sn.every_unit())
     assert sn.choices() == {"0": 8, "3": 6}
 
 
@@ -256,15 +259,18 @@ def test_export_yaml_load_into_second_supernet(tmp_path) -> None:
     sn = fxrazor.convert(model, x)
     sn.set_choices({"0": 3, "3": 5})
     path = tmp_path / "subnet.yaml"
-    path.write_text(yaml.safe_dump(fxrazor.export_fix_subnet(sn)))
+    cfg, _ = fxrazor.export_fix_subnet(sn, export_subnet_mode="mutator")
+    path.write_text(yaml.safe_dump(cfg))
     other = fxrazor.convert(model, x)
-    fxrazor.load_fix_subnet(other, str(path))
-    assert other.choices() == {"0": 3, "3": 5}
+    fxrazor.load_fix_subnet(other, str(path), load_subnet_mode="mutator")
+    # loading fixes the units at the loaded choices
+    assert {u.name: (u.current_choice, u.is_fixed) for u in other.every_unit()} == {
+        "0": (3, True), "3": (5, True)}
     with torch.no_grad():
         assert_close(fxrazor.freeze(other)(x), fxrazor.freeze(sn)(x), rtol=0, atol=0)
     third = fxrazor.convert(model, x)
-    fxrazor.load_fix_subnet(third, path)  # a Path works as well
-    assert third.choices() == {"0": 3, "3": 5}
+    fxrazor.load_fix_subnet(third, path, load_subnet_mode="mutator")  # a Path works as well
+    assert [u.current_choice for u in third.every_unit()] == [3, 5]
 
 
 def test_convert_underscore_shares_weights_and_convert_does_not() -> None:

@@ -11,6 +11,7 @@ from fxrazor.errors import (
     ChoiceTypeError,
     DerivedMutableError,
     FxRazorError,
+    InvalidArgumentError,
     InvalidChoiceError,
 )
 from fxrazor.mutables.derived_mutable import DerivedMutable, concat_mutable_channels
@@ -51,41 +52,99 @@ def test_expand_repeats_each_channel_consecutively():
         assert derived.current_choice == 6
 
 
-def test_divide_keeps_groups_whose_channels_are_all_kept():
-    mc = SimpleMutableChannel(6)
-    mc.current_choice = torch.tensor(bools("110111"))
-    for derived in (mc // 2, mc.derive_divide_mutable(2)):
-        # groups (0,1), (2,3), (4,5): only the middle one has a dropped channel
-        assert derived.current_mask.tolist() == bools("101")
-        assert derived.current_choice == 2
+def test_divide_is_floor_division_made_divisible_by_8():
+    # MMRazor: derive_divide_mutable(ratio, divisor=8): the width becomes
+    # make_divisible(n // r, 8) and the first make_divisible(c // r, 8) are kept.
+    # Before, `//` kept the groups of r channels that were all kept, with no divisor.
+    mc = SquentialMutableChannel(64)
+    for derived in (mc // 2, mc.derive_divide_mutable(2), mc // 2.0):
+        for choice, kept in [(64, 32), (40, 24), (20, 16), (6, 8)]:
+            # 40 // 2 = 20 -> nearest multiple of 8 is 24 (20 + 4 = 24); 20 // 2 = 10 -> 8,
+            # but 8 < 0.9 * 10 so 16; 6 // 2 = 3 -> at least the divisor, 8
+            mc.current_choice = choice
+            assert derived.num_channels == 32  # make_divisible(64 // 2, 8)
+            assert derived.current_choice == kept
+            assert derived.current_mask.tolist() == [True] * kept + [False] * (32 - kept)
 
 
-def test_divide_of_sequential_keeps_choice_floor_divided():
+def test_divide_with_a_divisor_pair():
     mc = SquentialMutableChannel(8)
-    derived = mc // 4
-    for choice, kept in [(8, 2), (7, 1), (4, 1), (3, 0)]:
+    derived = mc // (4, 1)  # `m // (ratio, divisor)`: divisor 1 is plain floor division
+    for choice, kept in [(8, 2), (7, 1), (4, 1), (3, 1)]:  # at least one channel
         mc.current_choice = choice
         assert derived.current_choice == kept
         assert derived.current_mask.tolist() == [True] * kept + [False] * (2 - kept)
+    assert (mc // (4, 8)).num_channels == 8
 
 
-@pytest.mark.parametrize("ratio, error", [(0, InvalidChoiceError), (1.5, InvalidChoiceError)])
+def test_expand_by_a_float_ratio_keeps_a_prefix():
+    # MMRazor: int(n * r) channels, the first int(c * r) kept
+    mc = SquentialMutableChannel(4)
+    mc.current_choice = 3
+    derived = mc * 1.5
+    assert derived.num_channels == 6 and derived.current_choice == 4  # int(4.5)
+    assert derived.current_mask.tolist() == bools("111100")
+    assert (mc * 2.0).current_mask.tolist() == bools("11111100")
+
+
+def test_channel_times_value_follows_both():
+    # MMRazor: SquentialMutableChannel * OneShotMutableValue (either order):
+    # int(n * max ratio) channels, the first int(c * current ratio) kept
+    from fxrazor.mutables.mutable_value import OneShotMutableValue
+
+    mc = SquentialMutableChannel(4)
+    ratio = OneShotMutableValue([1, 2, 3])
+    for derived in (mc * ratio, ratio * mc):
+        assert derived.source_mutables == {mc, ratio}
+        mc.current_choice, ratio.current_choice = 3, 2
+        assert derived.num_channels == 12 and derived.current_choice == 6
+        assert derived.current_mask.tolist() == bools("111111000000")
+        ratio.current_choice = 3
+        assert derived.current_choice == 9
+    with pytest.raises(ChoiceTypeError, match="mutable channel and a mutable value"):
+        MutableValue([1, 2]) * MutableValue([1, 2])  # noqa: B018
+    with pytest.raises(ChoiceTypeError):
+        mc * SquentialMutableChannel(2)  # noqa: B018
+
+
+def test_divide_by_a_mutable_reads_it_once():
+    from fxrazor.mutables.mutable_value import OneShotMutableValue
+
+    mc = SquentialMutableChannel(16)
+    ratio = OneShotMutableValue([2, 4], default_value=4)
+    derived = mc // ratio  # MMRazor divides by the value's choice at this moment
+    ratio.current_choice = 2
+    assert derived.num_channels == 8 and derived.current_choice == 8  # make_divisible(4, 8)
+
+
+def test_derive_concat_mutable_is_a_static_method():
+    a, b = SquentialMutableChannel(2), SquentialMutableChannel(3)
+    b.current_choice = 1
+    cat = SquentialMutableChannel.derive_concat_mutable([a, b])
+    assert cat.current_choice == 3 and cat.current_mask.tolist() == bools("11100")
+
+
+@pytest.mark.parametrize("ratio, error", [(0, InvalidChoiceError), (-2, InvalidChoiceError),
+                                          (0.5, InvalidChoiceError)])
 def test_bad_channel_ratios(ratio, error):
     mc = SquentialMutableChannel(6)
-    with pytest.raises(error):
-        mc.derive_expand_mutable(ratio)
+    if ratio != 0.5:  # expanding by 0.5 halves, as MMRazor
+        with pytest.raises(error):
+            mc.derive_expand_mutable(ratio)
     with pytest.raises(error):
         mc.derive_divide_mutable(ratio)
 
 
-def test_bad_ratio_types_and_indivisible_channels():
+def test_bad_ratio_types():
     mc = SquentialMutableChannel(6)
     with pytest.raises(ChoiceTypeError):
         mc.derive_expand_mutable("2")
     with pytest.raises(ChoiceTypeError):
         MutableValue([1, 2]).derive_divide_mutable(None)
-    with pytest.raises(InvalidChoiceError, match="groups of 4"):
-        mc // 4  # noqa: B018
+    with pytest.raises(ChoiceTypeError):
+        mc // (1, 2, 3)  # noqa: B018
+    with pytest.raises(InvalidArgumentError, match="divisor"):
+        mc.derive_divide_mutable(2, divisor=0)
     assert (mc * 2.0).current_choice == 12  # an integral float is accepted
 
 
@@ -150,9 +209,9 @@ def test_is_source_mutable():
 
 def test_nested_derived_finds_the_original_source():
     mc = SquentialMutableChannel(4)
-    nested = (mc * 2) // 4
+    nested = (mc * 2) // (4, 1)
     assert nested.source_mutables == {mc}
-    mc.current_choice = 2  # mask 1100 -> 11110000 -> groups of 4: 10
+    mc.current_choice = 2  # mask 1100 -> 11110000 -> 8 // 4 = 2 wide, 4 // 4 = 1 kept
     assert nested.current_mask.tolist() == bools("10")
     assert nested.current_choice == 1
     assert ((mc * 2) * 3).source_mutables == {mc}
@@ -231,3 +290,12 @@ def test_concat_bad_inputs():
         concat_mutable_channels([MutableValue([1, 2])])
     with pytest.raises(ChoiceTypeError):
         concat_mutable_channels([MutableValue([1, 2]) * 2])
+
+
+def test_choices_enumerate_every_source_combination():
+    # MMRazor's DerivedMutable.choices: choice_fn over the product of the sources' choices
+    a, b = MutableValue([1, 2]), MutableValue([10, 20], default_value=20)
+    both = DerivedMutable(choice_fn=lambda: a.current_choice + b.current_choice)
+    assert sorted(both.choices) == [11, 12, 21, 22]
+    assert (a.current_choice, b.current_choice) == (1, 20)  # set back
+    assert (a * 3).choices == [3, 6]

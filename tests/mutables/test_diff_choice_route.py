@@ -34,7 +34,8 @@ def test_route_plain_sum_applies_each_edge_to_its_own_input() -> None:
     # edge i multiplies input i (= 10**i) by i + 1.
     expected = torch.full((2,), 1.0 + 20.0 + 300.0 + 4000.0)
     assert torch.equal(route(inputs), expected)  # no arch_param needed
-    assert torch.equal(route.forward_arch_param(inputs, None), expected)
+    # built without arch params, a given arch_param is ignored (MMRazor's forward)
+    assert torch.equal(route(inputs, torch.tensor([9.0, 0.0, 0.0, 0.0])), expected)
     assert torch.equal(route.forward_all(tuple(inputs)), expected)
 
 
@@ -48,8 +49,16 @@ def test_route_with_arch_param_matches_hand_computation() -> None:
     torch.testing.assert_close(out, torch.full((2,), expected))
     out.sum().backward()
     assert arch_param.grad is not None and arch_param.grad.abs().sum() > 0
-    with pytest.raises(MutableArgumentError, match="arch_param"):
-        route(route_inputs())
+
+
+def test_route_without_arch_param_runs_forward_all() -> None:
+    # the reference's forward(x, arch_param=None): with no arch_param (none bound) the
+    # route sums every edge unweighted, forward_all; before, it raised
+    route, _ = make_route(with_arch_param=True)
+    expected = torch.full((2,), 1.0 + 20.0 + 300.0 + 4000.0)
+    assert torch.equal(route(route_inputs()), expected)
+    route.set_forward_args(torch.zeros(4))  # a bound one is used: 1/4 each
+    torch.testing.assert_close(route(route_inputs()), expected / 4)
 
 
 def test_route_doc_example_shapes() -> None:

@@ -75,8 +75,8 @@ def test_compute_arch_probs_is_softmax_over_last_dim() -> None:
 def test_forward_uses_bound_arch_param() -> None:
     op = DiffMutableOP({"a": Scale(1.0), "b": Scale(3.0)})
     x = torch.ones(2)
-    with pytest.raises(MutableArgumentError, match="arch_param"):
-        op(x)
+    # no arch_param and none bound: every candidate, unweighted (forward_all), 1 + 3
+    torch.testing.assert_close(op(x), torch.full((2,), 4.0))
     bound = nn.Parameter(torch.tensor([0.0, 0.0]))
     op.set_forward_args(bound)
     torch.testing.assert_close(op(x), torch.full((2,), 2.0))  # 0.5 * 1 + 0.5 * 3
@@ -87,8 +87,7 @@ def test_forward_uses_bound_arch_param() -> None:
     assert list(op.state_dict()) == []
     assert list(op.parameters()) == []
     op.set_forward_args(None)
-    with pytest.raises(MutableArgumentError):
-        op(x)
+    torch.testing.assert_close(op(x), torch.full((2,), 4.0))  # unbound: forward_all again
     with pytest.raises(MutableArgumentError, match="tensor"):
         op.set_forward_args([0.0, 0.0])  # type: ignore[arg-type]
 
@@ -220,35 +219,35 @@ def test_diff_mutable_module_is_abstract() -> None:
 # ------------------------------------------------------------------------- OneHotMutableOP
 
 
-def test_sample_weights_argmax_is_exactly_one_hot_with_gradient() -> None:
-    op = OneHotMutableOP({"a": nn.Identity(), "b": nn.Identity(), "c": nn.Identity()})
-    values = [0.2, 1.3, -0.4]
-    arch_param = nn.Parameter(torch.tensor(values))
-    probs = op.compute_arch_probs(arch_param)
-    weights = op.sample_weights(arch_param, probs)
-    assert torch.equal(weights.detach(), torch.tensor([0.0, 1.0, 0.0]))
-    coeffs = torch.tensor([1.0, 2.0, 5.0])
-    (weights * coeffs).sum().backward()
-    # Straight-through: the gradient is that of sum(coeffs * p): p_j * (c_j - sum_k p_k c_k).
-    p = softmax_by_hand(values)
-    mean_c = sum(pk * ck for pk, ck in zip(p, coeffs.tolist(), strict=True))
-    expected = [pj * (cj - mean_c) for pj, cj in zip(p, coeffs.tolist(), strict=True)]
-    torch.testing.assert_close(arch_param.grad, torch.tensor(expected))
-
-
-def test_sample_weights_random_follows_the_probabilities() -> None:
-    op = OneHotMutableOP({"a": nn.Identity(), "b": nn.Identity(), "c": nn.Identity()})
-    arch_param = torch.log(torch.tensor([0.2, 0.5, 0.3]))
+def _draw_counts(op: OneHotMutableOP, arch_param: torch.Tensor, random_sample: bool) -> list[int]:
     probs = op.compute_arch_probs(arch_param)
     torch.manual_seed(0)
     counts: Counter[int] = Counter()
     for _ in range(4000):
-        weights = op.sample_weights(arch_param, probs, random_sample=True)
-        assert sorted(weights.tolist()) == [0.0, 0.0, 1.0]
+        weights = op.sample_weights(arch_param, probs, random_sample=random_sample)
+        assert sorted(weights.tolist()) == [0.0, 0.0, 1.0]  # one-hot
+        assert not weights.requires_grad
         counts[int(weights.argmax())] += 1
+    return [counts[i] for i in range(3)]
+
+
+def test_sample_weights_draws_from_the_probabilities() -> None:
+    # MMRazor: OneHotCategorical(probs=probs).sample() (before: the argmax, always)
+    op = OneHotMutableOP({"a": nn.Identity(), "b": nn.Identity(), "c": nn.Identity()})
+    arch_param = torch.log(torch.tensor([0.2, 0.5, 0.3]))
     # Expected 800, 2000, 1200; 150 is > 5 standard deviations for each.
-    for index, expected in enumerate([800, 2000, 1200]):
-        assert abs(counts[index] - expected) < 150
+    for count, expected in zip(_draw_counts(op, arch_param, False), [800, 2000, 1200],
+                               strict=True):
+        assert abs(count - expected) < 150
+
+
+def test_sample_weights_random_sample_is_uniform() -> None:
+    # MMRazor: random_sample draws from OneHotCategorical(ones_like(arch_param)), ignoring
+    # the probs (before: drawn from the probs)
+    op = OneHotMutableOP({"a": nn.Identity(), "b": nn.Identity(), "c": nn.Identity()})
+    arch_param = torch.log(torch.tensor([0.2, 0.5, 0.3]))
+    for count in _draw_counts(op, arch_param, True):
+        assert abs(count - 4000 / 3) < 160  # sd ~ 30
 
 
 def test_sample_weights_rejects_mismatched_probs() -> None:
@@ -259,21 +258,34 @@ def test_sample_weights_rejects_mismatched_probs() -> None:
         op.sample_weights(torch.zeros(3), torch.zeros(3))
 
 
-def test_one_hot_runs_only_the_argmax_op_in_eval() -> None:
+def test_one_hot_forward_stores_leaf_arch_weights_for_the_searcher() -> None:
+    # MMRazor/DSNAS: forward keeps a one-hot leaf `arch_weights` that requires grad; only
+    # its candidate runs, times its weight; the searcher reads arch_weights.grad
     chosen = Scale(3.0)
     op = OneHotMutableOP({"a": Forbidden(), "b": chosen, "c": Forbidden()}).eval()
-    values = [0.1, 0.9, -0.3]
-    arch_param = nn.Parameter(torch.tensor(values))
+    arch_param = nn.Parameter(torch.tensor([-1e4, 0.0, -1e4]))  # p(b) == 1 in float
     x = torch.tensor([1.0, 2.0])
     out = op(x, arch_param)
     assert torch.equal(out.detach(), torch.tensor([3.0, 6.0]))
     assert chosen.calls == 1
+    assert op.arch_weights.tolist() == [0.0, 1.0, 0.0]
+    assert op.arch_weights.is_leaf and op.arch_weights.requires_grad
     out.sum().backward()
-    assert arch_param.grad is not None
-    # d(sum out)/d a_j = sum(f(x)) * p_b * (delta_bj - p_j), with sum(f(x)) = 9.
-    p = softmax_by_hand(values)
-    expected = [9.0 * p[1] * ((1.0 if j == 1 else 0.0) - p[j]) for j in range(3)]
-    torch.testing.assert_close(arch_param.grad, torch.tensor(expected))
+    # d(sum out)/d w_b = sum(f_b(x)) = 9; the forward gives arch_param no gradient
+    assert op.arch_weights.grad.tolist() == [0.0, 9.0, 0.0]
+    assert arch_param.grad is None
+    # DSNAS's arch loss log((w * p).sum()) reaches arch_param: d/da_j = delta_bj - p_j = 0
+    probs = op.compute_arch_probs(arch_param)
+    torch.log((op.arch_weights.detach() * probs).sum()).backward()
+    torch.testing.assert_close(arch_param.grad, torch.zeros(3), atol=1e-6, rtol=0)
+
+
+def test_one_hot_fixes_itself_when_the_leader_is_far_enough_ahead() -> None:
+    op = OneHotMutableOP({"a": Scale(1.0), "b": Scale(2.0)}, fix_threshold=0.5)
+    out = op(torch.ones(2), torch.tensor([0.0, 5.0]))  # probs ~ [0.007, 0.993]
+    assert op.is_fixed and op.choices == ["b"]
+    assert op.arch_weights.tolist() == [0.0, 1.0]
+    assert torch.equal(out.detach(), torch.full((2,), 2.0))
 
 
 def test_one_hot_samples_one_op_per_forward_in_training() -> None:
@@ -285,7 +297,6 @@ def test_one_hot_samples_one_op_per_forward_in_training() -> None:
         op(torch.ones(1), arch_param).sum().backward()
         assert sum(m.calls for m in ops.values()) == step  # exactly one op per forward
     assert all(m.calls > 0 for m in ops.values())  # sampling reaches every op
-    assert arch_param.grad is not None
 
 
 def test_one_hot_fixed_op_runs_the_kept_candidate() -> None:

@@ -50,7 +50,7 @@ def test_common_attributes():
     mc.name = "stem"
     assert repr(mc) == "SquentialMutableChannel(name=stem, num_channels=3, current_choice=3)"
     assert mc.mutable_prefix == "channel"
-    assert mc.num_choices == 1
+    assert mc.num_choices() == 1
     assert mc.alias == "w"
     assert SequentialMutableChannel is SquentialMutableChannel
 
@@ -97,7 +97,7 @@ def test_simple_fix_and_dump():
         mc.fix_chosen(torch.tensor(bools("111")))
     dumped = mc.dump_chosen()
     assert dumped.chosen.tolist() == bools("101")
-    assert dumped.meta == {"num_channels": 3}
+    assert dumped.meta == {"max_channels": 3}
 
 
 def test_simple_expand_mutable_channel():
@@ -208,12 +208,39 @@ def test_sequential_fix():
         SquentialMutableChannel(4).fix_chosen(9)
 
 
+def test_sequential_fix_chosen_ellipsis_means_current_choice():
+    # MMRazor: SquentialMutableChannel.fix_chosen(chosen=...); `...` fixes the current
+    # choice (before, `...` reached the choice check and raised ChoiceTypeError)
+    mc = SquentialMutableChannel(6)
+    mc.current_choice = 4
+    mc.fix_chosen(...)
+    assert mc.is_fixed and mc.current_choice == 4
+    assert mc.current_mask.tolist() == bools("111100")
+    ratio = OneShotMutableChannel(8, [0.25, 0.5, 1.0], choice_mode="ratio")
+    ratio.current_choice = 0.5
+    ratio.fix_chosen(...)
+    assert ratio.is_fixed and ratio.choices == [0.5] and ratio.activated_channels == 4
+    import inspect
+
+    for cls in (SquentialMutableChannel, OneShotMutableChannel):
+        assert inspect.signature(cls.fix_chosen).parameters["chosen"].default is ...
+    assert inspect.signature(SimpleMutableChannel.fix_chosen).parameters["chosen"].default is None
+
+
+def test_num_choices_is_a_method_on_mutable_channels():
+    # the reference: BaseMutableChannel.num_choices() -> int (a method)
+    assert SquentialMutableChannel(4).num_choices() == 1
+    assert SimpleMutableChannel(4).num_choices() == 1
+    assert OneShotMutableChannel(8, [2, 4, 8]).num_choices() == 3
+    assert callable(OneShotMutableChannel(8, [2, 4]).num_choices)
+
+
 def test_sequential_dump():
     mc = SquentialMutableChannel(4, choice_mode="ratio")
     mc.current_choice = 0.5
     dumped = mc.dump_chosen()
     assert dumped.chosen == 0.5
-    assert dumped.meta == {"num_channels": 4}
+    assert dumped.meta == {"max_channels": 4}
 
 
 def test_mutable_channel_is_not_in_state_dict():
@@ -227,7 +254,7 @@ def test_one_shot_candidates():
     mc = OneShotMutableChannel(8, candidate_choices=[8, 2, 4])
     assert mc.choices == [2, 4, 8]
     assert mc.candidate_choices == [2, 4, 8]
-    assert mc.num_choices == 3
+    assert mc.num_choices() == 3
     assert (mc.min_choice, mc.max_choice, mc.current_choice) == (2, 8, 8)
     mc.current_choice = 4
     assert mc.current_mask.tolist() == bools("11110000")
@@ -273,7 +300,7 @@ def test_one_shot_sample_choice_is_uniform():
 
 def test_one_shot_fix_and_dump():
     mc = OneShotMutableChannel(8, candidate_choices=[2, 4, 8])
-    assert mc.dump_chosen().meta == {"all_choices": [2, 4, 8], "num_channels": 8}
+    assert mc.dump_chosen().meta == {"all_choices": [2, 4, 8], "max_channels": 8}
     with pytest.raises(InvalidChoiceError):
         mc.fix_chosen(3)
     assert not mc.is_fixed

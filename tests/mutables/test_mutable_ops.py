@@ -250,3 +250,11 @@ def test_one_shot_forward_dispatch() -> None:
 def test_one_shot_module_is_abstract() -> None:
     with pytest.raises(TypeError):
         OneShotMutableModule()  # type: ignore[abstract]
+
+
+def test_mutable_modules_have_mmrazors_module_prefix() -> None:
+    from fxrazor.mutables.diff_mutable import DiffChoiceRoute, DiffMutableOP
+
+    assert OneShotMutableOP({"id": nn.Identity()}).mutable_prefix == "module"
+    assert DiffMutableOP({"id": nn.Identity()}).mutable_prefix == "module"
+    assert DiffChoiceRoute({"id": nn.Identity()}, num_chosen=1).mutable_prefix == "module"

@@ -146,11 +146,18 @@ def test_arithmetic_returns_derived_mutables_that_follow_the_source():
     for derived in (times3, rtimes, halved):
         assert isinstance(derived, DerivedMutable)
         assert derived.source_mutables == {mv}
+    # MMRazor: expand gives int(c * r); divide gives make_divisible(c // r, 8)
     mv.current_choice = 8
-    assert (times3.current_choice, rtimes.current_choice, halved.current_choice) == (24, 24, 4)
+    assert (times3.current_choice, rtimes.current_choice, halved.current_choice) == (24, 24, 8)
     mv.current_choice = 2
-    assert (times3.current_choice, halved.current_choice) == (6, 1)
-    assert (mv * 0.5).current_choice == 1.0
+    assert (times3.current_choice, halved.current_choice) == (6, 8)
+    assert (mv * 0.5).current_choice == 1  # int(2 * 0.5)
+    assert (mv * 0.75).current_choice == 1  # int(1.5)
+    assert (mv // (2, 1)).current_choice == 1  # divisor 1: floor division
+    big = MutableValue([96, 160])
+    assert (big // 4).current_choice == 24  # 96 // 4 = 24, a multiple of 8
+    big.current_choice = 160
+    assert (big // (4, 16)).current_choice == 48  # 40 -> 48 (40 + 8 = 48)
 
 
 def test_arithmetic_with_non_numbers_is_a_type_error():

@@ -15,6 +15,7 @@ from fxrazor.errors import (
     AliasConflictError,
     FixedMutableError,
     InvalidArgumentError,
+    InvalidChoiceError,
     SubnetConfigError,
 )
 from fxrazor.mutables.base import BaseMutable, DumpChosen
@@ -102,7 +103,7 @@ EXPECTED = {
 def test_export_keys_by_alias_or_name_and_skips_non_source():
     net = Net()
     _choose(net)
-    assert export_fix_subnet(net) == EXPECTED
+    assert export_fix_subnet(net) == (EXPECTED, None)
     assert net.a.current_choice == 3 and not net.a.is_fixed  # model untouched
 
 
@@ -117,7 +118,7 @@ def test_export_rejects_disagreeing_aliases():
 def test_export_makes_tensors_plain_and_is_json_able():
     net = nn.Sequential(MaskPick())
     net[0].current_choice = torch.tensor([True, False, True])
-    cfg = export_fix_subnet(net)
+    cfg, _ = export_fix_subnet(net)
     assert cfg == {"0": {"chosen": [True, False, True], "meta": {"all_choices": [[True] * 3]}}}
     assert json.loads(json.dumps(cfg)) == cfg
 
@@ -162,33 +163,39 @@ def test_load_lists_all_missing_and_extra_mutables():
 
 
 def test_load_with_prefix_and_extra_prefix():
-    exported = {"architecture.a": 1, "architecture.block.1": 4, "width": 6}
-    net = Net()
-    load_fix_subnet(net, exported, prefix="architecture.")
-    assert (net.a.current_choice, net.block[1].current_choice) == (1, 4)
+    # MMRazor: `prefix` is taken off the model's module names and `extra_prefix` put in
+    # front of them (before, both were applied to the config keys: the other direction)
+    wrapped = nn.Module()
+    wrapped.architecture = Net()
+    load_fix_subnet(wrapped, {"a": 1, "block.1": 4, "width": 6}, prefix="architecture.")
+    assert (wrapped.architecture.a.current_choice, wrapped.architecture.block[1].current_choice
+            ) == (1, 4)
 
-    outer = nn.Module()
-    outer.backbone = Net()
-    # aliases are global names: prefixes do not apply to them
-    load_fix_subnet(outer, {"a": 2, "block.1": 5, "width": 7}, extra_prefix="backbone.")
-    assert outer.backbone.a.current_choice == 2
-    assert outer.backbone.block[1].current_choice == 5
-    assert outer.backbone.shared2.current_choice == 7
-    with pytest.raises(SubnetConfigError, match=r"\['backbone.a', 'backbone.block.1'\]"):
-        load_fix_subnet(outer, {"a": 2, "block.1": 5, "width": 7})
+    # a backbone loads the config of a whole model: its names get "backbone." in front
+    exported = {"backbone.a": 2, "backbone.block.1": 5, "width": 7}
+    net = Net()
+    load_fix_subnet(net, exported, extra_prefix="backbone.")  # aliases take no prefix
+    assert (net.a.current_choice, net.block[1].current_choice) == (2, 5)
+    assert net.shared2.current_choice == 7
+    with pytest.raises(SubnetConfigError, match=r"\['a', 'block.1'\]"):
+        load_fix_subnet(Net(), exported)
 
 
 def test_prefix_collision_is_reported():
-    net = Net()
-    with pytest.raises(SubnetConfigError, match="collide"):
-        load_fix_subnet(net, {"p.a": 1, "a": 1, "block.1": 4, "width": 6}, prefix="p.")
+    net = nn.Module()
+    net.p = nn.Module()
+    net.p.a = Pick([1, 2])
+    net.a = Pick([1, 2])
+    with pytest.raises(SubnetConfigError, match="both read config key 'a'"):
+        load_fix_subnet(net, {"a": 1}, prefix="p.")
+    assert not net.a.is_fixed
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".yml", ".json"])
 def test_file_round_trip(tmp_path, suffix):
     net = Net()
     _choose(net)
-    path = save_fix_subnet(export_fix_subnet(net), tmp_path / f"subnet{suffix}")
+    path = save_fix_subnet(export_fix_subnet(net)[0], tmp_path / f"subnet{suffix}")
     text = path.read_text()
     loaded = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
     assert loaded == EXPECTED
@@ -202,7 +209,7 @@ def test_file_round_trip(tmp_path, suffix):
 def test_tensor_choice_survives_a_yaml_round_trip(tmp_path):
     net = nn.Sequential(MaskPick())
     net[0].current_choice = torch.tensor([False, True, True])
-    path = save_fix_subnet(export_fix_subnet(net), tmp_path / "mask.yaml")
+    path = save_fix_subnet(export_fix_subnet(net)[0], tmp_path / "mask.yaml")
     fresh = nn.Sequential(MaskPick())
     load_fix_subnet(fresh, path)
     chosen = fresh[0].current_choice
@@ -232,12 +239,36 @@ def test_bad_files_are_reported(tmp_path):
 
 
 def test_bad_modes_are_rejected():
-    with pytest.raises(InvalidArgumentError, match="export_subnet_mode"):
+    with pytest.raises(InvalidArgumentError, match="export_subnet_mode.*'mutator'"):
         export_fix_subnet(Net(), export_subnet_mode="weights")
-    with pytest.raises(InvalidArgumentError, match="_fxr_dump_subnet"):
+    with pytest.raises(InvalidArgumentError, match="load_subnet_mode"):
+        load_fix_subnet(Net(), {}, load_subnet_mode="weights")
+    with pytest.raises(InvalidArgumentError, match="channel units"):
         export_fix_subnet(Net(), export_subnet_mode="mutator")
     with pytest.raises(InvalidArgumentError, match="_fxr_load_subnet"):
         load_fix_subnet(Net(), {}, load_subnet_mode="mutator")
+
+
+def test_prefix_and_extra_prefix_together_are_refused():
+    net = Net()
+    with pytest.raises(InvalidArgumentError, match="prefix"):
+        load_fix_subnet(net, EXPECTED, prefix="a.", extra_prefix="b.")
+    assert not net.a.is_fixed
+
+
+def test_refused_choice_fixes_nothing():
+    # Pick.fix_chosen cannot fail, so make the choice refused at `current_choice`.
+    from fxrazor.mutables.mutable_value import MutableValue
+
+    net = nn.Module()
+    net.first = MutableValue([1, 2])
+    net.second = MutableValue([3, 4])
+    with pytest.raises(InvalidChoiceError, match="9"):
+        load_fix_subnet(net, {"first": 2, "second": 9})
+    assert not net.first.is_fixed and net.first.current_choice == 1  # set back
+    assert not net.second.is_fixed
+    load_fix_subnet(net, {"first": 2, "second": 4})
+    assert net.first.is_fixed and net.second.choices == [4]
 
 
 class OpPick(Pick):
@@ -253,11 +284,14 @@ class OpPick(Pick):
             del self.ops[name]
 
 
-def test_slice_weight_returns_fixed_copy_state_dict():
+def test_slice_weight_returns_a_fixed_copy_of_the_model():
+    # MMRazor returns (fix_subnet, copied_model): the model, not its state_dict
     model = nn.Sequential(OpPick())
     model[0].current_choice = "big"
-    cfg, state = export_fix_subnet(model, slice_weight=True)
+    cfg, static = export_fix_subnet(model, slice_weight=True)
     assert cfg == {"0": {"chosen": "big", "meta": {"all_choices": ["small", "big"]}}}
+    assert isinstance(static, nn.Sequential) and static is not model
+    state = static.state_dict()
     assert set(state) == {"0.ops.big.weight", "0.ops.big.bias"}
     torch.testing.assert_close(state["0.ops.big.weight"], model[0].ops["big"].weight)
     # the original keeps every candidate and stays searchable
@@ -265,14 +299,15 @@ def test_slice_weight_returns_fixed_copy_state_dict():
         f"0.ops.{n}.{p}" for n in ("small", "big") for p in ("weight", "bias")
     }
     assert not model[0].is_fixed
+    assert export_fix_subnet(model)[1] is None
 
 
-def test_protocol_methods_take_over():
+def test_protocol_methods_serve_the_mutator_form():
     class Compiled(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.loaded: list[dict] = []
-            self.inner = Pick([1, 2])  # ignored: the protocol decides
+            self.inner = Pick([1, 2])
 
         def _fxr_dump_subnet(self) -> dict:
             return {"units": {"conv1": DumpChosen(0.5, None), "mask": torch.tensor([1, 0])}}
@@ -281,12 +316,12 @@ def test_protocol_methods_take_over():
             self.loaded.append(cfg)
 
     model = Compiled()
-    cfg = export_fix_subnet(model)
+    cfg, _ = export_fix_subnet(model, export_subnet_mode="mutator")
     assert cfg == {"units": {"conv1": {"chosen": 0.5, "meta": None}, "mask": [1, 0]}}
-    assert export_fix_subnet(model, export_subnet_mode="mutator") == cfg
+    # the 'mutable' form dumps the mutables, whatever the model defines
+    assert export_fix_subnet(model)[0] == {"inner": {"chosen": 1, "meta": {"all_choices": [1, 2]}}}
     load_fix_subnet(model, cfg, load_subnet_mode="mutator")
-    load_fix_subnet(model, {"x": 1}, prefix="ignored.")
-    assert model.loaded == [cfg, {"x": 1}]
+    assert model.loaded == [cfg]
     assert not model.inner.is_fixed
 
 
@@ -343,7 +378,7 @@ def test_real_mutables_round_trip_through_yaml(tmp_path):
     net.width.current_choice = net.width_again.current_choice = 4
     net.mask.current_choice = torch.tensor([True, False, True])
     net.channels.current_choice = 3
-    cfg = export_fix_subnet(net)
+    cfg, _ = export_fix_subnet(net)
     assert set(cfg) == {"op", "expand", "mask", "channels"}
     assert cfg["op"] == {"chosen": "conv5", "meta": {"all_choices": ["conv3", "conv5"]}}
     assert cfg["expand"]["chosen"] == 4
@@ -369,7 +404,7 @@ def test_real_mutables_reject_invalid_choice_from_config():
     from fxrazor.errors import InvalidChoiceError
 
     net = RealNet()
-    cfg = export_fix_subnet(net)
+    cfg, _ = export_fix_subnet(net)
     cfg["op"]["chosen"] = "conv9"
     with pytest.raises(InvalidChoiceError, match="conv9"):
         load_fix_subnet(net, cfg)
@@ -380,7 +415,7 @@ def test_diff_mutable_op_exports_and_fixes():
 
     model = nn.Sequential(DiffMutableOP({"relu": nn.ReLU(), "id": nn.Identity()}))
     model[0].current_choice = "id"
-    cfg = export_fix_subnet(model)
+    cfg, _ = export_fix_subnet(model)
     assert cfg == {"0": {"chosen": "id", "meta": {"all_choices": ["relu", "id"]}}}
     fresh = nn.Sequential(DiffMutableOP({"relu": nn.ReLU(), "id": nn.Identity()}))
     load_fix_subnet(fresh, cfg)

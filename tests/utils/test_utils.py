@@ -42,6 +42,15 @@ def test_make_divisible(value, divisor, min_value, expected):
     assert make_divisible(value, divisor, min_value) == expected
 
 
+def test_make_divisible_raises_min_value_to_the_divisor():
+    # MMRazor: min_value < divisor is taken as the divisor. Before, (3, 8, 1) rounded 3
+    # to 0, kept min_value 1, and the min_ratio step gave 1 + 8 = 9 (no multiple of 8).
+    assert make_divisible(3, 8, 1) == 8
+    assert make_divisible(3, 8, 0) == 8
+    assert make_divisible(11, 4, 1) == 12  # 12 >= 0.9 * 11 after rounding half up
+    assert make_divisible(1, 1, 1) == 1
+
+
 def test_make_divisible_min_ratio():
     # 19 rounds to 16; 16 >= 0.8 * 19 but < 0.9 * 19
     assert make_divisible(19, 8, min_ratio=0.8) == 16
@@ -57,9 +66,10 @@ def test_make_divisible_rejects_bad_divisor(divisor):
 # ---------------------------------------------------------------- parse_values
 
 
-def test_parse_values_concatenates_inclusive_ranges():
-    assert parse_values([(16, 48, 16), (3, 7, 2), [1, 1, 1]]) == [16, 32, 48, 3, 5, 7, 1]
-    assert parse_values([(1, 4, 2)]) == [1, 3]  # max not reached exactly
+def test_parse_values_gives_one_list_per_triple():
+    # MMRazor returns [_range_to_list(i) for i in candidate_lists]: one list per triple
+    assert parse_values([(16, 48, 16), (3, 7, 2), [1, 1, 1]]) == [[16, 32, 48], [3, 5, 7], [1]]
+    assert parse_values([(1, 4, 2)]) == [[1, 3]]  # max not reached exactly
     assert parse_values([]) == []
 
 
@@ -107,6 +117,13 @@ def test_set_requires_grad_single_and_list():
     assert all(p.requires_grad for p in [*a.parameters(), *b.parameters()])
 
 
+def test_set_requires_grad_skips_none_entries():
+    # MMRazor skips None networks (an optional teacher or discriminator that is absent)
+    a = nn.Linear(2, 2)
+    set_requires_grad([None, a], False)
+    assert not any(p.requires_grad for p in a.parameters())
+
+
 def test_set_requires_grad_rejects_non_module():
     with pytest.raises(InvalidArgumentError, match="nn.Module"):
         set_requires_grad([nn.Linear(1, 1), "not a module"])
@@ -147,12 +164,18 @@ def test_find_latest_checkpoint_by_number(tmp_path):
 
 def test_find_latest_checkpoint_epochs_and_none(tmp_path):
     assert find_latest_checkpoint(tmp_path) is None
-    _touch(tmp_path, "latest.pth")  # no number: ignored
-    assert find_latest_checkpoint(tmp_path) is None
     _touch(tmp_path, "epoch_3.pth")
     _touch(tmp_path, "best_epoch_12.pth")
     assert find_latest_checkpoint(tmp_path) == str(tmp_path / "best_epoch_12.pth")
     assert find_latest_checkpoint(tmp_path / "missing_dir") is None
+
+
+def test_find_latest_checkpoint_prefers_latest_file(tmp_path):
+    # MMRazor returns path/latest.{suffix} when it exists (before: ignored, no number)
+    _touch(tmp_path, "epoch_30.pth")
+    _touch(tmp_path, "latest.pth")
+    assert find_latest_checkpoint(tmp_path) == str(tmp_path / "latest.pth")
+    assert find_latest_checkpoint(tmp_path, suffix="ckpt") is None
 
 
 def test_find_latest_checkpoint_pointer_file(tmp_path, monkeypatch):
@@ -229,6 +252,17 @@ def test_index_dict_overlap_names_both_ranges(new):
         d[new] = "y"
     assert str(new) in str(info.value) and "(0, 2)" in str(info.value)
     assert list(d) == [(0, 2)]  # the failed insert left no trace
+
+
+def test_index_dict_contains_means_overlaps():
+    # MMRazor: `index in d` is True when the range overlaps a key (before: exact keys only)
+    d = IndexDict({(2, 4): "a", (6, 9): "b"})
+    assert (2, 4) in d and (3, 5) in d and (0, 3) in d and (0, 10) in d and (7, 8) in d
+    assert (4, 6) not in d and (0, 2) not in d and (9, 12) not in d
+    with pytest.raises(InvalidArgumentError):
+        "a" in d  # noqa: B015
+    d[(2, 4)] = "c"  # an existing key is still replaced, not refused
+    assert d[(2, 4)] == "c"
 
 
 def test_index_dict_adjacent_ranges_do_not_overlap():
