@@ -38,6 +38,7 @@ from torch import nn
 from fxrazor.errors import InvalidArgumentError
 from fxrazor.ops.base import count, take
 from fxrazor.ops.conv import DynamicConv2d
+from fxrazor.ops.kernel import KernelPlan, crop_kernel
 
 __all__ = ["FuseConv2d", "similarity_log_distribution", "filter_importance", "check_temperature"]
 
@@ -128,16 +129,19 @@ class FuseConv2d(DynamicConv2d):
         self.__dict__["temperature"] = check_temperature(tau)
         return filter_importance(log_p)
 
-    def _sliced(self) -> tuple[torch.Tensor, torch.Tensor | None, int, int, int]:
+    def _sliced(self, plan: KernelPlan | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, int, int, int]:
         out_sel = self.selection("out")
         if out_sel is None or self.fusion is None:  # full width, or not yet updated
-            return super()._sliced()
+            return super()._sliced(plan)
         in_sel = self.selection("in")
         weight = take(self.weight, 1, in_sel)  # every filter, on the kept input channels
         rows = take(self.fusion, 0, out_sel).to(weight)  # (kept, c): one blend per kept one
         fused = (rows @ weight.reshape(weight.shape[0], -1)).reshape(
             rows.shape[0], *weight.shape[1:])
         bias = None if self.bias is None else rows @ self.bias
+        if plan is not None:  # a searched kernel size: fuse whole filters, then crop
+            fused = crop_kernel(fused, plan)
         return (fused, bias, 1, count(in_sel, self.in_channels),
                 count(out_sel, self.out_channels))
 
