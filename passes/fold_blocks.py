@@ -29,10 +29,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import fx, nn
 from torch.fx.node import map_arg
 
 from fxrazor.errors import UnsupportedModelError
+from fxrazor.ops import DynamicParam
 from fxrazor.passes.nas_blocks import candidate_dict, with_candidates
 from fxrazor.trace.blocks import BLOCK_KEY, BRANCH_KEY, BlockCall, block_join
 
@@ -143,7 +145,27 @@ def _candidate_module(gm: fx.GraphModule, call: BlockCall, name: str, out: Any,
     graph.output(env[out] if isinstance(out, fx.Node) else out)
     module = fx.GraphModule(root, graph, class_name=type(original).__name__)
     module.training = original.training  # its own mode; its layers keep theirs
+    for value in root.values():  # a sliced parameter stays under its own name too, as
+        # in a supernet without blocks (the candidate's state_dict keys do not change)
+        if isinstance(value, DynamicParam) and value.target.startswith(prefix):
+            _put(module, value.target[len(prefix):], _fetch(gm, value.target))
     return module
+
+
+def _put(module: nn.Module, path: str, value: Any) -> None:
+    """Set ``value`` (a parameter or a buffer) at ``path`` of ``module``, making bare
+    containers on the way."""
+    *owners, attr = path.split(".")
+    for name in owners:
+        if name not in module._modules:
+            module.add_module(name, nn.Module())
+        module = module._modules[name]  # type: ignore[assignment]
+    if isinstance(value, nn.Parameter):
+        module.register_parameter(attr, value)
+    elif isinstance(value, torch.Tensor):
+        module.register_buffer(attr, value)
+    else:
+        setattr(module, attr, value)
 
 
 def _fetch(gm: fx.GraphModule, target: str) -> Any:

@@ -121,7 +121,7 @@ def freeze_op(op: nn.Module, target: str, static_of: Callable[[nn.Module], nn.Mo
                 f"OneShotMutableOP '{target}' has no current choice (it runs all candidates); "
                 f"set one of {op.choices} before freezing")
         return static_of(candidates[chosen])
-    current = op.current_choice  # type: ignore[union-attr]
+    current: Any = op.current_choice  # a name or a list of names (differentiable ops)
     names = {current} if isinstance(current, str) else set(current)
     kept = {name: static_of(c) for name, c in candidates.items() if name in names}
     if isinstance(op, DiffChoiceRoute):
