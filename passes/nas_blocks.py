@@ -24,6 +24,7 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import fx, nn
 
 from fxrazor.errors import InvalidChoiceError
@@ -91,7 +92,9 @@ def _summed(modules: dict[str, nn.Module], indices: dict[str, int] | None,
     """A plain graph module summing ``modules`` (in order) on its input; with ``indices``,
     module ``name`` reads item ``indices[name]`` of its input list (a route's edges)."""
     graph = fx.Graph()
-    x = graph.placeholder("inputs" if indices is not None else "x")
+    # a route takes a list: annotated, so that TorchScript does not take it for a tensor
+    x = graph.placeholder("x") if indices is None else \
+        graph.placeholder("inputs", type_expr=list[torch.Tensor])
     total: fx.Node | None = None
     for name in modules:
         arg = x if indices is None else graph.call_function(operator.getitem, (x, indices[name]))

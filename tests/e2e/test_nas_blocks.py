@@ -280,6 +280,25 @@ def test_spos_bad_op_choice_names_the_candidates_and_changes_nothing() -> None:
     torch.testing.assert_close(sn(x), before, rtol=0, atol=0)
 
 
+def test_spos_op_choices_and_widths_round_trip_through_subnet_configs() -> None:
+    from fxrazor.structures.subnet.fix_subnet import export_fix_subnet, load_fix_subnet
+
+    _, x, sn = _spos()
+    for op, name in zip(_ops(sn), ("mix", "conv5x5", "dwsep"), strict=True):
+        op.current_choice = name
+    sn.set_choices(sn.sample_choices("min"))
+    ops, widths = export_fix_subnet(sn.graph_module), export_fix_subnet(sn)
+    assert {k: v["chosen"] for k, v in ops.items()} == {
+        "blocks.0": "mix", "blocks.1": "conv5x5", "blocks.2": "dwsep"}
+    _, _, fresh = _spos()
+    load_fix_subnet(fresh.graph_module, ops)
+    load_fix_subnet(fresh, widths)
+    assert [op.choices for op in _ops(fresh)] == [["mix"], ["conv5x5"], ["dwsep"]]
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), sn(x), rtol=0, atol=0)
+        torch.testing.assert_close(fxrazor.freeze(fresh)(x), sn(x), rtol=1e-5, atol=1e-5)
+
+
 def test_a_leaf_op_type_stays_a_leaf() -> None:
     model, x = SPOSNet().eval(), torch.randn(1, 3, 16, 16)
     sn = fxrazor.convert(model, x, leaf_modules=[OneShotMutableOP])
@@ -322,6 +341,7 @@ def test_darts_full_width_equals_the_model(one_hot: bool) -> None:
         torch.testing.assert_close(sn(x), model(x), rtol=0, atol=0)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 @pytest.mark.parametrize("one_hot", [False, True])
 def test_darts_frozen_choice_equals_the_supernet_with_that_choice_fixed(one_hot: bool) -> None:
     _, x, sn = _darts(one_hot)
@@ -341,6 +361,8 @@ def test_darts_frozen_choice_equals_the_supernet_with_that_choice_fixed(one_hot:
                 fixed.graph_module.get_submodule(name).fix_chosen(chosen)
             torch.testing.assert_close(frozen(x), fixed(x), rtol=1e-5, atol=1e-5)
             assert count_params(frozen) < count_params(sn)
+    scripted = torch.jit.script(frozen)  # the frozen route takes a list: annotated
+    torch.testing.assert_close(scripted(x), frozen(x))
 
 
 def test_darts_bad_route_choice_is_refused() -> None:
