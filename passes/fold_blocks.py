@@ -16,13 +16,14 @@ Example:
     >>> import torch, fxrazor
     >>> from torch import nn
     >>> from fxrazor.mutables.mutable_module import OneShotMutableOP
-    >>> op = OneShotMutableOP({"a": nn.Conv2d(4, 4, 1), "b": nn.Conv2d(4, 4, 3, padding=1)})
+    >>> op = OneShotMutableOP({"a": nn.Conv2d(4, 4, 1),
+    ...                        "b": nn.Sequential(nn.Conv2d(4, 6, 1), nn.Conv2d(6, 4, 1))})
     >>> model = nn.Sequential(nn.Conv2d(3, 4, 1), op, nn.Conv2d(4, 2, 1))
     >>> sn = fxrazor.convert(model, torch.randn(1, 3, 5, 5))
     >>> [n.target for n in sn.graph_module.graph.nodes if n.op == "call_module"]
     ['0', '1', '2']
-    >>> type(sn.graph_module.get_submodule("1.candidates.b")).__name__
-    'GraphModule'
+    >>> [type(c).__name__ for c in sn.graph_module.get_submodule("1").candidates.values()]
+    ['DynamicConv2d', 'GraphModule']
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from fxrazor.passes.nas_blocks import candidate_dict, with_candidates
 from fxrazor.trace.blocks import BLOCK_KEY, BRANCH_KEY, BlockCall, block_join
 
 __all__ = ["fold_blocks"]
+
+_OPAQUE = "pass its path in convert's leaf_modules to keep the block an opaque leaf"
 
 
 def fold_blocks(gm: fx.GraphModule) -> list[str]:
@@ -72,7 +75,8 @@ def _fold(gm: fx.GraphModule, join: fx.Node, tagged: dict[tuple[str, str], list[
     for node in inputs:
         if node.graph is not graph or getattr(node, "_erased", False):
             raise UnsupportedModelError(
-                f"block {call.path!r}: its input {node.name!r} was rewritten before folding")
+                f"block {call.path!r}: its input {node.name!r} was rewritten before folding; "
+                f"{_OPAQUE}")
     old = candidate_dict(call.module)
     candidates: dict[str, nn.Module] = {}
     inner: set[fx.Node] = set()
@@ -84,7 +88,7 @@ def _fold(gm: fx.GraphModule, join: fx.Node, tagged: dict[tuple[str, str], list[
     for node in inner:  # a value made inside a branch may only be used inside it
         if any(user not in inner and user is not join for user in node.users):
             raise UnsupportedModelError(
-                f"block {call.path!r}: {node.name!r} is used outside the block")
+                f"block {call.path!r}: {node.name!r} is used outside the block; {_OPAQUE}")
     with graph.inserting_before(join):
         block = graph.call_module(call.path, map_arg(tuple(call.args), lambda n: folded.get(n, n)))
     block.meta = {k: v for k, v in join.meta.items() if k != BLOCK_KEY}
@@ -120,7 +124,8 @@ def _candidate_module(gm: fx.GraphModule, call: BlockCall, name: str, out: Any,
             if node.all_input_nodes or node.op not in ("call_module", "get_attr"):
                 raise UnsupportedModelError(
                     f"block {call.path!r}: candidate {name!r} reads {node.name!r} from "
-                    f"outside the block; a candidate may read only the block's input")
+                    f"outside the block; a candidate may read only the block's input; "
+                    f"{_OPAQUE}")
         needed.add(node)
         stack.extend(node.all_input_nodes)
     if (len(needed) == 1 and out in needed and out.op == "call_module"
@@ -143,7 +148,7 @@ def _candidate_module(gm: fx.GraphModule, call: BlockCall, name: str, out: Any,
             root[str(copy.target)] = _fetch(gm, target)
         env[node] = copy
     graph.output(env[out] if isinstance(out, fx.Node) else out)
-    module = fx.GraphModule(root, graph, class_name=type(original).__name__)
+    module = fx.GraphModule(root, graph)
     module.training = original.training  # its own mode; its layers keep theirs
     for value in root.values():  # a sliced parameter stays under its own name too, as
         # in a supernet without blocks (the candidate's state_dict keys do not change)
