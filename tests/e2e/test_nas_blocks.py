@@ -339,6 +339,9 @@ def test_darts_full_width_equals_the_model(one_hot: bool) -> None:
         torch.testing.assert_close(sn(x), model(x), rtol=0, atol=0)
         model.alphas[2].add_(1.0)  # the supernet reads the searcher's parameter
         torch.testing.assert_close(sn(x), model(x), rtol=0, atol=0)
+    sn.set_choices(sn.sample_choices("min"))
+    sn(x).square().sum().backward()  # and trains it, at any width
+    assert all(alpha.grad is not None and alpha.grad.abs().sum() > 0 for alpha in model.alphas)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
