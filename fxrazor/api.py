@@ -46,8 +46,10 @@ from fxrazor.mutables.method_units import (
 )
 from fxrazor.ops import DynamicOp
 from fxrazor.passes.discover_units import SPLIT_DIMS, discover_units
+from fxrazor.passes.fold_blocks import fold_blocks
 from fxrazor.passes.freeze import freeze as _freeze
 from fxrazor.passes.insert_dynamic_ops import insert_dynamic_ops
+from fxrazor.passes.nas_blocks import op_expander
 from fxrazor.supernet import Supernet
 from fxrazor.trace.tracer import trace_model
 
@@ -207,13 +209,18 @@ def _convert(model: nn.Module, example_inputs: Any, options: ConvertOptions,
              copy_model: bool) -> Supernet:
     start = time.perf_counter()
     layers = layer_table(options.layers, options.module_rules, options.dynamic_ops)
+    # NAS op mutables are traced candidate by candidate (channels flow through them) and
+    # folded back below; every other mutable, and any type the user names, stays a leaf
+    user_leaves = tuple(t for t in options.leaf_modules if isinstance(t, type))
     traced = trace_model(model, example_inputs, (*options.leaf_modules, BaseMutable),
-                         copy_model=copy_model, layers=layers)
+                         copy_model=copy_model, layers=layers,
+                         expand_block=op_expander(user_leaves))
     analysis = discover_units(traced, layers, dict(options.function_rules or {}),
                               dict(options.method_rules or {}), options.split_dims)
     # convert's own copies of the layers become the dynamic ops themselves
     dyn = insert_dynamic_ops(traced.graph_module, analysis, layers,
                              user_modules=traced.user_module_ids, modules=traced.modules())
+    fold_blocks(dyn.graph_module)  # each op mutable again, its candidates now dynamic
     units = _build_units(analysis.units, options.unit_type, dict(options.unit_args or {}))
     for spec, unit in zip(analysis.units, units, strict=True):
         unit.prepare_from_weights(UnitWeights(dyn.graph_module, spec, layers))

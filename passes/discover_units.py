@@ -26,13 +26,23 @@ from fxrazor.analysis.grouping import group_units
 from fxrazor.analysis.result import ChannelAnalysis, PositionMap, ResizeSite, Slot
 from fxrazor.errors import InvalidChoiceError
 from fxrazor.layers import LAYERS, LayerRecord
-from fxrazor.rules.functions import FUNCTION_RULES, METHOD_RULES, NAMED_FUNCTION_RULES
+from fxrazor.rules.functions import (
+    FUNCTION_RULES,
+    METHOD_RULES,
+    NAMED_FUNCTION_RULES,
+    pointwise,
+)
+from fxrazor.trace.blocks import block_join
 from fxrazor.trace.tracer import TracedModel, lookup_by_type
 
 __all__ = ["discover_units", "apply_rules", "SPLIT_DIMS"]
 
 logger = logging.getLogger(__name__)
 
+
+# Where the branches of a choice block traced inline meet (fxrazor.trace.blocks): any of
+# them may give the block's output, so their channels join as in a residual add.
+BLOCK_RULES: dict[Any, FunctionRule] = {block_join: pointwise}
 
 class _Walk:
     """Visits every node once, in graph order, with the rule its op maps to."""
@@ -133,7 +143,7 @@ def apply_rules(traced: TracedModel, layers: Mapping[type, LayerRecord] | None =
         raise InvalidChoiceError(f"split_dims must be one of {SPLIT_DIMS}, got {split_dims!r}")
     ctx = RuleContext(traced, split_dims)
     _Walk(ctx, LAYERS if layers is None else layers,
-          {**FUNCTION_RULES, **(function_rules or {})},
+          {**FUNCTION_RULES, **BLOCK_RULES, **(function_rules or {})},
           {**METHOD_RULES, **(method_rules or {})}).run()
     return ctx
 

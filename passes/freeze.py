@@ -26,11 +26,10 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import fx, nn
 
-from fxrazor.errors import InvalidChoiceError
 from fxrazor.layers import LAYERS, LayerRecord, inplace_safe_types
-from fxrazor.mutables.mutable_module import OneShotMutableOP
 from fxrazor.ops import DynamicOp, DynamicParam, SizeCounter
 from fxrazor.passes.inplace_adds import restore_inplace_adds
+from fxrazor.passes.nas_blocks import OP_TYPES, freeze_op
 
 if TYPE_CHECKING:  # the supernet is the face's type, built from this package's passes
     from fxrazor.supernet import Supernet
@@ -41,14 +40,22 @@ __all__ = ["freeze"]
 def _static_module(module: nn.Module, target: str) -> nn.Module:
     if isinstance(module, DynamicOp) or hasattr(module, "to_static"):
         return cast(Any, module).to_static()  # a dynamic op or a decomposed layer
-    if isinstance(module, OneShotMutableOP):
-        chosen = module.current_choice
-        if chosen is None:
-            raise InvalidChoiceError(
-                f"OneShotMutableOP '{target}' has no current choice (it runs all candidates); "
-                f"set one of {module.choices} before freezing")
-        return copy.deepcopy(module.candidates[chosen])
+    if isinstance(module, OP_TYPES):  # its chosen candidate(s), each made plain
+        return freeze_op(module, target, lambda c: _static_candidate(c, target))
     return copy.deepcopy(module)
+
+
+def _static_candidate(module: nn.Module, target: str) -> nn.Module:
+    """A candidate of a choice block, plain: a candidate traced into a graph module (see
+    ``fold_blocks``) is frozen as a graph, one of a single layer becomes that layer."""
+    if not isinstance(module, fx.GraphModule):
+        return _static_module(module, target)
+    frozen = _freeze_graph(module)
+    nodes = list(frozen.graph.nodes)
+    if (len(nodes) == 3 and nodes[1].op == "call_module" and nodes[1].args == (nodes[0],)
+            and not nodes[1].kwargs and nodes[2].args == (nodes[1],)):
+        return frozen.get_submodule(str(nodes[1].target))  # x -> layer(x): the layer
+    return frozen
 
 
 def _copy_attr(gm: fx.GraphModule, target: str) -> Any:
@@ -100,7 +107,12 @@ def freeze(supernet: Supernet, layers: Mapping[type, LayerRecord] | None = None
         A GraphModule with only torch modules, sliced weights and constant sizes.
     """
     supernet.sync()
-    source: fx.GraphModule = supernet.graph_module
+    return _freeze_graph(supernet.graph_module, layers)
+
+
+def _freeze_graph(source: fx.GraphModule, layers: Mapping[type, LayerRecord] | None = None
+                  ) -> fx.GraphModule:
+    """The plain GraphModule of ``source`` at its current selections (modes kept)."""
     graph = fx.Graph()
     env: dict[fx.Node, Any] = {}
     targets: dict[str, Any] = {}
@@ -129,10 +141,15 @@ def freeze(supernet: Supernet, layers: Mapping[type, LayerRecord] | None = None
             # out as names TorchScript cannot resolve; unannotated means Tensor to it
             env[node].type = None
     _retie(converted)
+    # a frozen choice block holds modules already in their own modes: remember them all
+    modes = [(m, m.training) for layer, static in converted if isinstance(layer, OP_TYPES)
+             for m in static.modules()]
     frozen = fx.GraphModule(targets, graph, class_name=type(source).__name__)
-    frozen.train(supernet.training)
+    frozen.train(source.training)
     for layer, static in converted:  # each layer keeps its own mode, as in the supernet
         static.train(layer.training)
+    for module, mode in modes:
+        module.training = mode
     restore_inplace_adds(frozen, inplace_safe_types(LAYERS if layers is None else layers),
                          recompile=False)
     frozen.graph.lint()

@@ -30,6 +30,7 @@ from torch import fx, nn
 from fxrazor.decompose import decompose_modules
 from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModelError
 from fxrazor.trace import module_trace
+from fxrazor.trace.blocks import BRANCH_KEY, BlockExpander, trace_block
 from fxrazor.trace.copying import copy_module
 from fxrazor.trace.graph_module import build_graph_module
 from fxrazor.trace.meta_shapes import LayerShape
@@ -124,11 +125,16 @@ class FxRazorTracer(fx.Tracer):
     """A tracer whose leaves are torch.nn layers, user leaves and opaque modules."""
 
     def __init__(self, leaf_types: tuple[type, ...] = (), leaf_names: Iterable[str] = (),
-                 known_layers: Mapping[type, Any] | None = None):
+                 known_layers: Mapping[type, Any] | None = None,
+                 expand_block: BlockExpander | None = None):
         super().__init__()
         self.leaf_types = leaf_types
         self.leaf_names = set(leaf_names)
         self.known_layers = known_layers or {}
+        # choice blocks traced branch by branch (see fxrazor.trace.blocks); the stack holds
+        # the (block path, branch name) being traced, written into each node's meta
+        self.expand_block = expand_block
+        self.branch_stack: list[tuple[str, str]] = []
 
     def trace(self, root: nn.Module | Any, concrete_args: dict[str, Any] | None = None
               ) -> fx.Graph:
@@ -158,14 +164,17 @@ class FxRazorTracer(fx.Tracer):
         # walks them with pytree looking for raw SymInts to warn about, which a symbolic
         # trace never produces, and the ``args``/``kwargs`` setters record the uses alone.
         if type(args) is not tuple or not isinstance(kwargs, dict):  # let fx check and say
-            return self.graph.create_node(kind, target, args, kwargs, name, type_expr)
-        if name is None:
-            name = _candidate_name(self.graph, target)
-        node = self.graph.create_node(kind, target, None, None, name, type_expr)
-        if args:
-            node.args = args
-        if kwargs:
-            node.kwargs = kwargs
+            node = self.graph.create_node(kind, target, args, kwargs, name, type_expr)
+        else:
+            if name is None:
+                name = _candidate_name(self.graph, target)
+            node = self.graph.create_node(kind, target, None, None, name, type_expr)
+            if args:
+                node.args = args
+            if kwargs:
+                node.kwargs = kwargs
+        if self.branch_stack:
+            node.meta[BRANCH_KEY] = self.branch_stack[-1]
         return node
 
     def create_arg(self, a: Any) -> Any:
@@ -188,6 +197,15 @@ class FxRazorTracer(fx.Tracer):
         try:
             if path is None:
                 path = self.path_of_module(m)
+            # a choice block outside any other is traced branch by branch (one nested in a
+            # branch stays a leaf); a block named a leaf, or whose call does not fit, too
+            if (self.expand_block is not None and not self.branch_stack
+                    and path not in self.leaf_names):
+                branches = self.expand_block(m)
+                if branches is not None:
+                    joined = trace_block(self, m, path, branches, args, kwargs)
+                    if joined is not None:
+                        return joined
             if self.is_leaf_module(m, path):
                 return self.create_proxy("call_module", path, args, kwargs)
             return forward(*args, **kwargs)
@@ -260,10 +278,12 @@ def absent_inputs(model: nn.Module, example_inputs: Any) -> dict[str, Any]:
 def _trace_with_fallback(
     model: nn.Module, leaf_types: tuple[type, ...], leaf_names: set[str],
     known_layers: Mapping[type, Any], concrete_args: dict[str, Any] | None = None,
+    expand_block: BlockExpander | None = None,
 ) -> tuple[fx.GraphModule, dict[str, str]]:
     opaque: dict[str, str] = {}
     for _ in range(_MAX_RETRIES):
-        tracer = FxRazorTracer(leaf_types, leaf_names | set(opaque), known_layers)
+        tracer = FxRazorTracer(leaf_types, leaf_names | set(opaque), known_layers,
+                               expand_block)
         try:
             graph = tracer.trace(model, concrete_args=concrete_args or None)
         except _TRACE_FAILURES as e:
@@ -329,6 +349,7 @@ def trace_model(
     leaf_modules: Iterable[type | str] = (),
     copy_model: bool = True,
     layers: Mapping[type, KnownLayer] | None = None,
+    expand_block: BlockExpander | None = None,
 ) -> TracedModel:
     """Trace ``model`` and record shapes; the result owns copies of the model's state
     unless ``copy_model`` is False.
@@ -341,6 +362,8 @@ def trace_model(
         layers: the known layer types (``fxrazor.layers.LAYERS`` in ``convert``): they and
             subclasses that keep their forward stay leaves, and their output shapes come
             from their records' formulas. None: torch.fx's leaves, shapes run on meta.
+        expand_block: says which modules are choice blocks to trace branch by branch
+            (see :mod:`fxrazor.trace.blocks`); None: none are.
 
     Returns:
         The traced model with ``tensor_meta`` on every node.
@@ -357,7 +380,8 @@ def trace_model(
     decompose_modules(source)
     absent = absent_inputs(model, example_inputs)
     known = layers or {}
-    gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, known, absent)
+    gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, known, absent,
+                                      expand_block)
     args = normalize_inputs(gm, example_inputs)
     propagate_shapes(gm, args, {t: r.meta_shape for t, r in known.items()
                                 if r.meta_shape is not None})
