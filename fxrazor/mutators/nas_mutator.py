@@ -126,8 +126,8 @@ class NasMutator:
         The parameters live in ``param_dict`` (a new one by default), one per group under
         :func:`~fxrazor.mutators.groups.param_name` of its key, shaped ``(candidates,)``.
         An entry already there with that shape is kept (re-preparing loses no training);
-        a new one starts from the values a member was already bound to, if any, else
-        ``1e-3 * randn`` as in MMRazor.
+        a new one starts as ``1e-3 * randn`` (as in MMRazor), on the device and in the
+        floating dtype of the group's first member. Entries of no group are dropped.
         """
         params = nn.ParameterDict() if param_dict is None else param_dict
         for group in self.groups:
@@ -137,14 +137,14 @@ class NasMutator:
             old = params[name] if name in params else None
             if old is None or tuple(old.shape) != (size,):
                 params[name] = nn.Parameter(self._initial(group, size))
+        wanted = {param_name(g.key) for g in self.groups if g.is_diff}
+        for name in [n for n in params if n not in wanted]:
+            del params[name]
         self._arch_params = params
         self.bind_arch_params()
 
     @staticmethod
     def _initial(group: SearchGroup, size: int) -> torch.Tensor:
-        bound = group.first.__dict__.get("_bound_arch_param")
-        if isinstance(bound, torch.Tensor) and tuple(bound.shape) == (size,):
-            return bound.detach().clone()
         ref = next(iter(group.first.parameters()), None)
         floating = ref is not None and ref.is_floating_point()
         return 1e-3 * torch.randn(size, device=ref.device if ref is not None else None,
