@@ -111,7 +111,6 @@ class Supernet(nn.Module):
         # Take the graph's mode without walking the whole graph module again.
         self.training = graph_module.training
         self.all_units.train(self.training)
-        self.arch_param_dict = nn.ParameterDict().train(self.training)
         self.prepare_mutators()
 
     # ---- units and choices ---------------------------------------------------------------------
@@ -194,6 +193,8 @@ class Supernet(nn.Module):
         groups, and gives differentiable ops their arch params). Done when the supernet
         is built; a changed value record is picked up by itself.
         """
+        if "arch_param_dict" not in self._modules:  # (also a supernet pickled before them)
+            self.arch_param_dict = nn.ParameterDict().train(self.training)
         channel = ChannelMutator()
         channel.prepare_from_supernet(self)
         self.__dict__["_fxr_channel_mutator"] = channel
@@ -203,6 +204,8 @@ class Supernet(nn.Module):
     @property
     def channel_mutator(self) -> ChannelMutator:
         """The mutator of the channel units."""
+        if "_fxr_channel_mutator" not in self.__dict__:  # a supernet pickled before them
+            self.prepare_mutators()
         return cast(ChannelMutator, self.__dict__["_fxr_channel_mutator"])
 
     @property
@@ -245,6 +248,20 @@ class Supernet(nn.Module):
         mutables (key: module path in ``graph_module``; a route's choice is a list of
         edge names), then ``{key: value}`` for value mutables (their recorded key).
         Mutables sharing an alias have one entry, keyed by the alias; fixed ones none.
+        A differentiable op's choice is a record (what to fix it to, e.g. the argmax of
+        its arch param); until fixed, its forward mixes the candidates by the arch param.
+
+        Example:
+            >>> import torch, fxrazor
+            >>> from torch import nn
+            >>> from fxrazor.mutables import OneShotMutableOP
+            >>> model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1),
+            ...                       OneShotMutableOP({"id": nn.Identity(), "relu": nn.ReLU()}))
+            >>> sn = fxrazor.convert(model, torch.randn(1, 3, 2, 2))
+            >>> sn.choices()
+            {'0': 4, '2': 'id'}
+            >>> sn.set_choices({"0": 2, "2": "relu"}); sn.choices()
+            {'0': 2, '2': 'relu'}
         """
         return {**self.channel_mutator.current_choices, **self.nas_mutator.current_choices}
 

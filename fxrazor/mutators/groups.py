@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -179,7 +179,7 @@ def _check_alias_group(group: SearchGroup) -> None:
                 f"alias {group.key!r} groups mutables that cannot share one choice: "
                 f"{type(group.first).__name__} at {group.paths[0]!r} has candidates "
                 f"{group.candidates}, {type(mutable).__name__} at {path!r} has "
-                f"{list(mutable.choices)}"
+                f"{list(cast(Any, mutable).choices)}"
                 + (f" (num_chosen {group.first.num_chosen} vs {mutable.num_chosen})"
                    if hasattr(mutable, "num_chosen") and hasattr(group.first, "num_chosen")
                    else "")

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from fxrazor.errors import FxRazorError, InvalidChoiceError, UnknownUnitError
+from fxrazor.mutables.mutable_module import DiffMutableModule
 from fxrazor.mutators.choice_rules import SAMPLE_MODES, extreme_choice, random_choice
 from fxrazor.mutators.groups import SearchGroup, build_search_groups, param_name
 
@@ -146,9 +147,10 @@ class NasMutator:
     @staticmethod
     def _initial(group: SearchGroup, size: int) -> torch.Tensor:
         ref = next(iter(group.first.parameters()), None)
-        floating = ref is not None and ref.is_floating_point()
-        return 1e-3 * torch.randn(size, device=ref.device if ref is not None else None,
-                                  dtype=ref.dtype if floating else None)
+        if ref is None:
+            return 1e-3 * torch.randn(size)
+        return 1e-3 * torch.randn(size, device=ref.device,
+                                  dtype=ref.dtype if ref.is_floating_point() else None)
 
     @property
     def arch_params(self) -> nn.ParameterDict:
@@ -175,7 +177,7 @@ class NasMutator:
                 param = self._arch_params[param_name(group.key)]
                 for mutable in group.mutables:
                     if mutable.__dict__.get("_bound_arch_param") is not param:
-                        mutable.set_forward_args(param)
+                        cast(DiffMutableModule, mutable).set_forward_args(param)
 
     def _param_of(self, group: SearchGroup) -> torch.Tensor | None:
         if not group.is_diff or self._arch_params is None:
