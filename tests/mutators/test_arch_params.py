@@ -3,6 +3,7 @@ ParameterDict, apart from the weights, bound to the blocks, shared within an ali
 
 from __future__ import annotations
 
+import pytest
 import torch
 from search_models import search_supernet
 from torch import nn
@@ -90,3 +91,27 @@ def test_alias_group_shares_one_arch_param() -> None:
     sn(x).sum().backward()
     assert shared.grad is not None
     assert sn.choices() == {"node.0": "relu"}
+
+
+def test_new_param_objects_after_a_move_are_bound_on_the_next_forward() -> None:
+    sn, x = search_supernet()
+    old = sn.arch_params()["dop"]
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        sn.double()  # with this flag, .double()/.to() put in new Parameter objects
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(False)
+    new = sn.arch_params()["dop"]
+    assert new is not old
+    sn(x.double()).sum().backward()
+    assert sn.graph_module.get_submodule("dop").__dict__["_bound_arch_param"] is new
+    assert new.grad is not None and old.grad is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_to_cuda_moves_the_arch_params() -> None:
+    sn, x = search_supernet()
+    sn.to("cuda")
+    assert all(p.is_cuda for p in sn.arch_params().parameters())
+    sn(x.cuda()).sum().backward()
+    assert all(p.grad is not None for p in sn.arch_params().parameters())
