@@ -4,8 +4,11 @@ Every import that runs (at module level or inside a function; not under
 ``if TYPE_CHECKING:``) between fxrazor's stages must go from a higher stage to a lower one:
 
     verify → face (cli, summary, api, supernet, __init__) → passes → layers
-    → structures / mutators → ops / rules / mutables → analysis → trace → decompose
+    → structures / mutators → mutables → ops / rules → analysis → trace → decompose
     → utils → errors
+
+(mutables sit above ops because a method unit puts in its own dynamic ops: DCFF's fusing
+conv, DMCP's BatchNorm.)
 
 A module may import its own package's modules (without a cycle).
 """
@@ -23,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # Higher imports lower; equal ranks may not import each other across packages.
 RANKS = {
     "errors": 0, "utils": 1, "decompose": 2, "trace": 3, "analysis": 4,
-    "mutables": 5, "ops": 5, "rules": 5, "structures": 6, "layers": 7, "passes": 8,
-    "mutators": 6,  # search groups over the mutables; the supernet holds the mutators
-    "supernet": 9, "api": 10, "summary": 11, "cli": 12, "__init__": 12, "__main__": 13,
-    "verify": 13, "zoo": 14,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
+    "ops": 5, "rules": 5, "mutables": 6, "structures": 7, "layers": 8, "passes": 9,
+    "mutators": 7,  # search groups over the mutables; the supernet holds the mutators
+    "supernet": 10, "api": 11, "summary": 12, "cli": 13, "__init__": 13, "__main__": 14,
+    "verify": 14, "zoo": 15,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
 }
 
 
