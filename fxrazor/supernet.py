@@ -238,9 +238,18 @@ class Supernet(nn.Module):
         return self.arch_param_dict
 
     def model_params(self) -> Iterator[nn.Parameter]:
-        """The model's weights: every parameter but the arch params."""
-        arch = {id(p) for p in self.arch_param_dict.parameters()}
-        return (p for p in self.parameters() if id(p) not in arch)
+        """The model's weights: the parameters of ``graph_module``. Neither the arch params
+        (:meth:`arch_params`) nor a channel unit's own ones (DMCP's ``arch_param``, in
+        ``all_units``) are among them.
+
+        Example:
+            >>> import torch, fxrazor
+            >>> from torch import nn
+            >>> sn = fxrazor.convert(nn.Linear(2, 3), torch.randn(1, 2), unit="dmcp")
+            >>> [tuple(p.shape) for p in sn.model_params()]
+            [(3, 2), (3,)]
+        """
+        return self.graph_module.parameters()
 
     def choices(self) -> dict[str, Any]:
         """The current choice of everything searched, in one dict: ``{unit name: width}``

@@ -115,3 +115,13 @@ def test_to_cuda_moves_the_arch_params() -> None:
     assert all(p.is_cuda for p in sn.arch_params().parameters())
     sn(x.cuda()).sum().backward()
     assert all(p.grad is not None for p in sn.arch_params().parameters())
+
+
+def test_unit_arch_params_are_not_weights_either() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.Conv2d(8, 2, 1))
+    sn = fxrazor.convert(model, torch.randn(1, 3, 4, 4), unit="dmcp")
+    unit_params = {id(p) for p in sn.all_units.parameters()}
+    assert unit_params  # DMCP's transition logits
+    weights = {id(p) for p in sn.model_params()}
+    assert weights.isdisjoint(unit_params)
+    assert weights == {id(p) for p in sn.graph_module.parameters()}
