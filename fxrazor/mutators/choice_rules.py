@@ -8,7 +8,8 @@
   candidate order among equals: a parameter-free candidate such as an identity or a
   pooling is the smallest). ``random`` is uniform (Python's ``random``). MMRazor's op
   mutables have no max/min at all; a size order makes a sandwich rule (largest and
-  smallest subnet) work on op choices too.
+  smallest subnet) work on op choices too. An op mutable that does not expose its
+  ``candidates`` modules falls back to candidate order: first is max, last is min.
 - Differentiable op mutables (``DiffMutableOP``, ``OneHotMutableOP``, ``DiffChoiceRoute``):
   their choice is learned, so ``max`` and ``min`` both give what the arch param favours:
   its argmax (a route: its ``num_chosen`` largest edges), as MMRazor's ``NasMutator``

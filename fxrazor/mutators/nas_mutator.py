@@ -128,7 +128,9 @@ class NasMutator:
         :func:`~fxrazor.mutators.groups.param_name` of its key, shaped ``(candidates,)``.
         An entry already there with that shape is kept (re-preparing loses no training);
         a new one starts as ``1e-3 * randn`` (as in MMRazor), on the device and in the
-        floating dtype of the group's first member. Entries of no group are dropped.
+        floating dtype of the group's first member. Entries of no group are dropped. A
+        ``DiffChoiceRoute`` built with ``with_arch_param=False`` gets one too (as in
+        MMRazor): its forward ignores it, but its ``max`` choice reads it.
         """
         params = nn.ParameterDict() if param_dict is None else param_dict
         for group in self.groups:
