@@ -212,6 +212,8 @@ class Supernet(nn.Module):
     def nas_mutator(self) -> NasMutator:
         """The mutator of the op and value mutables (rebuilt when the record of value
         mutables, ``__dict__['_fxr_value_mutables']``, changed since it was built)."""
+        if "_fxr_channel_mutator" not in self.__dict__:  # a supernet pickled before them
+            self.prepare_mutators()
         nas = self.__dict__.get("_fxr_nas_mutator")
         record = self.__dict__.get(VALUE_RECORD) or {}
         if nas is None or not nas.matches_values(record):

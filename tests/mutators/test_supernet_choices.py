@@ -195,3 +195,13 @@ def test_copies_keep_their_own_bound_arch_params(how: str) -> None:
     with torch.no_grad():
         params["dop"].add_(1.0)
     assert not torch.equal(params["dop"], sn.arch_params()["dop"])
+
+
+def test_a_supernet_saved_before_the_mutators_gets_them_on_first_use() -> None:
+    sn, x = search_supernet()
+    for name in ("_fxr_channel_mutator", "_fxr_nas_mutator"):
+        del sn.__dict__[name]
+    del sn._modules["arch_param_dict"]
+    out = sn(x)  # binds fresh arch params
+    assert out.shape == (2, 4, 6, 6)
+    assert list(sn.choices()) == KEYS and list(sn.arch_params()) == ["dop", "route"]
