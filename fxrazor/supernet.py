@@ -11,6 +11,9 @@ Example:
     >>> sn.set_choices({'0': 5})
     >>> sn(torch.randn(1, 3, 8, 8)).shape
     torch.Size([1, 4, 6, 6])
+
+A model with op mutables (``OneShotMutableOP``, ``DiffMutableOP``, ...) or bound value
+mutables has them in the same dict: see :meth:`Supernet.choices`.
 """
 
 from __future__ import annotations
@@ -27,12 +30,20 @@ from torch import fx, nn
 
 from fxrazor.analysis.result import ChannelAnalysis, Slot
 from fxrazor.errors import (
+    FxRazorError,
     InvalidArgumentError,
     InvalidChoiceError,
     SubnetConfigError,
     UnknownUnitError,
 )
 from fxrazor.mutables.channel_unit import MutableChannelUnit
+from fxrazor.mutators.channel_mutator import ChannelMutator
+from fxrazor.mutators.nas_mutator import (
+    VALUE_RECORD,
+    NasMutator,
+    check_sample_mode,
+    unknown_keys_error,
+)
 from fxrazor.ops import Binding, DynamicOp, Selection, SizeCounter
 
 __all__ = ["Supernet", "UnitMember"]
@@ -82,6 +93,8 @@ class Supernet(nn.Module):
         example_args: the example inputs it was built with (one per graph input).
         all_units: every unit found, including single-channel and fixed ones.
         analysis: the channel analysis (units, pinned groups and why).
+        arch_param_dict: the arch params of the differentiable op mutables (see
+            :meth:`arch_params`); empty when there are none.
     """
 
     def __init__(self, graph_module: fx.GraphModule, units: list[MutableChannelUnit],
@@ -98,6 +111,7 @@ class Supernet(nn.Module):
         # Take the graph's mode without walking the whole graph module again.
         self.training = graph_module.training
         self.all_units.train(self.training)
+        self.prepare_mutators()
 
     # ---- units and choices ---------------------------------------------------------------------
     def every_unit(self) -> list[MutableChannelUnit]:
@@ -169,38 +183,128 @@ class Supernet(nn.Module):
         for binding in bound:
             binding.module = module
         self._last_mask = None  # push every selection again on the next forward
+        # Find the op mutables again on next use (not now: convert replaces many layers).
+        self.__dict__["_fxr_nas_mutator"] = None
+
+    # ---- mutators and the one choices dict ----------------------------------------------
+    def prepare_mutators(self) -> None:
+        """Build the channel and NAS mutators again (the NAS one finds the op mutables
+        in ``graph_module`` and the value mutables recorded on the supernet, checks alias
+        groups, and gives differentiable ops their arch params). Done when the supernet
+        is built; a changed value record is picked up by itself.
+        """
+        if "arch_param_dict" not in self._modules:  # (also a supernet pickled before them)
+            self.arch_param_dict = nn.ParameterDict().train(self.training)
+        channel = ChannelMutator()
+        channel.prepare_from_supernet(self)
+        self.__dict__["_fxr_channel_mutator"] = channel
+        self.__dict__["_fxr_nas_mutator"] = None
+        self.nas_mutator  # noqa: B018 (builds it now, so alias errors surface here)
+
+    @property
+    def channel_mutator(self) -> ChannelMutator:
+        """The mutator of the channel units."""
+        if "_fxr_channel_mutator" not in self.__dict__:  # a supernet pickled before them
+            self.prepare_mutators()
+        return cast(ChannelMutator, self.__dict__["_fxr_channel_mutator"])
+
+    @property
+    def nas_mutator(self) -> NasMutator:
+        """The mutator of the op and value mutables (rebuilt when the record of value
+        mutables, ``__dict__['_fxr_value_mutables']``, changed since it was built)."""
+        if "_fxr_channel_mutator" not in self.__dict__:  # a supernet pickled before them
+            self.prepare_mutators()
+        nas = self.__dict__.get("_fxr_nas_mutator")
+        record = self.__dict__.get(VALUE_RECORD) or {}
+        if nas is None or not nas.matches_values(record):
+            nas = NasMutator()
+            nas.prepare_from_supernet(self, record, [u.name for u in self.every_unit()])
+            nas.prepare_arch_params(self.arch_param_dict)
+            self.__dict__["_fxr_nas_mutator"] = nas
+        return cast(NasMutator, nas)
+
+    def arch_params(self) -> nn.ParameterDict:
+        """The architecture parameters: one per search group of differentiable op mutables,
+        shaped ``(candidates,)``, named by the group key with dots as ':'. They are in
+        ``state_dict()`` under ``arch_param_dict.<name>`` and move with the supernet; give
+        them an optimizer of their own, and :meth:`model_params` to the weights' one.
+
+        Example:
+            >>> import torch, fxrazor
+            >>> from torch import nn
+            >>> sn = fxrazor.convert(nn.Linear(2, 2), torch.randn(1, 2))
+            >>> len(sn.arch_params())
+            0
+        """
+        self.nas_mutator  # noqa: B018 (a new record may bring new groups)
+        return self.arch_param_dict
+
+    def model_params(self) -> Iterator[nn.Parameter]:
+        """The model's weights: the parameters of ``graph_module``. Neither the arch params
+        (:meth:`arch_params`) nor a channel unit's own ones (DMCP's ``arch_param``, in
+        ``all_units``) are among them.
+
+        Example:
+            >>> import torch, fxrazor
+            >>> from torch import nn
+            >>> sn = fxrazor.convert(nn.Linear(2, 3), torch.randn(1, 2), unit="dmcp")
+            >>> [tuple(p.shape) for p in sn.model_params()]
+            [(3, 2), (3,)]
+        """
+        return self.graph_module.parameters()
 
     def choices(self) -> dict[str, Any]:
-        """``{unit name: current choice}`` for every mutable unit."""
-        return {u.name: u.current_choice for u in self.units}
+        """The current choice of everything searched, in one dict: ``{unit name: width}``
+        for mutable channel units (graph order), then ``{key: candidate name}`` for op
+        mutables (key: module path in ``graph_module``; a route's choice is a list of
+        edge names), then ``{key: value}`` for value mutables (their recorded key).
+        Mutables sharing an alias have one entry, keyed by the alias; fixed ones none.
+        A differentiable op's choice is a record (what to fix it to, e.g. the argmax of
+        its arch param); until fixed, its forward mixes the candidates by the arch param.
+
+        Example:
+            >>> import torch, fxrazor
+            >>> from torch import nn
+            >>> from fxrazor.mutables import OneShotMutableOP
+            >>> model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1),
+            ...                       OneShotMutableOP({"id": nn.Identity(), "relu": nn.ReLU()}))
+            >>> sn = fxrazor.convert(model, torch.randn(1, 3, 2, 2))
+            >>> sn.choices()
+            {'0': 4, '2': 'id'}
+            >>> sn.set_choices({"0": 2, "2": "relu"}); sn.choices()
+            {'0': 2, '2': 'relu'}
+        """
+        return {**self.channel_mutator.current_choices, **self.nas_mutator.current_choices}
 
     def set_choices(self, choices: dict[str, Any]) -> None:
-        """Apply ``{unit name: choice}``; every key and value is checked before any is set."""
+        """Apply ``{key: choice}`` (any subset of the keys of :meth:`choices`, or any unit's
+        name); every key is checked before any is set, and a refused choice undoes the
+        others, so nothing is ever half-applied."""
         if not isinstance(choices, dict):
             raise InvalidChoiceError(f"choices must be a dict, got {type(choices).__name__}")
-        units = {u.name: u for u in self.every_unit()}
-        unknown = [k for k in choices if k not in units]
+        channel, nas = self.channel_mutator, self.nas_mutator
+        units = {u.name for u in self.every_unit()}
+        groups = {g.key for g in nas.groups}
+        unknown = [k for k in choices if k not in units and k not in groups]
         if unknown:
-            raise UnknownUnitError(
-                f"unknown unit names {unknown}; valid names are listed by supernet.choices()"
-            )
-        previous = {name: units[name].current_choice for name in choices}
+            raise unknown_keys_error(unknown, list(self.choices()), nas.hints())
+        before = channel.snapshot()
+        channel.set_choices({k: v for k, v in choices.items() if k in units})
         try:
-            for name, choice in choices.items():
-                units[name].current_choice = choice
-        except InvalidChoiceError:
-            for name, choice in previous.items():  # leave nothing half-applied
-                if not units[name].is_fixed:
-                    units[name].current_choice = choice
+            nas.set_choices({k: v for k, v in choices.items() if k not in units})
+        except FxRazorError:
+            channel.restore(before)
             raise
 
     def sample_choices(self, mode: str = "random") -> dict[str, Any]:
-        """A choice per mutable unit: ``random``, ``max`` or ``min`` (not applied)."""
-        if mode == "random":
-            return {u.name: u.sample_choice() for u in self.units}
-        if mode in ("max", "min"):
-            return {u.name: getattr(u, f"{mode}_choice") for u in self.units}
-        raise InvalidChoiceError(f"sample mode must be 'random', 'max' or 'min', got {mode!r}")
+        """A choice for every key of :meth:`choices` (not applied), by ``mode``:
+        ``random``, ``max`` or ``min``. Op mutables have no size order of their own:
+        ``max``/``min`` take the candidate with the most/fewest parameters, and a
+        differentiable op the argmax of its arch param (for both); see
+        ``fxrazor.mutators.choice_rules``."""
+        check_sample_mode(mode)
+        return {**self.channel_mutator.sample_choices(mode),
+                **self.nas_mutator.sample_choices(mode)}
 
     # ---- forward -----------------------------------------------------------------------------------
     def current_mask(self) -> torch.Tensor:
@@ -233,6 +337,8 @@ class Supernet(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         self.sync()
+        # .to() or load_state_dict may have put in new arch param objects: bind them
+        (self.__dict__.get("_fxr_nas_mutator") or self.nas_mutator).bind_arch_params()
         # The graph module generates its code on first use; doing it here rather than inside
         # its own call keeps hooks registered on it from running twice on that call.
         generate = getattr(self.graph_module, "real_recompile", None)
@@ -242,13 +348,18 @@ class Supernet(nn.Module):
 
     # ---- subnet configs (used by fxrazor.export_fix_subnet / load_fix_subnet) --------------
     def _fxr_dump_subnet(self) -> dict[str, Any]:
-        return {u.name: u.config_template(with_init_args=True) for u in self.units}
+        config = {u.name: u.config_template(with_init_args=True) for u in self.units}
+        for group in self.nas_mutator.groups:  # op and value mutables: choice and candidates
+            config[group.key] = {"choice": group.first.current_choice,
+                                 "all_choices": group.candidates}
+        return config
 
     def _fxr_load_subnet(self, config: dict[str, Any]) -> None:
         if not isinstance(config, dict):
             raise SubnetConfigError(f"a subnet config must be a dict, got {type(config).__name__}")
-        names = {u.name for u in self.units}
-        extra = sorted(set(config) - {u.name for u in self.all_units})
+        groups = [g.key for g in self.nas_mutator.groups]
+        names = {u.name for u in self.units} | set(groups)
+        extra = sorted(set(config) - {u.name for u in self.all_units} - set(groups))
         missing = sorted(names - set(config))
         if extra or missing:
             raise SubnetConfigError(

@@ -3,8 +3,9 @@
 Every import that runs (at module level or inside a function; not under
 ``if TYPE_CHECKING:``) between fxrazor's stages must go from a higher stage to a lower one:
 
-    verify → face (cli, summary, api, value_binding, supernet, __init__) → passes → layers → structures
-    → mutables → ops / rules → analysis → trace → decompose → utils → errors
+    verify → face (cli, summary, api, value_binding, supernet, __init__) → passes → layers
+    → structures / mutators → mutables → ops / rules → analysis → trace → decompose
+    → utils → errors
 
 (mutables sit above ops because a method unit puts in its own dynamic ops: DCFF's fusing
 conv, DMCP's BatchNorm.)
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RANKS = {
     "errors": 0, "utils": 1, "decompose": 2, "trace": 3, "analysis": 4,
     "ops": 5, "rules": 5, "mutables": 6, "structures": 7, "layers": 8, "passes": 9,
+    "mutators": 7,  # search groups over the mutables; the supernet holds the mutators
     "supernet": 10, "api": 11, "value_binding": 11, "summary": 12, "cli": 13, "__init__": 13, "__main__": 14,
     "verify": 14, "zoo": 15,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
 }
