@@ -4,7 +4,10 @@ Every import that runs (at module level or inside a function; not under
 ``if TYPE_CHECKING:``) between fxrazor's stages must go from a higher stage to a lower one:
 
     verify → face (cli, summary, api, supernet, __init__) → passes → layers → structures
-    → ops / rules / mutables → analysis → trace → decompose → utils → errors
+    → mutables → ops / rules → analysis → trace → decompose → utils → errors
+
+(mutables sit above ops: a method's channel unit puts in its own dynamic ops, such as the
+slimmable unit's switchable BatchNorm.)
 
 A module may import its own package's modules (without a cycle).
 """
@@ -20,9 +23,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 # Higher imports lower; equal ranks may not import each other across packages.
-RANKS = {
+RANKS: dict[str, float] = {
     "errors": 0, "utils": 1, "decompose": 2, "trace": 3, "analysis": 4,
-    "mutables": 5, "ops": 5, "rules": 5, "structures": 6, "layers": 7, "passes": 8,
+    "ops": 5, "rules": 5, "mutables": 5.5, "structures": 6, "layers": 7, "passes": 8,
     "supernet": 9, "api": 10, "summary": 11, "cli": 12, "__init__": 12, "__main__": 13,
     "verify": 13, "zoo": 14,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
 }

@@ -1,0 +1,193 @@
+"""Switchable BatchNorm: one set of statistics and affine parameters per width.
+
+Yu et al., "Slimmable Neural Networks" (ICLR 2019): the widths of a slimmable network share
+their convolution weights but not their BatchNorm, whose statistics differ with the number
+of channels feeding each output. A switchable BatchNorm is a ``nn.BatchNorm*d`` (its own
+parameters and buffers are the full-width set) plus ``candidate_bn``, one plain BatchNorm
+per narrower width, keyed by the width (as MMRazor's ``SwitchableBatchNorm2d``). The width
+in force is the number of positions its channel selection keeps; the forward runs that
+width's set only, so training at one width never moves another width's statistics or
+parameters. Every set starts as the slice of the full-width one that its width keeps.
+
+The sets are registered submodules with stable names (``candidate_bn.<width>.weight``), so
+they go through ``state_dict`` and optimizers; under ``DistributedDataParallel`` the sets
+not used at a step are unused parameters (``find_unused_parameters=True``).
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> bn = SwitchableBatchNorm2d.from_static(nn.BatchNorm2d(4), {2: slice(0, 2)})
+    >>> bn.widths
+    [2, 4]
+    >>> bn.set_selection("channels", slice(0, 2))
+    >>> _ = bn(torch.randn(3, 2, 5, 5))  # trains the width-2 set only
+    >>> int(bn.candidate_bn["2"].num_batches_tracked), int(bn.num_batches_tracked)
+    (1, 0)
+    >>> type(bn.to_static()).__name__, bn.to_static().num_features
+    ('BatchNorm2d', 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+import torch
+from torch import nn
+
+from fxrazor.errors import InvalidArgumentError, InvalidChoiceError
+from fxrazor.ops.base import DynamicOp, Selection, count, retype, take
+
+if TYPE_CHECKING:  # the mixin is only ever combined with these layer types
+    _BatchNormBase = nn.modules.batchnorm._BatchNorm
+else:
+    _BatchNormBase = object
+
+__all__ = ["SwitchableBatchNorm1d", "SwitchableBatchNorm2d", "SwitchableBatchNorm3d",
+           "SWITCHABLE_BATCH_NORMS"]
+
+
+class _SwitchableBatchNormMixin(DynamicOp, _BatchNormBase):
+    """A BatchNorm with one set of statistics and affine parameters per width."""
+
+    static_type: ClassVar[type[nn.modules.batchnorm._BatchNorm]]
+    candidate_bn: nn.ModuleDict
+    layer_name: str  # the layer's path in its graph, for messages
+
+    @classmethod
+    def from_static(cls, module: nn.Module, candidates: Mapping[int, Selection] | None = None,
+                    name: str = "") -> _SwitchableBatchNormMixin:
+        """A switchable BatchNorm sharing ``module``'s parameters and buffers as its
+        full-width set, with a set per width of ``candidates`` ``{width: the positions that
+        width keeps}``, each sliced from ``module``. ``name`` (the layer's path) is for
+        messages. ``module`` itself is not changed."""
+        if not isinstance(module, cls.static_type):
+            raise InvalidArgumentError(
+                f"{cls.__name__}.from_static needs a {cls.static_type.__name__}, got "
+                f"{type(module).__name__}")
+        op = cast(_SwitchableBatchNormMixin, retype(module, cls))
+        op.__dict__.update(_fxr_sel={}, layer_name=name)
+        op._modules.pop("candidate_bn", None)  # (from a switchable one: sets are rebuilt)
+        nn.Module.__setattr__(op, "candidate_bn", nn.ModuleDict())
+        op.set_candidates(candidates or {})
+        return op
+
+    # ---- the sets -----------------------------------------------------------------------------
+    @property
+    def widths(self) -> list[int]:
+        """The widths that have a set, full width included, ascending."""
+        return sorted([self.num_features, *(int(k) for k in self.candidate_bn)])
+
+    @property
+    def width(self) -> int:
+        """The width in force: the number of positions the channel selection keeps."""
+        return count(self.selection("channels"), self.num_features)
+
+    def set_candidates(self, candidates: Mapping[int, Selection]) -> None:
+        """Make the sets ``{width: the positions that width keeps}``: a width that already
+        has a set keeps it (statistics and parameters, as trained); a new width starts as
+        the slice of the full-width set at its positions; the sets of widths not named
+        are dropped. Full width is always the layer's own set. Checked before any change."""
+        for width, sel in candidates.items():
+            if isinstance(width, bool) or not isinstance(width, int) \
+                    or not 1 <= width <= self.num_features:
+                raise InvalidChoiceError(
+                    f"switchable BatchNorm {self.layer_name!r}: a width must be an int in "
+                    f"[1, {self.num_features}], got {width!r}")
+            if count(sel, self.num_features) != width:
+                raise InvalidChoiceError(
+                    f"switchable BatchNorm {self.layer_name!r}: the positions given for "
+                    f"width {width} keep {count(sel, self.num_features)} channels")
+        sets = {}
+        for width, sel in sorted(candidates.items()):
+            if width == self.num_features:
+                continue
+            key = str(width)
+            sets[key] = self.candidate_bn[key] if key in self.candidate_bn \
+                else self._sliced_set(sel, width)
+        self.candidate_bn = nn.ModuleDict(sets)
+
+    def _sliced_set(self, sel: Selection, width: int) -> nn.Module:
+        """A plain BatchNorm of ``width`` channels holding the full set's values at ``sel``."""
+        like = next((t for t in (self.weight, self.running_mean) if t is not None), None)
+        factory: dict[str, Any] = {} if like is None else {"device": like.device,
+                                                           "dtype": like.dtype}
+        made = self.static_type(width, self.eps, self.momentum, self.affine,
+                                self.track_running_stats, **factory)
+        with torch.no_grad():
+            for name, tensor in (*made._parameters.items(), *made._buffers.items()):
+                source = getattr(self, name)
+                if tensor is None or source is None:
+                    continue
+                # num_batches_tracked is a scalar: it is carried over as it is
+                tensor.copy_(source if source.dim() == 0 else take(source, 0, sel))
+        made.train(self.training)
+        return made
+
+    def _set(self, width: int) -> nn.Module:
+        """The set of ``width`` (the layer itself at full width); a clear error if none."""
+        if width == self.num_features:
+            return self
+        key = str(width)
+        if key not in self.candidate_bn:
+            raise InvalidChoiceError(
+                f"switchable BatchNorm {self.layer_name!r} has no set of statistics for "
+                f"width {width}; it has widths {self.widths}. Choose a width among the "
+                f"unit's candidates, or rebuild the sets with the unit's "
+                f"alter_candidates_of_switchbn")
+        return self.candidate_bn[key]
+
+    # ---- the dynamic-op protocol -------------------------------------------------------------
+    def set_selection(self, role: str, sel: Selection) -> None:
+        if role != "channels":
+            raise InvalidArgumentError(
+                f"switchable BatchNorm {self.layer_name!r} has only the 'channels' role, "
+                f"got {role!r}")
+        self._set(count(sel, self.num_features))  # fails here, before the selection moves
+        super().set_selection(role, sel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        width = self.width
+        if width == self.num_features:
+            return super().forward(x)
+        return self._set(width)(x)
+
+    def to_static(self) -> nn.Module:
+        """A plain BatchNorm of the set in force, its tensors copied."""
+        source = self._set(self.width)
+        static = retype(source, self.static_type)
+        for attr in ("_fxr_sel", "layer_name"):
+            static.__dict__.pop(attr, None)
+        static._modules.pop("candidate_bn", None)
+        for name, param in list(static._parameters.items()):
+            if param is not None:
+                static._parameters[name] = nn.Parameter(param.detach().clone(),
+                                                        param.requires_grad)
+        for name, buf in list(static._buffers.items()):
+            if buf is not None:
+                static._buffers[name] = buf.detach().clone()
+        static.train(self.training)
+        return static
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, widths={self.widths}"
+
+
+class SwitchableBatchNorm1d(_SwitchableBatchNormMixin, nn.BatchNorm1d):
+    static_type = nn.BatchNorm1d
+
+
+class SwitchableBatchNorm2d(_SwitchableBatchNormMixin, nn.BatchNorm2d):
+    static_type = nn.BatchNorm2d
+
+
+class SwitchableBatchNorm3d(_SwitchableBatchNormMixin, nn.BatchNorm3d):
+    static_type = nn.BatchNorm3d
+
+
+# The switchable op of each BatchNorm type (SyncBatchNorm has none: it keeps shared statistics).
+SWITCHABLE_BATCH_NORMS: Mapping[type[nn.Module], type[_SwitchableBatchNormMixin]] = {
+    nn.BatchNorm1d: SwitchableBatchNorm1d,
+    nn.BatchNorm2d: SwitchableBatchNorm2d,
+    nn.BatchNorm3d: SwitchableBatchNorm3d,
+}

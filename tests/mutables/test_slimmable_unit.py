@@ -1,0 +1,243 @@
+"""SlimmableChannelUnit with switchable BatchNorm (Yu et al., ICLR 2019): one set of
+statistics and affine parameters per width; the references are plain BatchNorms built by
+hand from the sets and the original model."""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+
+import pytest
+import torch
+from oracles import assert_close
+from torch import nn
+
+import fxrazor
+from fxrazor.errors import FixedMutableError, InvalidArgumentError, InvalidChoiceError
+from fxrazor.ops.norm import DynamicBatchNorm2d
+from fxrazor.ops.switchable_norm import SwitchableBatchNorm1d, SwitchableBatchNorm2d
+
+CANDIDATES = [2, 4, 8]
+
+
+def _model() -> tuple[nn.Module, torch.Tensor]:
+    """conv(3->8)-bn-relu-conv(8->2): one unit '0' of 8 channels, BN '1' in it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 2, 1))
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.uniform_(-1, 1)
+    return model.eval(), torch.randn(4, 3, 6, 6)
+
+
+def _supernet(model: nn.Module, x: torch.Tensor) -> fxrazor.Supernet:
+    return fxrazor.convert(model, x, unit="slimmable",
+                           unit_args={"candidate_choices": CANDIDATES})
+
+
+def _bn(sn: fxrazor.Supernet) -> SwitchableBatchNorm2d:
+    bn = sn.graph_module.get_submodule("1")
+    assert isinstance(bn, SwitchableBatchNorm2d)
+    return bn
+
+
+def _set_state(bn: SwitchableBatchNorm2d, width: int) -> dict[str, torch.Tensor]:
+    source = bn if width == bn.num_features else bn.candidate_bn[str(width)]
+    return {k: v.detach().clone() for k, v in source.state_dict().items()
+            if not k.startswith("candidate_bn.")}
+
+
+def test_every_set_starts_as_the_slice_of_the_original() -> None:
+    model, x = _model()
+    sn = _supernet(model, x)
+    bn, original = _bn(sn), model[1]
+    assert bn.widths == CANDIDATES and sn.unit("0").switchable_norms == [bn]
+    for width in (2, 4):
+        state = _set_state(bn, width)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            assert torch.equal(state[name], getattr(original, name)[:width])
+    with torch.no_grad():  # full width is the original model
+        assert_close(sn(x), model(x))
+
+
+def test_training_one_width_leaves_the_other_sets_bit_identical() -> None:
+    model, x = _model()
+    sn = _supernet(model, x).train()
+    bn = _bn(sn)
+    optimizer = torch.optim.SGD(sn.parameters(), lr=0.1)
+    for width, others in ((4, (2, 8)), (8, (2, 4)), (2, (4, 8))):
+        before = {w: _set_state(bn, w) for w in CANDIDATES}
+        sn.set_choices({"0": width})
+        for _ in range(2):
+            optimizer.zero_grad()
+            sn(x).square().mean().backward()
+            optimizer.step()
+        for w in others:
+            after = _set_state(bn, w)
+            assert all(torch.equal(before[w][k], after[k]) for k in after), w
+        moved = _set_state(bn, width)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            assert not torch.equal(before[width][name], moved[name]), (width, name)
+        assert int(moved["num_batches_tracked"]) == int(before[width]["num_batches_tracked"]) + 2
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_each_width_is_a_plain_batchnorm_built_from_its_set(training: bool) -> None:
+    model, _ = _model()
+    bn = SwitchableBatchNorm2d.from_static(copy.deepcopy(model[1]),
+                                           {2: torch.tensor([1, 5]), 4: slice(0, 4)}, name="bn")
+    bn.train(training)
+    for width, sel in ((2, torch.tensor([1, 5])), (4, slice(0, 4))):
+        reference = nn.BatchNorm2d(width).train(training)
+        reference.load_state_dict(_set_state(bn, width))
+        if width == 2:  # the set started as the hand-taken slice at positions 1 and 5
+            assert torch.equal(reference.running_mean, model[1].running_mean[[1, 5]])
+        bn.set_selection("channels", sel)
+        xw = torch.randn(3, width, 4, 4)
+        assert_close(bn(xw), reference(xw))
+        assert torch.equal(bn.candidate_bn[str(width)].running_var, reference.running_var)
+    reference = nn.BatchNorm2d(8).train(training)
+    reference.load_state_dict(_set_state(bn, 8))
+    bn.set_selection("channels", None)
+    full = torch.randn(3, 8, 4, 4)
+    assert_close(bn(full), reference(full))
+    assert torch.equal(bn.running_mean, reference.running_mean)
+
+
+def test_frozen_equals_the_supernet_at_every_candidate() -> None:
+    model, x = _model()
+    sn = _supernet(model, x).train()
+    for width in CANDIDATES:  # make the sets differ from the original slices
+        sn.set_choices({"0": width})
+        sn(x)
+    sn.eval()
+    for width in CANDIDATES:
+        sn.set_choices({"0": width})
+        frozen = fxrazor.freeze(sn)
+        static = frozen.get_submodule("1")
+        assert type(static) is nn.BatchNorm2d and static.num_features == width
+        for k, v in _set_state(_bn(sn), width).items():
+            assert torch.equal(static.state_dict()[k], v)
+        with torch.no_grad():
+            assert_close(frozen(x), sn(x))
+
+
+def test_state_dict_round_trip_keeps_every_set() -> None:
+    model, x = _model()
+    sn = _supernet(model, x).train()
+    for width in (2, 4):
+        sn.set_choices({"0": width})
+        sn(x)
+    state = sn.state_dict()
+    assert "graph_module.1.candidate_bn.4.running_mean" in state
+    fresh = _supernet(model, x)
+    fresh.load_state_dict(state)
+    sn.eval()
+    for width in CANDIDATES:
+        sn.set_choices({"0": width})
+        fresh.set_choices({"0": width})
+        with torch.no_grad():
+            assert torch.equal(fresh(x), sn(x))
+
+
+def test_deepcopy_and_pickle_carry_the_sets_and_the_remembered_layers() -> None:
+    model, x = _model()
+    sn = _supernet(model, x)
+    buffer = io.BytesIO()
+    torch.save(sn, buffer)
+    buffer.seek(0)
+    for twin in (copy.deepcopy(sn), torch.load(buffer, weights_only=False)):
+        assert twin.unit("0").switchable_norms == [_bn(twin)]
+        twin.unit("0").alter_candidates_of_switchbn([4, 8])
+        assert _bn(twin).widths == [4, 8] and _bn(sn).widths == CANDIDATES
+
+
+def test_alter_candidates_keeps_staying_sets_and_slices_new_ones() -> None:
+    model, x = _model()
+    sn = _supernet(model, x).train()
+    sn.set_choices({"0": 4})
+    sn(x)
+    unit, bn = sn.unit("0"), _bn(sn)
+    trained, kept_set = _set_state(bn, 4), bn.candidate_bn["4"]
+    full = _set_state(bn, 8)
+    unit.alter_candidates_of_switchbn([4, 6, 8])
+    assert unit.candidate_choices == [4, 6, 8] and unit.current_choice == 8
+    assert bn.widths == [4, 6, 8] and bn.candidate_bn["4"] is kept_set
+    assert all(torch.equal(v, _set_state(bn, 4)[k]) for k, v in trained.items())
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        assert torch.equal(_set_state(bn, 6)[name], full[name][:6])
+    sn.eval()
+    sn.set_choices({"0": 6})
+    with torch.no_grad():
+        assert_close(fxrazor.freeze(sn)(x), sn(x))
+    with pytest.raises(InvalidChoiceError):
+        sn.set_choices({"0": 2})
+
+
+def test_bad_input_is_refused_with_nothing_changed() -> None:
+    model, x = _model()
+    sn = _supernet(model, x)
+    unit, bn = sn.unit("0"), _bn(sn)
+    with pytest.raises(InvalidChoiceError, match=r"'1' has no set .* width 3; it has widths "
+                                                 r"\[2, 4, 8\]"):
+        bn.set_selection("channels", slice(0, 3))
+    assert bn.width == 8
+    with pytest.raises(InvalidChoiceError, match="9"):
+        unit.alter_candidates_of_switchbn([4, 9])
+    assert bn.widths == CANDIDATES and unit.candidate_choices == CANDIDATES
+    with pytest.raises(InvalidChoiceError, match="keep 3 channels"):
+        bn.set_candidates({4: slice(0, 3)})
+    with pytest.raises(InvalidArgumentError, match="needs a BatchNorm1d"):
+        SwitchableBatchNorm1d.from_static(nn.BatchNorm2d(4))
+    with pytest.raises(InvalidArgumentError, match="'channels' role"):
+        bn.set_selection("out", None)
+    unit.fix_chosen(4)
+    with pytest.raises(FixedMutableError):
+        unit.alter_candidates_of_switchbn([2, 8])
+    assert bn.widths == CANDIDATES
+
+
+class CatBN(nn.Module):
+    """BN over cat(conv(x), x): the input's 3 channels are pinned, the conv's 6 a unit."""
+
+    def __init__(self, shared: bool) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 6, 1)
+        self.b = nn.Conv2d(3, 4, 1) if shared else None
+        self.bn = nn.BatchNorm2d(10 if shared else 9)
+        self.head = nn.Conv2d(10 if shared else 9, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        other = self.b(x) if self.b is not None else x
+        return self.head(self.bn(torch.cat([self.a(x), other], 1)))
+
+
+def test_pinned_channels_are_in_every_set() -> None:
+    torch.manual_seed(0)
+    model, x = CatBN(shared=False).eval(), torch.randn(2, 3, 4, 4)
+    sn = fxrazor.convert(model, x, unit="slimmable", unit_args={"candidate_choices": [2, 6]})
+    bn = sn.graph_module.get_submodule("bn")
+    assert isinstance(bn, SwitchableBatchNorm2d) and bn.widths == [5, 9]
+    assert torch.equal(bn.candidate_bn["5"].running_mean,  # channels 0, 1 and the input's
+                       model.bn.running_mean[[0, 1, 6, 7, 8]])
+    sn.set_choices({sn.units[0].name: 2})
+    with torch.no_grad():
+        assert_close(fxrazor.freeze(sn)(x), sn(x))
+
+
+def test_a_batchnorm_of_several_units_keeps_shared_statistics(
+        caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    model, x = CatBN(shared=True).eval(), torch.randn(2, 3, 4, 4)
+    with caplog.at_level(logging.WARNING):
+        sn = fxrazor.convert(model, x, unit="slimmable", unit_args={
+            "candidate_choices": [0.5, 1.0], "choice_mode": "ratio"})
+    assert type(sn.graph_module.get_submodule("bn")) is DynamicBatchNorm2d
+    assert "'bn' also holds other units' channels" in caplog.text
+    sn.set_choices({u.name: 0.5 for u in sn.units})
+    with torch.no_grad():
+        assert_close(fxrazor.freeze(sn)(x), sn(x))
