@@ -141,6 +141,9 @@ class L1MutableChannelUnit(SequentialMutableChannelUnit):
         [True, True, False]
     """
 
+    _fxr_mask: torch.Tensor  # (plain attributes, set in __init__ and refresh)
+    _fxr_mask_k: int
+
     def __init__(self, num_channels: int, choice_mode: str = "number", divisor: int = 1,
                  min_value: int = 1, min_ratio: float = 0.9) -> None:
         super().__init__(num_channels, choice_mode, divisor, min_value, min_ratio)

@@ -73,6 +73,8 @@ class SlimmableChannelUnit(OneShotMutableChannelUnit):
     layer and the widths it has.
     """
 
+    _fxr_switched: list[_SwitchedNorm]  # (a plain attribute, set in __init__)
+
     def __init__(self, num_channels: int, candidate_choices: list[int | float] | None = None,
                  choice_mode: str = "number", divisor: int = 1, min_value: int = 1,
                  min_ratio: float = 0.9) -> None:
