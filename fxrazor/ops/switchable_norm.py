@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import torch
 from torch import nn
@@ -45,6 +45,26 @@ else:
 
 __all__ = ["SwitchableBatchNorm1d", "SwitchableBatchNorm2d", "SwitchableBatchNorm3d",
            "SWITCHABLE_BATCH_NORMS"]
+
+
+def _plain_copy(source: nn.Module, kind: type[nn.Module], sel: Selection) -> nn.Module:
+    """A new ``kind`` module with ``source``'s settings (eps, momentum, affine, ... whatever
+    this torch version keeps) and copies of its tensors at positions ``sel`` (scalars as
+    they are), with hooks and submodules of its own."""
+    made = kind.__new__(kind)
+    nn.Module.__init__(made)
+    for key, value in source.__dict__.items():  # the settings: plain attributes only
+        if key not in made.__dict__ and key not in ("_fxr_sel", "layer_name"):
+            made.__dict__[key] = value
+    made.training = source.training
+    made._non_persistent_buffers_set = set(source._non_persistent_buffers_set)
+    for name, param in source._parameters.items():
+        made._parameters[name] = None if param is None else nn.Parameter(
+            take(param.detach(), 0, sel).clone().contiguous(), param.requires_grad)
+    for name, buf in source._buffers.items():
+        made._buffers[name] = None if buf is None else (
+            buf if buf.dim() == 0 else take(buf, 0, sel)).detach().clone().contiguous()
+    return made
 
 
 class _SwitchableBatchNormMixin(DynamicOp, _BatchNormBase):
@@ -109,19 +129,8 @@ class _SwitchableBatchNormMixin(DynamicOp, _BatchNormBase):
 
     def _sliced_set(self, sel: Selection, width: int) -> nn.Module:
         """A plain BatchNorm of ``width`` channels holding the full set's values at ``sel``."""
-        like = next((t for t in (self.weight, self.running_mean) if t is not None), None)
-        factory: dict[str, Any] = {} if like is None else {"device": like.device,
-                                                           "dtype": like.dtype}
-        made = self.static_type(width, self.eps, self.momentum, self.affine,
-                                self.track_running_stats, **factory)
-        with torch.no_grad():
-            for name, tensor in (*made._parameters.items(), *made._buffers.items()):
-                source = getattr(self, name)
-                if tensor is None or source is None:
-                    continue
-                # num_batches_tracked is a scalar: it is carried over as it is
-                tensor.copy_(source if source.dim() == 0 else take(source, 0, sel))
-        made.train(self.training)
+        made = _plain_copy(self, self.static_type, sel)
+        made.num_features = width
         return made
 
     def _set(self, width: int) -> nn.Module:
@@ -154,20 +163,7 @@ class _SwitchableBatchNormMixin(DynamicOp, _BatchNormBase):
 
     def to_static(self) -> nn.Module:
         """A plain BatchNorm of the set in force, its tensors copied."""
-        source = self._set(self.width)
-        static = retype(source, self.static_type)
-        for attr in ("_fxr_sel", "layer_name"):
-            static.__dict__.pop(attr, None)
-        static._modules.pop("candidate_bn", None)
-        for name, param in list(static._parameters.items()):
-            if param is not None:
-                static._parameters[name] = nn.Parameter(param.detach().clone(),
-                                                        param.requires_grad)
-        for name, buf in list(static._buffers.items()):
-            if buf is not None:
-                static._buffers[name] = buf.detach().clone()
-        static.train(self.training)
-        return static
+        return _plain_copy(self._set(self.width), self.static_type, None)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, widths={self.widths}"

@@ -5,6 +5,7 @@ hand from the sets and the original model."""
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import logging
 
@@ -241,3 +242,35 @@ def test_a_batchnorm_of_several_units_keeps_shared_statistics(
     sn.set_choices({u.name: 0.5 for u in sn.units})
     with torch.no_grad():
         assert_close(fxrazor.freeze(sn)(x), sn(x))
+
+
+SETTINGS = {"no_affine": {"affine": False}, "no_stats": {"track_running_stats": False},
+            "cumulative": {"momentum": None, "eps": 1e-3}}
+if "bias" in inspect.signature(nn.BatchNorm1d).parameters:  # a newer torch's option
+    SETTINGS["no_bias"] = {"bias": False}
+
+
+@pytest.mark.parametrize("settings", list(SETTINGS.values()), ids=list(SETTINGS))
+def test_sets_and_frozen_layers_keep_the_layer_settings(settings: dict) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8, **settings), nn.ReLU(),
+                          nn.Linear(8, 2))
+    x = torch.randn(6, 5)
+    sn = fxrazor.convert(model, x, unit="slimmable", unit_args={"candidate_choices": [3, 8]})
+    bn = sn.graph_module.get_submodule("1")
+    assert isinstance(bn, SwitchableBatchNorm1d) and bn.widths == [3, 8]
+    sn.train().set_choices({"0": 3})
+    for _ in range(2):
+        sn(x)
+    sn.eval()
+    frozen = fxrazor.freeze(sn)
+    reference = nn.BatchNorm1d(3, **settings).eval()  # the set by hand, same settings
+    reference.load_state_dict(bn.candidate_bn["3"].state_dict())
+    static = frozen.get_submodule("1")
+    assert repr(static) == repr(reference)
+    h = torch.randn(6, 3)
+    assert_close(static(h), reference(h))
+    with torch.no_grad():
+        assert_close(frozen(x), sn(x))
+        sn.set_choices({"0": 8})
+        assert_close(sn(x), model.eval()(x))
