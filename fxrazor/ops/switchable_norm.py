@@ -68,25 +68,28 @@ def _plain_copy(source: nn.Module, kind: type[nn.Module], sel: Selection) -> nn.
 
 
 class _SwitchableBatchNormMixin(DynamicOp, _BatchNormBase):
-    """A BatchNorm with one set of statistics and affine parameters per width."""
+    """A BatchNorm with one set of statistics and affine parameters per kept subset."""
 
     static_type: ClassVar[type[nn.modules.batchnorm._BatchNorm]]
     candidate_bn: nn.ModuleDict
     layer_name: str  # the layer's path in its graph, for messages
+    _fxr_keys: dict[bytes, str]  # kept positions (as mask bytes) -> set name
+    _fxr_active: str | None  # the set in force (None: the layer's own, full width)
 
     @classmethod
-    def from_static(cls, module: nn.Module, candidates: Mapping[int, Selection] | None = None,
+    def from_static(cls, module: nn.Module,
+                    candidates: Mapping[int | str, Selection] | None = None,
                     name: str = "") -> _SwitchableBatchNormMixin:
         """A switchable BatchNorm sharing ``module``'s parameters and buffers as its
-        full-width set, with a set per width of ``candidates`` ``{width: the positions that
-        width keeps}``, each sliced from ``module``. ``name`` (the layer's path) is for
-        messages. ``module`` itself is not changed."""
+        full-width set, with the sets of ``candidates`` (see :meth:`set_candidates`), each
+        sliced from ``module``. ``name`` (the layer's path) is for messages. ``module``
+        itself is not changed."""
         if not isinstance(module, cls.static_type):
             raise InvalidArgumentError(
                 f"{cls.__name__}.from_static needs a {cls.static_type.__name__}, got "
                 f"{type(module).__name__}")
         op = cast(_SwitchableBatchNormMixin, retype(module, cls))
-        op.__dict__.update(_fxr_sel={}, layer_name=name)
+        op.__dict__.update(_fxr_sel={}, layer_name=name, _fxr_keys={}, _fxr_active=None)
         op._modules.pop("candidate_bn", None)  # (from a switchable one: sets are rebuilt)
         nn.Module.__setattr__(op, "candidate_bn", nn.ModuleDict())
         op.set_candidates(candidates or {})
@@ -96,55 +99,77 @@ class _SwitchableBatchNormMixin(DynamicOp, _BatchNormBase):
     @property
     def widths(self) -> list[int]:
         """The widths that have a set, full width included, ascending."""
-        return sorted([self.num_features, *(int(k) for k in self.candidate_bn)])
+        return sorted({self.num_features, *(int(bn.num_features) for bn in
+                                            self.candidate_bn.values())})
 
     @property
     def width(self) -> int:
         """The width in force: the number of positions the channel selection keeps."""
         return count(self.selection("channels"), self.num_features)
 
-    def set_candidates(self, candidates: Mapping[int, Selection]) -> None:
-        """Make the sets ``{width: the positions that width keeps}``: a width that already
-        has a set keeps it (statistics and parameters, as trained); a new width starts as
-        the slice of the full-width set at its positions; the sets of widths not named
-        are dropped. Full width is always the layer's own set. Checked before any change."""
-        for width, sel in candidates.items():
-            if isinstance(width, bool) or not isinstance(width, int) \
+    def _key(self, sel: Selection) -> bytes:
+        """The kept positions of ``sel``, as the bytes of a bool mask."""
+        mask = torch.zeros(self.num_features, dtype=torch.bool)
+        mask[slice(None) if sel is None else sel] = True
+        return mask.numpy().tobytes()
+
+    def set_candidates(self, candidates: Mapping[int | str, Selection]) -> None:
+        """Make the sets ``{name: the positions that set keeps}``. An int name is a width
+        (``str(width)`` names the set, as in MMRazor, and its positions must keep that
+        many); a str name is for layers whose kept positions a width alone does not say
+        (several units). A set already of that name keeps its statistics and parameters as
+        trained; a new one starts as the slice of the full-width set at its positions; sets
+        not named are dropped. Full width is always the layer's own set. Checked before
+        any change."""
+        named: dict[str, Selection] = {}
+        keys: dict[bytes, str] = {}
+        for name, sel in candidates.items():
+            width = count(sel, self.num_features)
+            if isinstance(name, bool) or not isinstance(name, int | str) \
+                    or (isinstance(name, int) and name != width) \
+                    or (isinstance(name, str) and (not name or "." in name)) \
                     or not 1 <= width <= self.num_features:
                 raise InvalidChoiceError(
-                    f"switchable BatchNorm {self.layer_name!r}: a width must be an int in "
-                    f"[1, {self.num_features}], got {width!r}")
-            if count(sel, self.num_features) != width:
-                raise InvalidChoiceError(
-                    f"switchable BatchNorm {self.layer_name!r}: the positions given for "
-                    f"width {width} keep {count(sel, self.num_features)} channels")
-        sets = {}
-        for width, sel in sorted(candidates.items()):
-            if width == self.num_features:
-                continue
-            key = str(width)
-            sets[key] = self.candidate_bn[key] if key in self.candidate_bn \
-                else self._sliced_set(sel, width)
+                    f"switchable BatchNorm {self.layer_name!r}: a set is named by its width "
+                    f"(an int in [1, {self.num_features}]) or a str without '.'; got "
+                    f"{name!r} for positions that keep {width} channels")
+            if width != self.num_features:
+                named[str(name)] = sel
+                keys[self._key(sel)] = str(name)
+        sets = {name: self.candidate_bn[name] if name in self.candidate_bn
+                else self._sliced_set(sel) for name, sel in sorted(named.items())}
         self.candidate_bn = nn.ModuleDict(sets)
+        self.__dict__["_fxr_keys"] = keys
+        self._activate(self.selection("channels"), strict=False)
 
-    def _sliced_set(self, sel: Selection, width: int) -> nn.Module:
-        """A plain BatchNorm of ``width`` channels holding the full set's values at ``sel``."""
+    def _sliced_set(self, sel: Selection) -> nn.Module:
+        """A plain BatchNorm holding the full set's values at ``sel``."""
         made = _plain_copy(self, self.static_type, sel)
-        made.num_features = width
+        made.num_features = count(sel, self.num_features)
         return made
 
-    def _set(self, width: int) -> nn.Module:
-        """The set of ``width`` (the layer itself at full width); a clear error if none."""
-        if width == self.num_features:
-            return self
-        key = str(width)
-        if key not in self.candidate_bn:
-            raise InvalidChoiceError(
-                f"switchable BatchNorm {self.layer_name!r} has no set of statistics for "
-                f"width {width}; it has widths {self.widths}. Choose a width among the "
-                f"unit's candidates, or rebuild the sets with the unit's "
-                f"alter_candidates_of_switchbn")
-        return self.candidate_bn[key]
+    def _activate(self, sel: Selection, strict: bool = True) -> None:
+        """Put the set of ``sel`` in force; a clear error (or, not ``strict``, a mark that
+        fails the next forward) when there is none."""
+        if count(sel, self.num_features) == self.num_features:
+            self.__dict__["_fxr_active"] = None
+            return
+        name = self._fxr_keys.get(self._key(sel))
+        if name is None and strict:
+            raise InvalidChoiceError(self._missing(sel))
+        self.__dict__["_fxr_active"] = "" if name is None else name
+
+    def _missing(self, sel: Selection) -> str:
+        return (f"switchable BatchNorm {self.layer_name!r} has no set of statistics for "
+                f"the {count(sel, self.num_features)} channels now kept; it has widths "
+                f"{self.widths}. Choose among the unit's candidates, or rebuild the sets "
+                f"with the unit's alter_candidates_of_switchbn")
+
+    def _current_set(self) -> nn.Module:
+        active = self._fxr_active
+        if active == "":
+            raise InvalidChoiceError(self._missing(self.selection("channels")))
+        return self if active is None else self.candidate_bn[active]
 
     # ---- the dynamic-op protocol -------------------------------------------------------------
     def set_selection(self, role: str, sel: Selection) -> None:
@@ -152,18 +177,18 @@ class _SwitchableBatchNormMixin(DynamicOp, _BatchNormBase):
             raise InvalidArgumentError(
                 f"switchable BatchNorm {self.layer_name!r} has only the 'channels' role, "
                 f"got {role!r}")
-        self._set(count(sel, self.num_features))  # fails here, before the selection moves
+        self._activate(sel)  # fails here, before the selection moves
         super().set_selection(role, sel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        width = self.width
-        if width == self.num_features:
+        active = self._current_set()
+        if active is self:
             return super().forward(x)
-        return self._set(width)(x)
+        return active(x)
 
     def to_static(self) -> nn.Module:
         """A plain BatchNorm of the set in force, its tensors copied."""
-        return _plain_copy(self._set(self.width), self.static_type, None)
+        return _plain_copy(self._current_set(), self.static_type, None)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, widths={self.widths}"

@@ -183,9 +183,11 @@ def test_bad_input_is_refused_with_nothing_changed() -> None:
     model, x = _model()
     sn = _supernet(model, x)
     unit, bn = sn.unit("0"), _bn(sn)
-    with pytest.raises(InvalidChoiceError, match=r"'1' has no set .* width 3; it has widths "
-                                                 r"\[2, 4, 8\]"):
+    with pytest.raises(InvalidChoiceError, match=r"'1' has no set .* 3 channels now kept; it "
+                                                 r"has widths \[2, 4, 8\]"):
         bn.set_selection("channels", slice(0, 3))
+    with pytest.raises(InvalidChoiceError, match="4 channels now kept"):  # not width 4's
+        bn.set_selection("channels", torch.tensor([0, 1, 2, 7]))
     assert bn.width == 8
     with pytest.raises(InvalidChoiceError, match="9"):
         unit.alter_candidates_of_switchbn([4, 9])
