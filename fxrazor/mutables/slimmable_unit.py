@@ -13,8 +13,9 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import logging
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -34,22 +35,43 @@ __all__ = ["SlimmableChannelUnit"]
 logger = logging.getLogger(__name__)
 
 
+class _Owner(NamedTuple):
+    """A unit with channels in a norm layer, and its positions there (a row per channel)."""
+
+    unit: Any  # a SlimmableChannelUnit (a plain reference: units are the supernet's)
+    positions: np.ndarray
+
+
 class _SwitchedNorm(NamedTuple):
-    """A BatchNorm the unit made switchable: the layer, the unit's positions in it (one
-    row per unit channel) and its number of channels."""
+    """A BatchNorm made switchable: the layer, every unit with channels in it (in the
+    analysis' order) and its number of channels."""
 
     module: Any  # a switchable BatchNorm of fxrazor.ops.switchable_norm
-    positions: np.ndarray
+    owners: tuple[_Owner, ...]
     size: int
 
 
-def _owners(model: nn.Module, target: str) -> int:
-    """How many units have channels in the norm layer ``target`` (from the analysis)."""
-    analysis = getattr(model, "analysis", None)
-    if analysis is None:
-        return 1
-    return sum(any(slot.target == target and slot.role == "channels" for slot, _ in spec.members)
-               for spec in analysis.units)
+# A norm layer over several units gets a set per combination of their candidates; past
+# this many (a DenseNet's concatenations) it keeps one set of statistics instead.
+MAX_SETS = 64
+
+
+def _owner_positions(model: Any, target: str) -> list[tuple[str, np.ndarray]]:
+    """``(unit name, positions)`` of every unit with channels in norm layer ``target``."""
+    found = []
+    for spec in model.analysis.units:
+        for slot, positions in spec.members:
+            if slot.target == target and slot.role == "channels":
+                found.append((spec.name, positions))
+                break
+    return found
+
+
+def _compact(kept: np.ndarray) -> Selection:
+    """A slice for a contiguous block of kept positions, else their indices."""
+    if kept[-1] - kept[0] + 1 == len(kept):
+        return slice(int(kept[0]), int(kept[-1]) + 1)
+    return torch.from_numpy(kept)
 
 
 class SlimmableChannelUnit(OneShotMutableChannelUnit):
@@ -59,18 +81,19 @@ class SlimmableChannelUnit(OneShotMutableChannelUnit):
 
     :meth:`prepare_for_pruning` (called by ``fxrazor.convert``) replaces every member
     BatchNorm1d/2d/3d by a switchable one (:mod:`fxrazor.ops.switchable_norm`) with one
-    set of statistics and affine parameters per width the layer takes under the
-    candidates, each starting as the slice of the layer's own (so full width is the
+    set of statistics and affine parameters per subset of channels the layer keeps under
+    the candidates, each starting as the slice of the layer's own (so full width is the
     original model), and remembers them (a plain list: they belong to the graph, not to
-    the unit). :meth:`alter_candidates_of_switchbn` changes the candidates and rebuilds
-    those sets.
+    the unit). A set is found by the positions kept, named by its width (``'4'``, as in
+    MMRazor) or, for a layer holding several units' channels (a concatenation), by the
+    units' kept counts (``'4_8'``), one set per combination of their candidates.
+    :meth:`alter_candidates_of_switchbn` changes the candidates and rebuilds the sets.
 
-    A BatchNorm whose channels belong to several units is left as the ordinary dynamic
-    BatchNorm, whose statistics all widths share (its width depends on several units'
-    choices, so it cannot be keyed by one unit's candidates); a warning names it. So is a
-    SyncBatchNorm. A width with no set (possible only by changing the mutable channel's
-    candidates past the unit) stops the forward with an ``InvalidChoiceError`` naming the
-    layer and the widths it has.
+    A layer past ``MAX_SETS`` combinations (a DenseNet's concatenations), or shared with
+    a unit of another kind, is left as the ordinary dynamic BatchNorm, whose statistics
+    all widths share; a warning names it. So is a SyncBatchNorm. Channels kept that no
+    set covers (only possible by changing a mutable channel's candidates past its unit)
+    stop the forward with an ``InvalidChoiceError`` naming the layer and its widths.
     """
 
     _fxr_switched: list[_SwitchedNorm]  # (a plain attribute, set in __init__)
@@ -101,19 +124,27 @@ class SlimmableChannelUnit(OneShotMutableChannelUnit):
             count = make_divisible(count, self.divisor, self.min_value, self.min_ratio)
         return max(1, min(self.num_channels, count))
 
+    def _candidate_counts(self) -> list[int]:
+        return sorted({self._kept_count_of(c) for c in self.candidate_choices})
+
     @staticmethod
-    def _layer_sets(entry: _SwitchedNorm, counts: list[int]) -> dict[int, Selection]:
-        """``{width: kept positions}`` of a norm layer for each count of kept unit
-        channels: the unit keeps its first channels; positions it does not own stay."""
-        sets: dict[int, Selection] = {}
-        for k in counts:
+    def _layer_sets(entry: _SwitchedNorm, counts: dict[int, list[int]]
+                    ) -> dict[int | str, Selection]:
+        """The sets of a norm layer, ``{name: kept positions}``, one per combination of
+        its units' candidate counts (``counts`` by ``id(unit)``, else the unit's own):
+        each unit keeps its first channels, positions of no unit stay. With one unit a set
+        is named by its width (as in MMRazor); with several by the units' counts joined by
+        ``_`` in the analysis' order (``'4_8'``: the first unit keeps 4, the second 8)."""
+        per_unit = [counts.get(id(o.unit)) or o.unit._candidate_counts() for o in entry.owners]
+        sets: dict[int | str, Selection] = {}
+        for combo in itertools.product(*per_unit):
             keep = np.ones(entry.size, dtype=bool)
-            keep[entry.positions.ravel()] = False
-            keep[entry.positions[:k].ravel()] = True
+            for owner, k in zip(entry.owners, combo, strict=True):
+                keep[owner.positions.ravel()] = False
+                keep[owner.positions[:k].ravel()] = True
             kept = np.flatnonzero(keep)
-            contiguous = kept[-1] - kept[0] + 1 == len(kept)
-            sets[len(kept)] = slice(int(kept[0]), int(kept[-1]) + 1) if contiguous \
-                else torch.from_numpy(kept)
+            name: int | str = len(kept) if len(combo) == 1 else "_".join(map(str, combo))
+            sets[name] = _compact(kept)
         return sets
 
     # ---- the switchable BatchNorm layers -----------------------------------------------------
@@ -125,27 +156,42 @@ class SlimmableChannelUnit(OneShotMutableChannelUnit):
         if unit_members is None or replace_layer is None:
             super().prepare_for_pruning(model)
             return
-        counts = [self._kept_count_of(c) for c in self.candidate_choices]
-        known = {id(entry.module) for entry in self._fxr_switched}
         for member in unit_members(self.name):
-            module = member.module
-            static = getattr(type(module), "static_type", type(module))
-            if member.role != "channels" or static not in SWITCHABLE_BATCH_NORMS:
-                continue
-            entry = _SwitchedNorm(module, member.positions, member.slot.size)
-            if id(module) in known:  # prepared before: keep its sets, add missing widths
-                module.set_candidates(self._layer_sets(entry, counts))
-                continue
-            if member.positions.size < member.slot.size \
-                    and _owners(model, member.target) > 1:
-                logger.warning(
-                    "slimmable unit %r: BatchNorm %r also holds other units' channels; it "
-                    "keeps one set of statistics for all widths", self.name, member.target)
-                continue
-            switchable = SWITCHABLE_BATCH_NORMS[static].from_static(
-                module, self._layer_sets(entry, counts), name=member.target)
-            replace_layer(member.target, switchable)
-            self._fxr_switched.append(entry._replace(module=switchable))
+            static = getattr(type(member.module), "static_type", type(member.module))
+            if member.role == "channels" and static in SWITCHABLE_BATCH_NORMS:
+                self._switch(model, member, SWITCHABLE_BATCH_NORMS[static], replace_layer)
+
+    def _switch(self, model: Any, member: Any, kind: Any, replace_layer: Any) -> None:
+        module, target = member.module, member.target
+        if member.positions.size == member.slot.size:  # the unit's alone
+            owners = [_Owner(self, member.positions)]
+        else:  # other units' channels or pinned ones too
+            owners = [_Owner(model.unit(name), positions)
+                      for name, positions in _owner_positions(model, target)]
+        entry = _SwitchedNorm(module, tuple(owners), member.slot.size)
+        if isinstance(module, tuple(SWITCHABLE_BATCH_NORMS.values())):
+            # made by another unit of it, or prepared before: its sets as trained stay
+            cast(Any, module).set_candidates(self._layer_sets(entry, {}))
+            self._remember(entry)
+            return
+        strangers = [o.unit.name for o in owners if not isinstance(o.unit, SlimmableChannelUnit)]
+        combinations = 0 if strangers else \
+            int(np.prod([len(o.unit._candidate_counts()) for o in owners]))
+        if strangers or combinations > MAX_SETS:
+            logger.warning(
+                "slimmable unit %r: BatchNorm %r holds channels of units %s (%d candidate "
+                "combinations); it keeps one set of statistics for all widths", self.name,
+                target, [o.unit.name for o in owners], combinations)
+            return
+        switchable = kind.from_static(module, self._layer_sets(entry, {}), name=target)
+        replace_layer(target, switchable)
+        entry = entry._replace(module=switchable)
+        for owner in owners:  # every unit of the layer rebuilds its sets when altered
+            owner.unit._remember(entry)
+
+    def _remember(self, entry: _SwitchedNorm) -> None:
+        if all(known.module is not entry.module for known in self._fxr_switched):
+            self._fxr_switched.append(entry)
 
     def alter_candidates_of_switchbn(self, candidates: list[int | float]) -> None:
         """Make ``candidates`` the unit's candidate choices and rebuild the sets of its
@@ -158,7 +204,7 @@ class SlimmableChannelUnit(OneShotMutableChannelUnit):
                 f"cannot change")
         fresh = OneShotMutableChannelUnit(self.num_channels, candidates, self.choice_mode,
                                           self.divisor, self.min_value, self.min_ratio)
-        counts = [self._kept_count_of(c) for c in fresh.candidate_choices]
+        counts = {id(self): sorted({self._kept_count_of(c) for c in fresh.candidate_choices})}
         plans = [(entry.module, self._layer_sets(entry, counts))
                  for entry in self._fxr_switched]
         self.mutable_channel = fresh.mutable_channel

@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -99,7 +99,7 @@ class _SwitchableBatchNormMixin(DynamicOp, _BatchNormBase):
     @property
     def widths(self) -> list[int]:
         """The widths that have a set, full width included, ascending."""
-        return sorted({self.num_features, *(int(bn.num_features) for bn in
+        return sorted({self.num_features, *(int(cast(Any, bn).num_features) for bn in
                                             self.candidate_bn.values())})
 
     @property
@@ -144,7 +144,7 @@ class _SwitchableBatchNormMixin(DynamicOp, _BatchNormBase):
 
     def _sliced_set(self, sel: Selection) -> nn.Module:
         """A plain BatchNorm holding the full set's values at ``sel``."""
-        made = _plain_copy(self, self.static_type, sel)
+        made: Any = _plain_copy(self, self.static_type, sel)
         made.num_features = count(sel, self.num_features)
         return made
 

@@ -16,6 +16,7 @@ from torch import nn
 
 import fxrazor
 from fxrazor.errors import FixedMutableError, InvalidArgumentError, InvalidChoiceError
+from fxrazor.mutables import slimmable_unit
 from fxrazor.ops.norm import DynamicBatchNorm2d
 from fxrazor.ops.switchable_norm import SwitchableBatchNorm1d, SwitchableBatchNorm2d
 
@@ -46,7 +47,7 @@ def _bn(sn: fxrazor.Supernet) -> SwitchableBatchNorm2d:
     return bn
 
 
-def _set_state(bn: SwitchableBatchNorm2d, width: int) -> dict[str, torch.Tensor]:
+def _set_state(bn: SwitchableBatchNorm2d, width: int | str) -> dict[str, torch.Tensor]:
     source = bn if width == bn.num_features else bn.candidate_bn[str(width)]
     return {k: v.detach().clone() for k, v in source.state_dict().items()
             if not k.startswith("candidate_bn.")}
@@ -232,15 +233,50 @@ def test_pinned_channels_are_in_every_set() -> None:
         assert_close(fxrazor.freeze(sn)(x), sn(x))
 
 
-def test_a_batchnorm_of_several_units_keeps_shared_statistics(
-        caplog: pytest.LogCaptureFixture) -> None:
+def _cat_supernet() -> tuple[nn.Module, torch.Tensor, fxrazor.Supernet]:
     torch.manual_seed(0)
     model, x = CatBN(shared=True).eval(), torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+    sn = fxrazor.convert(model, x, unit="slimmable", unit_args={
+        "candidate_choices": [0.5, 1.0], "choice_mode": "ratio"})
+    return model, x, sn
+
+
+def test_a_batchnorm_of_several_units_has_a_set_per_combination() -> None:
+    model, x, sn = _cat_supernet()
+    bn = sn.graph_module.get_submodule("bn")  # cat(a: 6 -> positions 0-5, b: 4 -> 6-9)
+    order = [s.name for s in sn.analysis.units if any(sl.target == "bn" for sl, _ in s.members)]
+    assert order == ["b", "a"]  # set names list the kept counts in this order
+    assert isinstance(bn, SwitchableBatchNorm2d)
+    assert sorted(bn.candidate_bn) == ["2_3", "2_6", "4_3"] and bn.widths == [5, 7, 8, 10]
+    assert sn.unit("a").switchable_norms == [bn] == sn.unit("b").switchable_norms
+    assert torch.equal(bn.candidate_bn["2_3"].running_mean,  # a keeps 0-2, b keeps 6-7
+                       model.bn.running_mean[[0, 1, 2, 6, 7]])
+    sn.train()
+    combos = {"2_3": (0.5, 0.5), "2_6": (0.5, 1.0), "4_3": (1.0, 0.5)}
+    before = {name: _set_state(bn, name) for name in combos}
+    sn.set_choices({"b": 0.5, "a": 1.0})
+    sn(x)
+    for name in ("2_3", "4_3"):  # the other combinations are untouched
+        assert all(torch.equal(v, _set_state(bn, name)[k]) for k, v in before[name].items())
+    assert not torch.equal(before["2_6"]["running_mean"], _set_state(bn, "2_6")["running_mean"])
+    sn.eval()
+    for b, a in combos.values():
+        sn.set_choices({"b": b, "a": a})
+        with torch.no_grad():
+            assert_close(fxrazor.freeze(sn)(x), sn(x))
+    sn.unit("a").alter_candidates_of_switchbn([1.0])  # b's candidates stay
+    assert sorted(bn.candidate_bn) == ["2_6"]
+
+
+def test_too_many_combinations_keep_shared_statistics(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slimmable_unit, "MAX_SETS", 3)
     with caplog.at_level(logging.WARNING):
-        sn = fxrazor.convert(model, x, unit="slimmable", unit_args={
-            "candidate_choices": [0.5, 1.0], "choice_mode": "ratio"})
+        model, x, sn = _cat_supernet()
     assert type(sn.graph_module.get_submodule("bn")) is DynamicBatchNorm2d
-    assert "'bn' also holds other units' channels" in caplog.text
+    assert "'bn' holds channels of units ['b', 'a'] (4 candidate combinations)" in caplog.text
     sn.set_choices({u.name: 0.5 for u in sn.units})
     with torch.no_grad():
         assert_close(fxrazor.freeze(sn)(x), sn(x))
