@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, NamedTuple, cast
+import math
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -115,17 +116,27 @@ class SlimmableChannelUnit(OneShotMutableChannelUnit):
         return [entry.module for entry in self._fxr_switched]
 
     # ---- widths -------------------------------------------------------------------------------
-    def _kept_count_of(self, choice: int | float) -> int:
-        """The channels a choice keeps (as ``kept_count`` would), without applying it."""
+    def _kept_counts(self, choices: list[int | float]) -> list[int]:
+        """The channels each choice keeps (as ``kept_count`` would), without applying it."""
         probe = SquentialMutableChannel(self.num_channels, self.choice_mode)
-        probe.current_choice = choice
-        count = probe.activated_channels
-        if self.divisor > 1:
-            count = make_divisible(count, self.divisor, self.min_value, self.min_ratio)
-        return max(1, min(self.num_channels, count))
+        counts = set()
+        for choice in choices:
+            probe.current_choice = choice
+            count = probe.activated_channels
+            if self.divisor > 1:
+                count = make_divisible(count, self.divisor, self.min_value, self.min_ratio)
+            counts.add(max(1, min(self.num_channels, count)))
+        return sorted(counts)
 
     def _candidate_counts(self) -> list[int]:
-        return sorted({self._kept_count_of(c) for c in self.candidate_choices})
+        """The kept counts of the candidates (remembered per list of candidates: a
+        conversion asks once per layer of the unit)."""
+        choices = list(self.candidate_choices)
+        cached = self.__dict__.get("_fxr_counts")
+        if cached is None or cached[0] != choices:
+            cached = (choices, self._kept_counts(choices))
+            self.__dict__["_fxr_counts"] = cached
+        return cached[1]
 
     @staticmethod
     def _layer_sets(entry: _SwitchedNorm, counts: dict[int, list[int]]
@@ -156,32 +167,40 @@ class SlimmableChannelUnit(OneShotMutableChannelUnit):
         if unit_members is None or replace_layer is None:
             super().prepare_for_pruning(model)
             return
+        units: dict[str, Any] = {}
         for member in unit_members(self.name):
             static = getattr(type(member.module), "static_type", type(member.module))
-            if member.role == "channels" and static in SWITCHABLE_BATCH_NORMS:
-                self._switch(model, member, SWITCHABLE_BATCH_NORMS[static], replace_layer)
+            if member.role != "channels" or static not in SWITCHABLE_BATCH_NORMS \
+                    or any(known.module is member.module for known in self._fxr_switched):
+                continue  # (a layer already switched keeps its sets as trained)
+            if not units and member.positions.size < member.slot.size:
+                units = {unit.name: unit for unit in model.every_unit()}
+            self._switch(model, member, SWITCHABLE_BATCH_NORMS[static], replace_layer, units)
 
-    def _switch(self, model: Any, member: Any, kind: Any, replace_layer: Any) -> None:
+    def _switch(self, model: Any, member: Any, kind: Any, replace_layer: Any,
+                units: dict[str, Any]) -> None:
         module, target = member.module, member.target
         if member.positions.size == member.slot.size:  # the unit's alone
             owners = [_Owner(self, member.positions)]
         else:  # other units' channels or pinned ones too
-            owners = [_Owner(model.unit(name), positions)
+            owners = [_Owner(units[name], positions)
                       for name, positions in _owner_positions(model, target)]
         entry = _SwitchedNorm(module, tuple(owners), member.slot.size)
         if isinstance(module, tuple(SWITCHABLE_BATCH_NORMS.values())):
-            # made by another unit of it, or prepared before: its sets as trained stay
-            cast(Any, module).set_candidates(self._layer_sets(entry, {}))
-            self._remember(entry)
+            # made switchable by another kind of unit: this one's widths are not its
             return
         strangers = [o.unit.name for o in owners if not isinstance(o.unit, SlimmableChannelUnit)]
         combinations = 0 if strangers else \
-            int(np.prod([len(o.unit._candidate_counts()) for o in owners]))
+            math.prod(len(o.unit._candidate_counts()) for o in owners)
         if strangers or combinations > MAX_SETS:
-            logger.warning(
-                "slimmable unit %r: BatchNorm %r holds channels of units %s (%d candidate "
-                "combinations); it keeps one set of statistics for all widths", self.name,
-                target, [o.unit.name for o in owners], combinations)
+            if owners[0].unit is self:  # (once per layer, not once per unit of it)
+                names = [o.unit.name for o in owners]
+                logger.warning(
+                    "BatchNorm %r holds channels of %d units %s (%s); it keeps one set of "
+                    "statistics for all their widths", target, len(names),
+                    names[:4] + (["..."] if len(names) > 4 else []),
+                    f"units of another kind: {strangers}" if strangers
+                    else f"{combinations} combinations of their candidates, over {MAX_SETS}")
             return
         switchable = kind.from_static(module, self._layer_sets(entry, {}), name=target)
         replace_layer(target, switchable)
@@ -204,7 +223,7 @@ class SlimmableChannelUnit(OneShotMutableChannelUnit):
                 f"cannot change")
         fresh = OneShotMutableChannelUnit(self.num_channels, candidates, self.choice_mode,
                                           self.divisor, self.min_value, self.min_ratio)
-        counts = {id(self): sorted({self._kept_count_of(c) for c in fresh.candidate_choices})}
+        counts = {id(self): self._kept_counts(fresh.candidate_choices)}
         plans = [(entry.module, self._layer_sets(entry, counts))
                  for entry in self._fxr_switched]
         self.mutable_channel = fresh.mutable_channel

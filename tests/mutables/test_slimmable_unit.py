@@ -169,6 +169,8 @@ def test_alter_candidates_keeps_staying_sets_and_slices_new_ones() -> None:
     unit.alter_candidates_of_switchbn([4, 6, 8])
     assert unit.candidate_choices == [4, 6, 8] and unit.current_choice == 8
     assert bn.widths == [4, 6, 8] and bn.candidate_bn["4"] is kept_set
+    unit.prepare_for_pruning(sn)  # again: nothing is rebuilt
+    assert _bn(sn) is bn and bn.candidate_bn["4"] is kept_set
     assert all(torch.equal(v, _set_state(bn, 4)[k]) for k, v in trained.items())
     for name in ("weight", "bias", "running_mean", "running_var"):
         assert torch.equal(_set_state(bn, 6)[name], full[name][:6])
@@ -276,7 +278,8 @@ def test_too_many_combinations_keep_shared_statistics(
     with caplog.at_level(logging.WARNING):
         model, x, sn = _cat_supernet()
     assert type(sn.graph_module.get_submodule("bn")) is DynamicBatchNorm2d
-    assert "'bn' holds channels of units ['b', 'a'] (4 candidate combinations)" in caplog.text
+    assert caplog.text.count("BatchNorm 'bn' holds channels of 2 units ['b', 'a'] "
+                             "(4 combinations of their candidates, over 3)") == 1
     sn.set_choices({u.name: 0.5 for u in sn.units})
     with torch.no_grad():
         assert_close(fxrazor.freeze(sn)(x), sn(x))
