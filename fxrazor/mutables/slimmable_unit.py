@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -174,7 +174,7 @@ class SlimmableChannelUnit(OneShotMutableChannelUnit):
                     or any(known.module is member.module for known in self._fxr_switched):
                 continue  # (a layer already switched keeps its sets as trained)
             if not units and member.positions.size < member.slot.size:
-                units = {unit.name: unit for unit in model.every_unit()}
+                units = {unit.name: unit for unit in cast(Any, model).every_unit()}
             self._switch(model, member, SWITCHABLE_BATCH_NORMS[static], replace_layer, units)
 
     def _switch(self, model: Any, member: Any, kind: Any, replace_layer: Any,
