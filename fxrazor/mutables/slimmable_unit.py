@@ -180,15 +180,14 @@ class SlimmableChannelUnit(OneShotMutableChannelUnit):
     def _switch(self, model: Any, member: Any, kind: Any, replace_layer: Any,
                 units: dict[str, Any]) -> None:
         module, target = member.module, member.target
+        if isinstance(module, tuple(SWITCHABLE_BATCH_NORMS.values())):
+            return  # made switchable by someone else: its sets are not this unit's to make
         if member.positions.size == member.slot.size:  # the unit's alone
             owners = [_Owner(self, member.positions)]
         else:  # other units' channels or pinned ones too
             owners = [_Owner(units[name], positions)
                       for name, positions in _owner_positions(model, target)]
         entry = _SwitchedNorm(module, tuple(owners), member.slot.size)
-        if isinstance(module, tuple(SWITCHABLE_BATCH_NORMS.values())):
-            # made switchable by another kind of unit: this one's widths are not its
-            return
         strangers = [o.unit.name for o in owners if not isinstance(o.unit, SlimmableChannelUnit)]
         combinations = 0 if strangers else \
             math.prod(len(o.unit._candidate_counts()) for o in owners)
