@@ -110,7 +110,7 @@ class _SwitchableBatchNormMixin(DynamicOp, _BatchNormBase):
     def _key(self, sel: Selection) -> bytes:
         """The kept positions of ``sel``, as the bytes of a bool mask."""
         mask = torch.zeros(self.num_features, dtype=torch.bool)
-        mask[slice(None) if sel is None else sel] = True
+        mask[slice(None) if sel is None else sel if isinstance(sel, slice) else sel.cpu()] = True
         return mask.numpy().tobytes()
 
     def set_candidates(self, candidates: Mapping[int | str, Selection]) -> None:
