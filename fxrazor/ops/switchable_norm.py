@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
@@ -207,8 +208,7 @@ class SwitchableBatchNorm3d(_SwitchableBatchNormMixin, nn.BatchNorm3d):
 
 
 # The switchable op of each BatchNorm type (SyncBatchNorm has none: it keeps shared statistics).
-SWITCHABLE_BATCH_NORMS: Mapping[type[nn.Module], type[_SwitchableBatchNormMixin]] = {
-    nn.BatchNorm1d: SwitchableBatchNorm1d,
-    nn.BatchNorm2d: SwitchableBatchNorm2d,
-    nn.BatchNorm3d: SwitchableBatchNorm3d,
-}
+SWITCHABLE_BATCH_NORMS: Mapping[type[nn.Module], type[_SwitchableBatchNormMixin]] = \
+    MappingProxyType({nn.BatchNorm1d: SwitchableBatchNorm1d,
+                      nn.BatchNorm2d: SwitchableBatchNorm2d,
+                      nn.BatchNorm3d: SwitchableBatchNorm3d})

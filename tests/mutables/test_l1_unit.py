@@ -182,3 +182,15 @@ def test_deepcopy_and_pickle_keep_reading_their_own_weights() -> None:
         _only_unit(twin).refresh()
         assert _only_unit(twin).current_mask.nonzero().flatten().tolist() == [2, 3, 7]
         assert _only_unit(sn).current_mask.nonzero().flatten().tolist() != [2, 3, 7]
+
+
+def test_a_unit_pickled_with_an_importance_buffer_still_ranks_by_it() -> None:
+    state = dict(L1MutableChannelUnit(4).__dict__)  # as the buffer-holding version had it
+    for key in ("_fxr_weights", "_fxr_importance", "_fxr_mask", "_fxr_mask_k"):
+        del state[key]
+    state["_buffers"] = {"importance": torch.tensor([0.0, 3.0, 1.0, 2.0])}
+    old = L1MutableChannelUnit.__new__(L1MutableChannelUnit)
+    old.__setstate__(state)
+    old.current_choice = 2
+    assert old.current_mask.tolist() == [False, True, False, True]
+    assert "importance" not in dict(old.named_buffers())
