@@ -8,7 +8,7 @@ Every import that runs (at module level or inside a function; not under
     → utils → errors
 
 (mutables sit above ops because a method unit puts in its own dynamic ops: DCFF's fusing
-conv, DMCP's BatchNorm.)
+conv, DMCP's BatchNorm, the slimmable unit's switchable BatchNorm.)
 
 A module may import its own package's modules (without a cycle).
 """

@@ -1,7 +1,8 @@
 """Layer records: one place per layer type, read by L1 importance, the oracle and insert.
 
-The L1 scores are computed here by hand from the weights (the sum of absolute values of the
-weights that create each output channel, biases not counted: arXiv 1608.08710).
+The L1 scores are computed here by hand from the weights (the mean absolute value of the
+weights that create each output channel, biases not counted, averaged over the positions a
+channel has: arXiv 1608.08710 as MMRazor's L1MutableChannelUnit computes it).
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ def test_l1_scores_of_convolutions_by_hand(name: str, layer: nn.Module, shape: t
     model = nn.Sequential(layer, _reader(len(shape) - 2)).eval()
     w = layer.weight.detach()
     if "transpose" in name:  # (in, out, *kernel): output channels on dim 1
-        expected = w.abs().sum(dim=[d for d in range(w.dim()) if d != 1])
+        expected = w.abs().mean(dim=[d for d in range(w.dim()) if d != 1])
     else:  # (out, in, *kernel)
-        expected = w.abs().flatten(1).sum(1)
+        expected = w.abs().flatten(1).mean(1)
     sn = fxrazor.convert(model, torch.randn(shape), unit="l1")
     unit = _unit_of(sn, "0")
     torch.testing.assert_close(unit.importance, expected)
@@ -57,12 +58,12 @@ def test_l1_scores_of_convolutions_by_hand(name: str, layer: nn.Module, shape: t
     assert unit.current_mask.nonzero().flatten().tolist() == sorted(expected.topk(2).indices.tolist())
 
 
-def test_l1_scores_of_a_grouped_conv_sum_over_the_tied_channels() -> None:
+def test_l1_scores_of_a_grouped_conv_average_the_tied_channels() -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, 3, groups=2)  # channel j of group 0 is tied to channel j of group 1
     model = nn.Sequential(conv, nn.Conv2d(6, 2, 1)).eval()
-    per_filter = conv.weight.detach().abs().sum(dim=(1, 2, 3))
-    expected = per_filter[:3] + per_filter[3:]
+    per_filter = conv.weight.detach().abs().mean(dim=(1, 2, 3))
+    expected = (per_filter[:3] + per_filter[3:]) / 2
     sn = fxrazor.convert(model, torch.randn(1, 4, 6, 6), unit="l1")
     torch.testing.assert_close(_unit_of(sn, "0").importance, expected)
 
@@ -79,13 +80,13 @@ def test_l1_scores_of_linear_and_embedding_by_hand() -> None:
     linear = nn.Linear(5, 6)
     model = nn.Sequential(linear, nn.ReLU(), nn.Linear(6, 2))
     sn = fxrazor.convert(model, torch.randn(3, 5), unit="l1")
-    torch.testing.assert_close(_unit_of(sn, "0").importance, linear.weight.detach().abs().sum(1))
+    torch.testing.assert_close(_unit_of(sn, "0").importance, linear.weight.detach().abs().mean(1))
 
     embedding = nn.Embedding(10, 6)  # (num_embeddings, dim): channels on dim 1
     model = nn.Sequential(embedding, nn.Linear(6, 2))
     sn = fxrazor.convert(model, torch.randint(0, 10, (2, 4)), unit="l1")
     torch.testing.assert_close(_unit_of(sn, "0").importance,
-                               embedding.weight.detach().abs().sum(0))
+                               embedding.weight.detach().abs().mean(0))
 
 
 @pytest.mark.parametrize("kind", [k for k, r in LAYERS.items() if r.dynamic_op is not None],
