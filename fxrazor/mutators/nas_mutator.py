@@ -127,8 +127,10 @@ class NasMutator:
         The parameters live in ``param_dict`` (a new one by default), one per group under
         :func:`~fxrazor.mutators.groups.param_name` of its key, shaped ``(candidates,)``.
         An entry already there with that shape is kept (re-preparing loses no training);
-        a new one starts as ``1e-3 * randn`` (as in MMRazor), on the device and in the
-        floating dtype of the group's first member. Entries of no group are dropped. A
+        a new one starts from the arch param already bound to the group's first member
+        (a searcher's alphas in the model, so the supernet computes what the model did),
+        else as ``1e-3 * randn`` (as in MMRazor), on the device and in the floating dtype
+        of the group's first member. Entries of no group are dropped. A
         ``DiffChoiceRoute`` built with ``with_arch_param=False`` gets one too (as in
         MMRazor): its forward ignores it, but its ``max`` choice reads it.
         """
@@ -148,6 +150,9 @@ class NasMutator:
 
     @staticmethod
     def _initial(group: SearchGroup, size: int) -> torch.Tensor:
+        bound = group.first.__dict__.get("_bound_arch_param")
+        if isinstance(bound, torch.Tensor) and tuple(bound.shape) == (size,):
+            return bound.detach().clone()
         ref = next(iter(group.first.parameters()), None)
         if ref is None:
             return 1e-3 * torch.randn(size)

@@ -44,6 +44,13 @@ class ChannelMix(nn.Module):
         return y.transpose(1, 2).reshape(b, self.c, self.side, self.side)
 
 
+def _widths(sn: fxrazor.Supernet, mode: str = "random") -> dict:
+    """Sampled widths of the free channel units only: the test sets the op and value
+    mutables itself (``sn.sample_choices`` would draw those too)."""
+    names = {u.name for u in sn.units}
+    return {k: v for k, v in sn.sample_choices(mode).items() if k in names}
+
+
 def spos_candidates(c: int, out: int, inner: int, side: int) -> dict[str, nn.Module]:
     """conv3x3, conv5x5 with an inner width, depthwise-separable and (when ``c == out``)
     a channel MLP and a skip."""
@@ -212,16 +219,16 @@ def test_spos_frozen_equals_supernet_for_random_ops_and_widths(rounds: int) -> N
             for op, name in zip(_ops(sn), ops, strict=True):
                 op.current_choice = name
             if ops not in biggest:
-                sn.set_choices(sn.sample_choices("max"))
+                sn.set_choices(_widths(sn, "max"))
                 biggest[ops] = count_params(fxrazor.freeze(sn))
-            choices = sn.sample_choices()
+            choices = _widths(sn)
             sn.set_choices(choices)
             frozen = fxrazor.freeze(sn)
             torch.testing.assert_close(frozen(x), sn(x), rtol=1e-5, atol=1e-5)
             assert _no_fxrazor_types(frozen)
             params = count_params(frozen)
             assert params < total
-            assert params < biggest[ops] or choices == sn.sample_choices("max")
+            assert params < biggest[ops] or choices == _widths(sn, "max")
 
 
 def test_spos_frozen_passes_the_zero_oracle() -> None:
@@ -230,7 +237,7 @@ def test_spos_frozen_passes_the_zero_oracle() -> None:
     for _ in range(5):
         for op, original in zip(_ops(sn), model.blocks, strict=True):
             op.current_choice = original.current_choice = random.choice(op.choices)
-        sn.set_choices(sn.sample_choices())
+        sn.set_choices(_widths(sn))
         with torch.no_grad():
             torch.testing.assert_close(zero_pruned_channels(model, sn)(x), fxrazor.freeze(sn)(x),
                                        rtol=1e-4, atol=1e-5)
@@ -256,11 +263,11 @@ def test_spos_supernet_copies_pickles_and_keeps_state_keys() -> None:
     keys = set(sn.graph_module.state_dict())
     assert keys == set(model.state_dict())  # the model's own names
     _ops(sn)[0].current_choice = "conv5x5"
-    sn.set_choices(sn.sample_choices("min"))
+    sn.set_choices(_widths(sn, "min"))
     expected = sn(x)
     for other in (copy.deepcopy(sn), pickle.loads(pickle.dumps(sn))):
         torch.testing.assert_close(other(x), expected)
-        other.set_choices(other.sample_choices("max"))
+        other.set_choices(_widths(other, "max"))
         other.graph_module.get_submodule("blocks.0").current_choice = "conv3x3"
         torch.testing.assert_close(other(x), model(x))
     with sn.full_width():  # the graph at full width, whatever the units' choices
@@ -286,13 +293,14 @@ def test_spos_op_choices_and_widths_round_trip_through_subnet_configs() -> None:
     _, x, sn = _spos()
     for op, name in zip(_ops(sn), ("mix", "conv5x5", "dwsep"), strict=True):
         op.current_choice = name
-    sn.set_choices(sn.sample_choices("min"))
-    ops, widths = export_fix_subnet(sn.graph_module), export_fix_subnet(sn)
-    assert {k: v["chosen"] for k, v in ops.items()} == {
-        "blocks.0": "mix", "blocks.1": "conv5x5", "blocks.2": "dwsep"}
+    sn.set_choices(_widths(sn, "min"))
+    fix_subnet, static = export_fix_subnet(sn)  # op choices and widths in one config
+    assert static is None
+    assert {k: v["chosen"] for k, v in fix_subnet.items() if k.startswith("graph_module.blocks")
+            } == {"graph_module.blocks.0": "mix", "graph_module.blocks.1": "conv5x5",
+                  "graph_module.blocks.2": "dwsep"}
     _, _, fresh = _spos()
-    load_fix_subnet(fresh.graph_module, ops)
-    load_fix_subnet(fresh, widths)
+    load_fix_subnet(fresh, fix_subnet)
     assert [op.choices for op in _ops(fresh)] == [["mix"], ["conv5x5"], ["dwsep"]]
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), sn(x), rtol=0, atol=0)
@@ -311,8 +319,9 @@ def _darts(one_hot: bool = False) -> tuple[DartsNet, torch.Tensor, fxrazor.Super
     torch.manual_seed(0)
     model, x = DartsNet(one_hot=one_hot).eval(), torch.randn(2, 3, 8, 8)
     sn = fxrazor.convert(model, x)
+    # the supernet's own arch params start from the alphas bound in the model
     for name, alpha in zip(("edge0", "edge1", "route"), model.alphas, strict=True):
-        sn.graph_module.get_submodule(name).set_forward_args(alpha)  # the searcher's
+        assert torch.equal(sn.arch_params()[name], alpha)
     return model, x, sn
 
 
@@ -335,13 +344,25 @@ def test_darts_units_span_the_mixed_ops_and_the_route() -> None:
 @pytest.mark.parametrize("one_hot", [False, True])
 def test_darts_full_width_equals_the_model(one_hot: bool) -> None:
     model, x, sn = _darts(one_hot)
+
+    def both() -> tuple[torch.Tensor, torch.Tensor]:
+        # a OneHotMutableOP draws its candidate from the probabilities on every forward
+        torch.manual_seed(3)
+        ours = sn(x)
+        torch.manual_seed(3)
+        return ours, model(x)
+
     with torch.no_grad():
-        torch.testing.assert_close(sn(x), model(x), rtol=0, atol=0)
-        model.alphas[2].add_(1.0)  # the supernet reads the searcher's parameter
-        torch.testing.assert_close(sn(x), model(x), rtol=0, atol=0)
-    sn.set_choices(sn.sample_choices("min"))
-    sn(x).square().sum().backward()  # and trains it, at any width
-    assert all(alpha.grad is not None and alpha.grad.abs().sum() > 0 for alpha in model.alphas)
+        torch.testing.assert_close(*both(), rtol=0, atol=0)
+        # the supernet owns its arch params: moved alike, the outputs stay equal
+        model.alphas[2].add_(1.0)
+        sn.arch_params()["route"].add_(1.0)
+        torch.testing.assert_close(*both(), rtol=0, atol=0)
+    sn.set_choices(_widths(sn, "min"))
+    sn(x).square().sum().backward()  # and trains them, at any width
+    trained = [sn.arch_params()[k] for k in ("edge0", "route")] + \
+        ([] if one_hot else [sn.arch_params()["edge1"]])  # one-hot: the searcher reads
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in trained)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
@@ -356,7 +377,7 @@ def test_darts_frozen_choice_equals_the_supernet_with_that_choice_fixed(one_hot:
             gm = sn.graph_module
             gm.edge0.current_choice, gm.edge1.current_choice = e0, e1
             gm.route.current_choice = route
-            sn.set_choices(sn.sample_choices())
+            sn.set_choices(_widths(sn))
             frozen = fxrazor.freeze(sn)
             assert _no_fxrazor_types(frozen)
             fixed = copy.deepcopy(sn)
