@@ -14,24 +14,32 @@ from __future__ import annotations
 
 from fxrazor.api import convert, convert_, freeze
 from fxrazor.errors import FxRazorError
+from fxrazor.mutators import ChannelMutator, NasMutator
 from fxrazor.structures.subnet import export_fix_subnet, load_fix_subnet
 from fxrazor.structures.subnet.static_model import register_static_exporter
 from fxrazor.summary import summary
 from fxrazor.supernet import Supernet
+from fxrazor.value_binding import bind_unit, bind_value, unbind, value_mutables
 
 # export_fix_subnet(sn, slice_weight=True) returns the frozen subnet; the structures stage
 # may not import the passes, so the face registers freeze for it.
 register_static_exporter(Supernet, freeze)
 
 __all__ = [
+    "ChannelMutator",
     "FxRazorError",
+    "NasMutator",
     "Supernet",
     "__version__",
+    "bind_unit",
+    "bind_value",
     "convert",
     "convert_",
     "export_fix_subnet",
     "freeze",
     "load_fix_subnet",
     "summary",
+    "unbind",
+    "value_mutables",
 ]
 __version__ = "0.1.0"

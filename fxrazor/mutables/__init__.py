@@ -15,6 +15,7 @@ from fxrazor.mutables.channel_unit import (
     OneShotMutableChannelUnit,
     SequentialMutableChannelUnit,
 )
+from fxrazor.mutables.dcff_unit import calc_information, dcff_temperature
 from fxrazor.mutables.derived_mutable import DerivedMutable, concat_mutable_channels
 from fxrazor.mutables.diff_mutable import (
     DiffMutableModule,
@@ -22,6 +23,8 @@ from fxrazor.mutables.diff_mutable import (
     OneHotMutableOP,
 )
 from fxrazor.mutables.diff_route import DiffChoiceRoute
+from fxrazor.mutables.dmcp_flops import current_flops, expected_flops
+from fxrazor.mutables.dmcp_unit import DMCPMutableChannel
 from fxrazor.mutables.method_units import (
     DCFFChannelUnit,
     DMCPChannelUnit,
@@ -43,6 +46,7 @@ __all__ = [
     "BaseMutableChannel",
     "DCFFChannelUnit",
     "DMCPChannelUnit",
+    "DMCPMutableChannel",
     "DerivedMutable",
     "DiffChoiceRoute",
     "DiffMutableModule",
@@ -64,5 +68,9 @@ __all__ = [
     "SimpleMutableChannel",
     "SlimmableChannelUnit",
     "SquentialMutableChannel",
+    "calc_information",
     "concat_mutable_channels",
+    "current_flops",
+    "dcff_temperature",
+    "expected_flops",
 ]

@@ -19,10 +19,12 @@ from fxrazor.utils.misc import (
 )
 from fxrazor.utils.placeholder import get_package_placeholder, get_placeholder
 from fxrazor.utils.rewriter import pop_rewriter_function_record
+from fxrazor.utils.runtime_info import RuntimeInfo
 from fxrazor.utils.setup_env import register_all_modules, setup_multi_processes
 
 __all__ = [
     "IndexDict",
+    "RuntimeInfo",
     "add_prefix",
     "find_latest_checkpoint",
     "get_module_device",
