@@ -42,6 +42,12 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
 class DecomposedMultiheadAttention(nn.Module):
     """``nn.MultiheadAttention`` as separate projections and scaled dot-product attention."""
 
+    # torch's transformer layers read these to decide on their fused fast path, which needs
+    # the packed projection; a decomposed attention has none, and None makes them take the
+    # plain path (that calls this module), where an opaque layer around it runs as before.
+    in_proj_bias: torch.Tensor | None = None
+    _qkv_same_embed_dim = False
+
     def __init__(self, q_proj: nn.Linear, k_proj: nn.Linear, v_proj: nn.Linear,
                  out_proj: nn.Linear, num_heads: int, dropout: float, batch_first: bool) -> None:
         super().__init__()

@@ -35,6 +35,7 @@ from fxrazor.trace.copying import copy_module
 from fxrazor.trace.graph_module import build_graph_module
 from fxrazor.trace.meta_shapes import LayerShape
 from fxrazor.trace.shapes import propagate_shapes
+from fxrazor.trace.torch_blocks import TRACED_TORCH_BLOCKS, mha_fastpath_disabled
 
 __all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs",
            "KnownLayer", "lookup_by_type", "lookup_type"]
@@ -149,6 +150,8 @@ class FxRazorTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.leaf_names:
             return True
+        if type(m) in TRACED_TORCH_BLOCKS:  # fx keeps every torch.nn module whole
+            return False
         if self.leaf_types and isinstance(m, self.leaf_types):
             return True
         if lookup_by_type(self.known_layers, m) is not None:
@@ -285,7 +288,8 @@ def _trace_with_fallback(
         tracer = FxRazorTracer(leaf_types, leaf_names | set(opaque), known_layers,
                                expand_block)
         try:
-            graph = tracer.trace(model, concrete_args=concrete_args or None)
+            with mha_fastpath_disabled():
+                graph = tracer.trace(model, concrete_args=concrete_args or None)
         except _TRACE_FAILURES as e:
             name = getattr(e, "_fxrazor_module", "")
             if not name or name in opaque:
