@@ -42,6 +42,7 @@ from fxrazor.mutators.nas_mutator import (
     VALUE_RECORD,
     NasMutator,
     check_sample_mode,
+    hold_value_mutables,
     unknown_keys_error,
 )
 from fxrazor.ops import Binding, DynamicOp, Selection, SizeCounter
@@ -95,6 +96,8 @@ class Supernet(nn.Module):
         analysis: the channel analysis (units, pinned groups and why).
         arch_param_dict: the arch params of the differentiable op mutables (see
             :meth:`arch_params`); empty when there are none.
+        value_mutable_dict: the recorded value mutables as submodules (see
+            :meth:`sync_value_modules`); absent while none are recorded.
     """
 
     def __init__(self, graph_module: fx.GraphModule, units: list[MutableChannelUnit],
@@ -221,7 +224,13 @@ class Supernet(nn.Module):
             nas.prepare_from_supernet(self, record, [u.name for u in self.every_unit()])
             nas.prepare_arch_params(self.arch_param_dict)
             self.__dict__["_fxr_nas_mutator"] = nas
+            self.sync_value_modules()
         return cast(NasMutator, nas)
+
+    def sync_value_modules(self) -> None:
+        """Hold the recorded value mutables as submodules, ``value_mutable_dict`` (see
+        :func:`~fxrazor.mutators.nas_mutator.hold_value_mutables`); value binding calls it."""
+        hold_value_mutables(self)
 
     def arch_params(self) -> nn.ParameterDict:
         """The architecture parameters: one per search group of differentiable op mutables,

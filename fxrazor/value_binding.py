@@ -192,8 +192,9 @@ def bind_value(supernet: Supernet, target: str, attr: str, mutable: BaseMutable)
         op = DYNAMIC_CONVS[type(layer)].from_static(layer)
         cast(DynamicConvNd, op).register_mutable_attr(attr, mutable, key)
         supernet.replace_layer(target, cast(nn.Module, op))
-    supernet.__dict__.setdefault(REGISTRY, {})[key] = mutable  # plain: not a submodule
+    supernet.__dict__.setdefault(REGISTRY, {})[key] = mutable  # the mutators' record
     logger.debug("bound %s to %r", key, mutable)
+    supernet.sync_value_modules()  # the module walk of export/load_fix_subnet sees it
     return key
 
 
@@ -353,8 +354,9 @@ def bind_unit(supernet: Supernet, unit_name: str, mutable: BaseMutable, attr: st
     unit.mutable_channel = channel  # type: ignore[assignment]
     channel.name = unit.name
     unit.__dict__["driven_by"] = mutable
-    supernet.__dict__.setdefault(REGISTRY, {})[key] = mutable  # plain: not a submodule
+    supernet.__dict__.setdefault(REGISTRY, {})[key] = mutable  # the mutators' record
     logger.debug("bound unit %s to %r", key, mutable)
+    supernet.sync_value_modules()  # the module walk of export/load_fix_subnet sees it
     return key
 
 
@@ -390,4 +392,5 @@ def unbind(supernet: Supernet, key: str) -> None:
         if isinstance(layer, DynamicConvNd):
             layer.register_mutable_attr(attr, None)
     del registry[key]
+    supernet.sync_value_modules()  # the module walk of export/load_fix_subnet sees it
     supernet._last_mask = None  # push every selection again on the next forward

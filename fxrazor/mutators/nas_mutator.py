@@ -28,11 +28,13 @@ import torch
 from torch import nn
 
 from fxrazor.errors import FxRazorError, InvalidChoiceError, UnknownUnitError
+from fxrazor.mutables.derived_mutable import DerivedMutable
 from fxrazor.mutables.mutable_module import DiffMutableModule
 from fxrazor.mutators.choice_rules import SAMPLE_MODES, extreme_choice, random_choice
 from fxrazor.mutators.groups import SearchGroup, build_search_groups, param_name
 
-__all__ = ["NasMutator", "DiffModuleMutator", "check_sample_mode", "unknown_keys_error"]
+__all__ = ["NasMutator", "DiffModuleMutator", "check_sample_mode", "unknown_keys_error",
+           "hold_value_mutables"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,38 @@ def unknown_keys_error(unknown: list[str], valid: list[str], hints: Mapping[str,
     return UnknownUnitError(
         f"unknown choice keys {unknown}; valid keys are {shown}"
         + (f" ({'; '.join(notes)}: use the group's key)" if notes else ""))
+
+
+def hold_value_mutables(model: nn.Module) -> None:
+    """Hold the value mutables recorded on ``model`` (``__dict__['_fxr_value_mutables']``)
+    as its submodules under ``value_mutable_dict``, so a walk over the modules finds them:
+    ``export_fix_subnet``/``load_fix_subnet`` in ``'mutable'`` mode (MMRazor's value
+    mutables are submodules of their dynamic ops). The record stays what the mutators
+    read; the dict only mirrors it.
+
+    One entry per mutable object, under its first key with dots as ``:``; derived
+    mutables are left out (as from the choices: they follow their sources). Value
+    mutables hold no tensors, so ``state_dict()`` does not change. With an empty record
+    the dict is removed.
+
+    Example:
+        >>> from fxrazor.mutables.mutable_value import OneShotMutableValue
+        >>> model, kernel = nn.Linear(2, 2), OneShotMutableValue([3, 5])
+        >>> model.__dict__[VALUE_RECORD] = {"a.k": kernel, "b.k": kernel}
+        >>> hold_value_mutables(model)
+        >>> list(model.value_mutable_dict), model.state_dict().keys() == {"weight", "bias"}
+        (['a:k'], True)
+    """
+    held: dict[str, nn.Module] = {}
+    for key, mutable in (model.__dict__.get(VALUE_RECORD) or {}).items():
+        if isinstance(mutable, nn.Module) and not isinstance(mutable, DerivedMutable) \
+                and all(m is not mutable for m in held.values()):
+            held[param_name(key)] = mutable
+    current = model._modules.get("value_mutable_dict")
+    if not held:
+        model._modules.pop("value_mutable_dict", None)
+    elif not isinstance(current, nn.ModuleDict) or list(current.items()) != list(held.items()):
+        model._modules["value_mutable_dict"] = nn.ModuleDict(held)
 
 
 class NasMutator:

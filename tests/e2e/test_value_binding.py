@@ -76,13 +76,18 @@ def test_head_counts_mlp_ratios_and_embedding_dim(encoder, one_thread) -> None:
         assert bind_unit(sn, head_units[i], heads[i], attr="heads") == f"{head_units[i]}.heads"
         bind_unit(sn, f"blocks.{i}.fc1", mlp[i], attr="mlp_ratio", scale=D)
     bind_unit(sn, "emb", embed, attr="embed_dim")
-    assert sn.units == [] and sn.choices() == {}
+    # the bound units leave the units; the supernet's choices are the values now, each at
+    # its default, the largest choice (OneShotMutableValue, as MMRazor)
+    assert sn.units == []
+    assert sn.choices() == {f"{h}.heads": 4 for h in head_units} | {
+        "blocks.0.fc1.mlp_ratio": 2.0, "blocks.1.fc1.mlp_ratio": 2.0, "emb.embed_dim": 16}
     assert sorted(value_mutables(sn)) == sorted(
         [f"{h}.heads" for h in head_units] + ["blocks.0.fc1.mlp_ratio",
                                               "blocks.1.fc1.mlp_ratio", "emb.embed_dim"])
 
     # hand oracle: dropping heads h.. equals zeroing their columns of the output projection
-    heads[0].current_choice, heads[1].current_choice = 3, 1
+    sn.set_choices({f"{head_units[0]}.heads": 3, f"{head_units[1]}.heads": 1})
+    assert [h.current_choice for h in heads] == [3, 1]
     zeroed = copy.deepcopy(model)
     with torch.no_grad():
         for block, h in zip(zeroed.blocks, (3, 1), strict=True):
@@ -120,6 +125,43 @@ def test_one_mutable_under_two_keys_and_a_deep_copy() -> None:
     assert [twin_frozen.get_submodule(t).kernel_size for t in "12"] == [(5, 5)] * 2
     twin_kernel = value_mutables(twin)["1.kernel_size"]
     assert twin_kernel is value_mutables(twin)["2.kernel_size"] and twin_kernel is not kernel
+    assert twin.value_mutable_dict["1:kernel_size"] is twin_kernel  # one entry, the copy's
+    assert list(twin.value_mutable_dict) == ["1:kernel_size"]
+
+
+def _bound_net() -> tuple[fxrazor.Supernet, OneShotMutableValue, OneShotMutableValue]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 5, padding=2, groups=8),
+                          nn.Conv2d(8, 4, 1))
+    sn = fxrazor.convert(model, torch.randn(1, 3, 6, 6))
+    kernel, width = OneShotMutableValue([3, 5]), OneShotMutableValue([4, 8])
+    bind_value(sn, "1", "kernel_size", kernel)
+    bind_unit(sn, "0", width)
+    return sn, kernel, width
+
+
+def test_bound_values_travel_in_the_exported_subnet() -> None:
+    sn, kernel, width = _bound_net()
+    weights = set(sn.state_dict())
+    kernel.current_choice, width.current_choice = 3, 4
+    config, _ = fxrazor.export_fix_subnet(sn)
+    assert config["value_mutable_dict.1:kernel_size"] == {"chosen": 3,
+                                                          "meta": {"all_choices": [3, 5]}}
+    assert config["value_mutable_dict.0:width"]["chosen"] == 4
+    twin, twin_kernel, twin_width = _bound_net()  # the same weights, its own mutables
+    fxrazor.load_fix_subnet(twin, config)
+    assert (twin_kernel.current_choice, twin_width.current_choice) == (3, 4)
+    assert twin_kernel.is_fixed and twin.choices() == {}
+    frozen = fxrazor.freeze(twin)
+    assert frozen.get_submodule("1").kernel_size == (3, 3)
+    assert frozen.get_submodule("0").out_channels == 4
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), sn(x))
+    unbind(sn, "1.kernel_size")
+    assert list(sn.value_mutable_dict) == ["0:width"]
+    unbind(sn, "0.width")
+    assert "value_mutable_dict" not in sn._modules and set(sn.state_dict()) == weights
 
 
 def test_a_conv_without_units_becomes_dynamic_when_bound() -> None:

@@ -20,7 +20,11 @@ __all__ = ["SearchNet", "search_supernet", "KEYS"]
 
 # The keys of SearchNet's supernet choices, in their order: units (graph order), op
 # mutables (module order, an alias group at its first member), values (record order).
-KEYS = ["stem", "expand", "shared", "solo", "dop", "route", "solo.kernel_size", "head.width"]
+# 'project' is a unit because convert traces through the op mutables: project's 8 output
+# channels pass every block unchanged (the 'id'/'pool'/'skip' candidates), so they form
+# one unit with the in- and out-channels of every conv candidate and head's input.
+KEYS = ["stem", "expand", "project", "shared", "solo", "dop", "route", "solo.kernel_size",
+        "head.width"]
 
 
 def _shared_candidates() -> dict[str, nn.Module]:
@@ -72,4 +76,5 @@ def search_supernet(seed: int = 0) -> tuple[Supernet, torch.Tensor]:
     width = OneShotMutableValue([4, 8])
     sn.__dict__["_fxr_value_mutables"] = {"solo.kernel_size": kernel, "head.width": width,
                                           "dop.kernel_size": kernel}
+    sn.sync_value_modules()  # as value binding does after each bind
     return sn, x

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from search_models import search_supernet
+from search_models import SearchNet, search_supernet
 from torch import nn
 
 import fxrazor
@@ -21,6 +21,28 @@ def test_one_param_per_group_bound_to_its_block() -> None:
         block = sn.graph_module.get_submodule(key)
         assert block.__dict__["_bound_arch_param"] is params[key]
         assert sn.nas_mutator.arch_param(key) is params[key]
+        # SearchNet binds zeros before convert: the supernet's param starts as their copy
+        assert torch.equal(params[key].detach(), torch.zeros(3))
+
+
+def test_new_arch_params_copy_the_models_alphas_else_start_small_and_random() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 6)
+    model = SearchNet()
+    alphas = torch.tensor([0.5, -1.0, 2.0])
+    model.dop.set_forward_args(alphas)
+    sn = fxrazor.convert(model, x)
+    params = sn.arch_params()
+    assert torch.equal(params["dop"].detach(), torch.tensor([0.5, -1.0, 2.0]))
+    with torch.no_grad():
+        torch.testing.assert_close(sn(x), model(x))  # the model's function, unchanged
+        params["dop"].add_(1.0)
+    assert torch.equal(alphas, torch.tensor([0.5, -1.0, 2.0]))  # a copy, not the user's
+    bare = SearchNet()
+    for key in ("dop", "route"):  # no alphas bound: the blocks run every candidate
+        del bare.get_submodule(key).__dict__["_bound_arch_param"]
+    params = fxrazor.convert(bare, x).arch_params()
+    for key in ("dop", "route"):
         assert 0 < float(params[key].detach().abs().max()) < 1e-2  # 1e-3 * randn, as MMRazor
 
 

@@ -129,11 +129,31 @@ def test_value_without_order_has_no_max() -> None:
 def test_subnet_config_round_trip_with_op_and_value_choices() -> None:
     sn, x = search_supernet()
     sn.set_choices({"stem": 3, "shared": "id", "route": ["conv", "pool"], "head.width": 4})
-    config = fxrazor.export_fix_subnet(sn)
-    assert config["shared"] == {"choice": "id", "all_choices": ["conv3x3", "conv1x1", "id"]}
+    config, static = fxrazor.export_fix_subnet(sn)  # MMRazor's (fix_subnet, static_model)
+    assert static is None  # no slice_weight
+    # MMRazor's 'mutable' form: an alias group under its alias, other mutables under their
+    # module path; the value mutables under the supernet's value_mutable_dict, one entry
+    # for the kernel recorded under two keys
+    assert config["shared"] == {"chosen": "id",
+                                "meta": {"all_choices": ["conv3x3", "conv1x1", "id"]}}
+    assert config["graph_module.route"] == {
+        "chosen": ["conv", "pool"], "meta": {"all_choices": ["skip", "conv", "pool"]}}
+    assert config["value_mutable_dict.head:width"] == {"chosen": 4,
+                                                       "meta": {"all_choices": [4, 8]}}
+    assert config["value_mutable_dict.solo:kernel_size"]["chosen"] == 7
+    assert "value_mutable_dict.dop:kernel_size" not in config
     other, _ = search_supernet(1)
     fxrazor.load_fix_subnet(other, config)
-    assert other.choices() == sn.choices()
+    # loading fixes every choice (MMRazor): nothing is left to search
+    assert other.choices() == {}
+    gm = other.graph_module
+    assert [u.activated_channels for u in other.all_units] == [3, 16, 8]
+    assert [gm.get_submodule(p).current_choice for p in ("op1", "op2", "solo", "dop")] == [
+        "id", "id", "pool", "id"]
+    assert gm.route.current_choice == ["conv", "pool"] and gm.route.is_fixed
+    values = other.__dict__["_fxr_value_mutables"]
+    assert values["head.width"].current_choice == 4 and values["head.width"].is_fixed
+    assert values["solo.kernel_size"].current_choice == 7
     del config["shared"]
     with pytest.raises(SubnetConfigError, match="'shared'"):
-        fxrazor.load_fix_subnet(other, config)
+        fxrazor.load_fix_subnet(search_supernet(2)[0], config)

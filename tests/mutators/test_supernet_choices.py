@@ -25,7 +25,8 @@ def _gm(sn, path):
 def test_keys_and_order_are_stable() -> None:
     sn, _ = search_supernet(0)
     assert list(sn.choices()) == KEYS
-    assert sn.choices() == {"stem": 8, "expand": 16, "shared": "conv3x3", "solo": "pool",
+    assert sn.choices() == {"stem": 8, "expand": 16, "project": 8, "shared": "conv3x3",
+                            "solo": "pool",
                             "dop": "id", "route": ["skip", "conv"], "solo.kernel_size": 7,
                             "head.width": 8}
     other, _ = search_supernet(1)  # another run, other weights: the same keys, same order
@@ -36,11 +37,11 @@ def test_keys_and_order_are_stable() -> None:
 def test_set_choices_applies_everything() -> None:
     sn, x = search_supernet()
     kernel = sn.__dict__["_fxr_value_mutables"]["solo.kernel_size"]
-    new = {"stem": 5, "expand": 9, "shared": "conv1x1", "solo": "conv", "dop": "relu",
-           "route": ["conv", "pool"], "solo.kernel_size": 3, "head.width": 4}
+    new = {"stem": 5, "expand": 9, "project": 6, "shared": "conv1x1", "solo": "conv",
+           "dop": "relu", "route": ["conv", "pool"], "solo.kernel_size": 3, "head.width": 4}
     sn.set_choices(new)
     assert sn.choices() == new
-    assert [u.activated_channels for u in sn.units] == [5, 9]
+    assert [u.activated_channels for u in sn.units] == [5, 9, 6]
     assert _gm(sn, "op1").current_choice == _gm(sn, "op2").current_choice == "conv1x1"
     assert _gm(sn, "solo").current_choice == "conv"
     assert _gm(sn, "route").current_choice == ["conv", "pool"]
@@ -86,7 +87,7 @@ def test_bad_op_choice_names_the_mutable_and_changes_nothing() -> None:
     with pytest.raises(InvalidChoiceError, match=r"'route'.*DiffChoiceRoute.*duplicates"):
         sn.set_choices({"dop": "conv", "route": ["skip", "skip"]})
     assert sn.choices() == before
-    assert [u.activated_channels for u in sn.units] == [8, 16]
+    assert [u.activated_channels for u in sn.units] == [8, 16, 8]
 
 
 def test_unknown_keys_name_the_valid_ones() -> None:
@@ -140,7 +141,8 @@ def test_fixed_mutables_are_left_out() -> None:
     kernel.fix_chosen(5)
     _gm(sn, "solo").fix_chosen("conv")
     sn.prepare_mutators()  # op mutables are found when the mutators are prepared
-    assert list(sn.choices()) == ["stem", "expand", "shared", "dop", "route", "head.width"]
+    assert list(sn.choices()) == ["stem", "expand", "project", "shared", "dop", "route",
+                                  "head.width"]
 
 
 def test_sample_choices_max_min() -> None:
@@ -151,10 +153,10 @@ def test_sample_choices_max_min() -> None:
     # ops: most / fewest parameters (conv3x3 > conv1x1 > id; conv > pool); differentiable
     # ops: the argmax of the arch param for both, a route's two best edges in edge order
     assert sn.sample_choices("max") == {
-        "stem": 8, "expand": 16, "shared": "conv3x3", "solo": "conv", "dop": "relu",
+        "stem": 8, "expand": 16, "project": 8, "shared": "conv3x3", "solo": "conv", "dop": "relu",
         "route": ["skip", "pool"], "solo.kernel_size": 7, "head.width": 8}
     assert sn.sample_choices("min") == {
-        "stem": 1, "expand": 1, "shared": "id", "solo": "pool", "dop": "relu",
+        "stem": 1, "expand": 1, "project": 1, "shared": "id", "solo": "pool", "dop": "relu",
         "route": ["skip", "pool"], "solo.kernel_size": 3, "head.width": 4}
     sn.nas_mutator.set_max_choices()
     assert sn.choices()["shared"] == "conv3x3" and sn.choices()["head.width"] == 8
