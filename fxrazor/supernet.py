@@ -322,8 +322,11 @@ class Supernet(nn.Module):
         return torch.cat([*masks, torch.ones(1, dtype=torch.bool)])
 
     def sync(self) -> None:
-        """Push the units' current masks into every dynamic op and size literal."""
+        """Push the units' current masks into every dynamic op and size literal (every
+        channel kept inside :meth:`full_width`)."""
         mask = self.current_mask()
+        if self.__dict__.get("_fxr_full_depth", 0):
+            mask = torch.ones_like(mask)
         if self._last_mask is None or not torch.equal(mask, self._last_mask):
             self._push(mask)
 
@@ -337,12 +340,29 @@ class Supernet(nn.Module):
 
     @contextlib.contextmanager
     def full_width(self) -> Iterator[None]:
-        """Run the graph at full width inside the block, whatever the units' choices."""
-        self._push(torch.ones_like(self.current_mask()))
+        """Run at full width inside the block (the supernet's forward and its graph
+        module's), whatever the units' choices; the choices themselves are untouched.
+        Searched kernel sizes and op choices stay as chosen.
+
+        Example:
+            >>> import torch, fxrazor
+            >>> from torch import nn
+            >>> sn = fxrazor.convert(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)),
+            ...                      torch.randn(1, 4))
+            >>> sn.set_choices({"0": 3})
+            >>> with sn.full_width():
+            ...     sn.graph_module.get_submodule("1").to_static().in_features
+            8
+            >>> sn.choices()
+            {'0': 3}
+        """
+        self.__dict__["_fxr_full_depth"] = self.__dict__.get("_fxr_full_depth", 0) + 1
+        self.sync()
         try:
             yield
         finally:
-            self._push(self.current_mask())
+            self.__dict__["_fxr_full_depth"] -= 1
+            self.sync()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         self.sync()

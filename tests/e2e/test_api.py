@@ -323,3 +323,19 @@ def test_garbage_from_before_a_convert_is_still_collected_by_young_collections()
     gc.collect(1)  # the young generations only
     assert gone() is None
 
+
+
+def test_full_width_holds_for_the_supernets_own_forward() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    sn = fxrazor.convert(model, x)
+    sn.set_choices({"0": 3})
+    pruned = sn(x)
+    with sn.full_width():
+        torch.testing.assert_close(sn(x), model(x))  # forward re-syncs: still full
+        with sn.full_width():  # nested blocks keep it full
+            torch.testing.assert_close(sn(x), model(x))
+        torch.testing.assert_close(sn(x), model(x))
+    torch.testing.assert_close(sn(x), pruned)  # the choices were never changed
+    assert sn.choices() == {"0": 3}
