@@ -21,14 +21,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, cast
 
-import numpy as np
 import torch
 from torch import fx, nn
 
-from fxrazor.analysis.result import ChannelAnalysis, Slot
+from fxrazor.analysis.result import ChannelAnalysis
 from fxrazor.errors import (
     FxRazorError,
     InvalidArgumentError,
@@ -36,6 +34,7 @@ from fxrazor.errors import (
     SubnetConfigError,
     UnknownUnitError,
 )
+from fxrazor.layers.weights import UnitMember
 from fxrazor.mutables.channel_unit import MutableChannelUnit
 from fxrazor.mutators.channel_mutator import ChannelMutator
 from fxrazor.mutators.nas_mutator import (
@@ -60,30 +59,6 @@ def _selection(kept: torch.Tensor) -> Selection:
     if idx.numel() and int(idx[-1]) - int(idx[0]) + 1 == idx.numel():
         return slice(int(idx[0]), int(idx[-1]) + 1)
     return idx
-
-
-@dataclass(frozen=True)
-class UnitMember:
-    """One slot of a unit in a supernet: a layer's role, or a dim of a parameter.
-
-    Attributes:
-        slot: the slot (``target``, ``role``: ``out``/``in``/``channels``/``dim<k>``).
-        module: the layer at ``slot.target`` (its dynamic op), or None for a parameter.
-        positions: a (num_channels, r) array: unit channel k is positions
-            ``positions[k]`` of the slot.
-    """
-
-    slot: Slot
-    module: nn.Module | None
-    positions: np.ndarray
-
-    @property
-    def target(self) -> str:
-        return self.slot.target
-
-    @property
-    def role(self) -> str:
-        return self.slot.role
 
 
 class Supernet(nn.Module):

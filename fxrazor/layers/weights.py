@@ -29,7 +29,7 @@ from fxrazor.analysis.result import Slot, UnitSpec
 from fxrazor.layers.records import LAYERS, LayerRecord
 from fxrazor.trace.tracer import lookup_by_type
 
-__all__ = ["ProducerWeight", "UnitWeights"]
+__all__ = ["ProducerWeight", "UnitWeights", "UnitMember"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,28 @@ class UnitWeights:
             raise KeyError(f"no layer record says where '{slot.target}' keeps its "
                            f"{slot.role!r} channels")
         return record.channel_dims[slot.role]
+
+
+@dataclass(frozen=True)
+class UnitMember:
+    """One slot of a unit in a supernet, with the layer now at it
+    (``Supernet.unit_members``): a layer's role, or a dim of a parameter.
+
+    Attributes:
+        slot: the slot (``target``, ``role``: ``out``/``in``/``channels``/``dim<k>``).
+        module: the layer at ``slot.target`` (its dynamic op), or None for a parameter.
+        positions: a (num_channels, r) array: unit channel k is positions
+            ``positions[k]`` of the slot.
+    """
+
+    slot: Slot
+    module: nn.Module | None
+    positions: np.ndarray
+
+    @property
+    def target(self) -> str:
+        return self.slot.target
+
+    @property
+    def role(self) -> str:
+        return self.slot.role
