@@ -157,6 +157,11 @@ class MutableChannelUnit(LightModule):
     @current_choice.setter
     def current_choice(self, choice: Any) -> None:
         self.mutable_channel.current_choice = choice
+        self._choice_set()
+
+    def _choice_set(self) -> None:
+        """Called after every width set through the unit: a unit whose state follows the
+        width (L1's ranking, DMCP's sample mode) updates it here."""
 
     @property
     def current_mask(self) -> torch.Tensor:

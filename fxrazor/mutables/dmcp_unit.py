@@ -174,13 +174,7 @@ class DMCPChannelUnit(SequentialMutableChannelUnit):
         return self.min_channels + self.group_size * self.marginal_probs().sum()
 
     # ---- choices -----------------------------------------------------------------------------
-    @property
-    def current_choice(self) -> Any:
-        return self.mutable_channel.current_choice
-
-    @current_choice.setter
-    def current_choice(self, choice: Any) -> None:
-        self.mutable_channel.current_choice = choice
+    def _choice_set(self) -> None:
         self.sample_mode = None  # a width set by hand is no sample of the chain
 
     def _as_choice(self, count: int) -> int | float:

@@ -195,13 +195,7 @@ class L1MutableChannelUnit(SequentialMutableChannelUnit):
         return torch.zeros(self.num_channels) if score is None else score
 
     # ---- choice and mask ------------------------------------------------------------------
-    @property
-    def current_choice(self) -> Any:
-        return self.mutable_channel.current_choice
-
-    @current_choice.setter
-    def current_choice(self, choice: Any) -> None:
-        self.mutable_channel.current_choice = choice
+    def _choice_set(self) -> None:
         self.refresh()  # the ranking is made now, from the weights as they are now
 
     def refresh(self) -> None:

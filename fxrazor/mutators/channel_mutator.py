@@ -23,12 +23,13 @@ from torch import nn
 
 from fxrazor.errors import FxRazorError, InvalidChoiceError, UnsupportedModelError
 from fxrazor.mutables.channel_unit import MutableChannelUnit
+from fxrazor.mutators.base import MutatorExtremes
 from fxrazor.mutators.nas_mutator import check_sample_mode, unknown_keys_error
 
 __all__ = ["ChannelMutator", "OneShotChannelMutator"]
 
 
-class ChannelMutator:
+class ChannelMutator(MutatorExtremes):
     """Choices of the channel units of a supernet built by ``fxrazor.convert``.
 
     Plain Python (not a module): it reads the supernet's own ``all_units``, so the units
@@ -82,20 +83,6 @@ class ChannelMutator:
         if kind == "random":
             return {u.name: u.sample_choice() for u in self.mutable_units}
         return {u.name: getattr(u, f"{kind}_choice") for u in self.mutable_units}
-
-    @property
-    def max_choices(self) -> dict[str, Any]:
-        return self.sample_choices("max")
-
-    @property
-    def min_choices(self) -> dict[str, Any]:
-        return self.sample_choices("min")
-
-    def set_max_choices(self) -> None:
-        self.set_choices(self.max_choices)
-
-    def set_min_choices(self) -> None:
-        self.set_choices(self.min_choices)
 
     def snapshot(self) -> list[tuple[MutableChannelUnit, Any]]:
         """Every settable unit's current choice, for :meth:`restore`."""

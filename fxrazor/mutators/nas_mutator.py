@@ -30,6 +30,7 @@ from torch import nn
 from fxrazor.errors import FxRazorError, InvalidChoiceError, UnknownUnitError
 from fxrazor.mutables.derived_mutable import DerivedMutable
 from fxrazor.mutables.mutable_module import DiffMutableModule
+from fxrazor.mutators.base import MutatorExtremes
 from fxrazor.mutators.choice_rules import SAMPLE_MODES, extreme_choice, random_choice
 from fxrazor.mutators.groups import SearchGroup, build_search_groups, param_name
 
@@ -91,7 +92,7 @@ def hold_value_mutables(model: nn.Module) -> None:
         model._modules["value_mutable_dict"] = nn.ModuleDict(held)
 
 
-class NasMutator:
+class NasMutator(MutatorExtremes):
     """Search groups of op mutables (``MutableModule``) and value mutables, with MMRazor's
     ``NasMutator`` method names; plain Python (not a module), so a supernet can hold one
     without registering its mutables twice.
@@ -237,22 +238,6 @@ class NasMutator:
         if kind == "random":
             return {g.key: random_choice(g, self._param_of(g)) for g in self.groups}
         return {g.key: extreme_choice(g, kind, self._param_of(g)) for g in self.groups}
-
-    @property
-    def max_choices(self) -> dict[str, Any]:
-        """``sample_choices('max')``."""
-        return self.sample_choices("max")
-
-    @property
-    def min_choices(self) -> dict[str, Any]:
-        """``sample_choices('min')``."""
-        return self.sample_choices("min")
-
-    def set_max_choices(self) -> None:
-        self.set_choices(self.max_choices)
-
-    def set_min_choices(self) -> None:
-        self.set_choices(self.min_choices)
 
     def snapshot(self) -> list[tuple[Any, Any]]:
         """Every member's current choice, for :meth:`restore`."""
