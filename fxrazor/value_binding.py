@@ -47,17 +47,15 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Callable
-from numbers import Real
 from typing import TYPE_CHECKING, Any, cast
 
-import torch
 from torch import nn
 
 from fxrazor.errors import FxRazorError, InvalidArgumentError, InvalidChoiceError
 from fxrazor.mutables.base import BaseMutable
 from fxrazor.mutables.derived_mutable import DerivedMutable
-from fxrazor.mutables.mutable_channel import BaseMutableChannel
+from fxrazor.mutables.value_channel import ValueDrivenChannel, width_of
+from fxrazor.mutators.groups import build_search_groups
 from fxrazor.ops.conv import DYNAMIC_CONVS, DynamicConvNd
 from fxrazor.ops.kernel import kernel_plan
 
@@ -186,6 +184,7 @@ def bind_value(supernet: Supernet, target: str, attr: str, mutable: BaseMutable)
         raise InvalidArgumentError(
             f"bind_value({key!r}, {mutable!r}): {e}; choose values the layer can take, or "
             f"bind another layer") from e
+    _check_alias(supernet, key, mutable)
     if isinstance(layer, DynamicConvNd):
         layer.register_mutable_attr(attr, mutable, key)
     else:  # a layer no unit touched is still static: put its dynamic op in
@@ -207,83 +206,6 @@ def _check_kernel(conv: nn.modules.conv._ConvNd, value: Any) -> None:
 
 
 # ---- units ----------------------------------------------------------------------------------
-class ValueDrivenChannel(BaseMutableChannel):
-    """The channel mutable of a unit bound to a value mutable: it keeps the first
-    ``driven_by.current_choice * scale`` channels (read at each use) and cannot be set.
-
-    It reports ``is_fixed`` (the unit has no choice of its own, so its ``is_mutable`` is
-    False); the unit's own rules still apply to the count (an L1 unit keeps its most
-    important channels, a divisor rounds).
-
-    Example:
-        >>> from fxrazor.mutables.mutable_value import OneShotMutableValue
-        >>> heads = OneShotMutableValue([2, 4])
-        >>> channel = ValueDrivenChannel(4, heads, "attn.heads")
-        >>> heads.current_choice = 2
-        >>> channel.current_mask.tolist(), channel.is_fixed
-        ([True, True, False, False], True)
-    """
-
-    driven_by: BaseMutable  # a plain attribute (see __init__)
-
-    def __init__(self, num_channels: int, driven_by: BaseMutable, key: str, scale: int = 1,
-                 choice_mode: str = "number") -> None:
-        super().__init__(num_channels)
-        self.__dict__["driven_by"] = driven_by  # a reference, not a submodule
-        self.key, self.scale, self.choice_mode = key, scale, choice_mode
-
-    def kept(self) -> int:
-        """Channels kept now: the mutable's value times ``scale``, checked."""
-        return _width(self.driven_by.current_choice, self.scale, self.num_channels, lambda:
-                      f"unit {self.name!r} ({self.num_channels} channels) driven by "
-                      f"{self.driven_by!r}")
-
-    @property
-    def current_choice(self) -> int | float:
-        kept = self.kept()
-        return kept if self.choice_mode == "number" else kept / self.num_channels
-
-    @current_choice.setter
-    def current_choice(self, choice: Any) -> None:
-        if choice != self.current_choice:
-            raise InvalidChoiceError(
-                f"unit {self.name!r} follows {self.driven_by!r} ({self.key}); set that "
-                f"mutable's current_choice instead of the unit's")
-
-    @property
-    def current_mask(self) -> torch.Tensor:
-        return torch.arange(self.num_channels) < self.kept()
-
-    @property
-    def activated_channels(self) -> int:
-        return self.kept()
-
-    @property  # type: ignore[override]
-    def is_fixed(self) -> bool:
-        return True
-
-    @is_fixed.setter
-    def is_fixed(self, value: bool) -> None:
-        if not value:
-            raise InvalidChoiceError(
-                f"a unit driven by {self.driven_by!r} has no choice of its own; "
-                f"unbind it to search it again")
-
-
-def _width(value: Any, scale: int, num_channels: int, where: Callable[[], str]) -> int:
-    """``value * scale`` as a count of channels, checked; ``where()`` (built only on an
-    error: this runs at every forward) names the unit and the mutable."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise InvalidChoiceError(f"{where()}: a width must be a number, got {value!r}")
-    number: Any = value * scale  # Any: numbers.Real does not promise int() to type checkers
-    if int(number) != number or not 1 <= number <= num_channels:
-        shown = f"{value!r} * {scale} = {number!r}" if scale != 1 else repr(value)
-        raise InvalidChoiceError(
-            f"{where()}: width {shown} is not a whole number of channels in [1, "
-            f"{num_channels}]; choose values within the unit")
-    return int(number)
-
-
 def bind_unit(supernet: Supernet, unit_name: str, mutable: BaseMutable, attr: str = "width",
               scale: int = 1) -> str:
     """Make unit ``unit_name`` keep ``mutable.current_choice * scale`` of its channels.
@@ -345,8 +267,9 @@ def bind_unit(supernet: Supernet, unit_name: str, mutable: BaseMutable, attr: st
     where = f"bind_unit({key!r}): unit {unit_name!r} ({unit.num_channels} channels) " \
             f"driven by {mutable!r}"
     for value in _possible_values(mutable):
-        _width(value, scale, unit.num_channels, lambda: where)
+        width_of(value, scale, unit.num_channels, lambda: where)
     old = unit.mutable_channel
+    _check_alias(supernet, key, mutable, leaving=unit.name)
     channel = ValueDrivenChannel(unit.num_channels, mutable, key, scale,
                                  getattr(old, "choice_mode", "number"))
     channel.__dict__["replaced"] = old  # put back by unbind
@@ -358,6 +281,15 @@ def bind_unit(supernet: Supernet, unit_name: str, mutable: BaseMutable, attr: st
     logger.debug("bound unit %s to %r", key, mutable)
     supernet.sync_value_modules()  # the module walk of export/load_fix_subnet sees it
     return key
+
+
+def _check_alias(supernet: Supernet, key: str, mutable: BaseMutable, leaving: str = "") -> None:
+    """Raise ``AliasConflictError`` before anything changes when ``mutable`` would join an
+    alias group it cannot share a choice with (other candidates, another kind), or take a
+    key that names something else."""
+    values = {**supernet.__dict__.get(REGISTRY, {}), key: mutable}
+    build_search_groups(supernet.graph_module, values,
+                        reserved=[u.name for u in supernet.units if u.name != leaving])
 
 
 def unbind(supernet: Supernet, key: str) -> None:

@@ -261,3 +261,19 @@ def test_a_value_out_of_range_at_forward_names_the_unit(small) -> None:
     holder["width"] = 12
     with pytest.raises(FxRazorError, match=r"unit '0' \(8 channels\) driven by"):
         sn(x)
+
+
+def test_a_value_alias_that_cannot_share_a_choice_is_refused_at_bind_time() -> None:
+    from fxrazor.errors import AliasConflictError
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 5, padding=2),
+                          nn.Conv2d(4, 4, 5, padding=2))
+    sn = fxrazor.convert(model, torch.randn(1, 3, 6, 6))
+    fxrazor.bind_value(sn, "1", "kernel_size", OneShotMutableValue([3, 5], alias="k"))
+    layer = sn.graph_module.get_submodule("2")
+    with pytest.raises(AliasConflictError, match="'k'"):
+        fxrazor.bind_value(sn, "2", "kernel_size", OneShotMutableValue([1, 5], alias="k"))
+    assert list(fxrazor.value_mutables(sn)) == ["1.kernel_size"]  # nothing changed
+    assert sn.graph_module.get_submodule("2") is layer
+    fxrazor.bind_value(sn, "2", "kernel_size", OneShotMutableValue([3, 5], alias="k"))
+    assert "k" in sn.choices()  # one shared choice for both kernels
