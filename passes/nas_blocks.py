@@ -38,6 +38,7 @@ __all__ = ["OP_TYPES", "op_branches", "op_expander", "with_candidates", "candida
 
 #: The op mutables traced branch by branch.
 OP_TYPES: tuple[type[nn.Module], ...] = (OneShotMutableOP, DiffMutableOP, DiffChoiceRoute)
+_IS_OP: dict[type, bool] = {}  # by module type: a subclass of OP_TYPES or not
 
 
 def candidate_dict(op: nn.Module) -> nn.ModuleDict:
@@ -49,12 +50,16 @@ def op_branches(module: nn.Module) -> list[Branch] | None:
     """The branches of an op mutable (None for any other module): every remaining
     candidate reads the block's input; a route's edge reads the input at its original
     position."""
+    kind = type(module)
+    is_op = _IS_OP.get(kind)
+    if is_op is None:  # isinstance against these ABCs is slow; tracing asks per module call
+        is_op = _IS_OP[kind] = issubclass(kind, OP_TYPES)
+    if not is_op:
+        return None
     if isinstance(module, DiffChoiceRoute):
         order = module._all_choices
         return [Branch(name, edge, order.index(name)) for name, edge in module._edges.items()]
-    if isinstance(module, OP_TYPES):
-        return [Branch(name, c, None) for name, c in candidate_dict(module).items()]
-    return None
+    return [Branch(name, c, None) for name, c in candidate_dict(module).items()]
 
 
 def op_expander(leaf_types: tuple[type, ...] = ()) -> BlockExpander:
