@@ -32,6 +32,7 @@ from fxrazor.rules.functions import (
     NAMED_FUNCTION_RULES,
     pointwise,
 )
+from fxrazor.trace.autograd_functions import ATTR_PREFIX, is_kept_function_call
 from fxrazor.trace.blocks import block_join
 from fxrazor.trace.tracer import TracedModel, lookup_by_type
 
@@ -86,6 +87,11 @@ class _Walk:
         if node.op == "call_function":
             rule = self.function_rules.get(node.target) \
                 or NAMED_FUNCTION_RULES.get(fn_name(node.target))
+        elif is_kept_function_call(node):  # a custom autograd Function, kept whole
+            name = str(cast(fx.Node, node.args[0]).target)[len(ATTR_PREFIX):].rstrip("_")
+            ctx.unknown_ops.append(f"autograd Function {name}")  # listed by the summary
+            return ctx.unknown(node, f"custom autograd Function {name} (kept as one call, so "
+                                     f"its own backward runs; give it a rule to prune through)")
         else:  # call_method: the target is the method's name
             rule = self.method_rules.get(cast(str, node.target))
         return rule(ctx, node) if rule is not None else ctx.unknown(node)

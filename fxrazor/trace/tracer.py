@@ -30,6 +30,7 @@ from torch import fx, nn
 from fxrazor.decompose import decompose_modules
 from fxrazor.errors import ExampleInputError, TraceFailedError, UnsupportedModelError
 from fxrazor.trace import module_trace
+from fxrazor.trace.autograd_functions import keep_autograd_functions
 from fxrazor.trace.blocks import BRANCH_KEY, BlockExpander, trace_block
 from fxrazor.trace.copying import copy_module
 from fxrazor.trace.graph_module import build_graph_module
@@ -288,8 +289,12 @@ def _trace_with_fallback(
         tracer = FxRazorTracer(leaf_types, leaf_names | set(opaque), known_layers,
                                expand_block)
         try:
-            with mha_fastpath_disabled():
+            # a Function's call is kept whole until the graph module holds its class
+            with mha_fastpath_disabled(), keep_autograd_functions(tracer, model):
                 graph = tracer.trace(model, concrete_args=concrete_args or None)
+                # containers take the model's mode; its layers keep theirs, as in the model
+                gm = build_graph_module(tracer.root, graph, type(model).__name__,
+                                        containers_follow_root=True)
         except _TRACE_FAILURES as e:
             name = getattr(e, "_fxrazor_module", "")
             if not name or name in opaque:
@@ -301,9 +306,7 @@ def _trace_with_fallback(
             opaque[name] = f"untraceable ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
             logger.info("tracing %s failed; keeping it as an opaque leaf", name)
             continue
-        # containers take the model's mode; its layers keep theirs, as in the model
-        return build_graph_module(tracer.root, graph, type(model).__name__,
-                                  containers_follow_root=True), opaque
+        return gm, opaque
     raise TraceFailedError(f"gave up tracing after {_MAX_RETRIES} opaque submodules")
 
 

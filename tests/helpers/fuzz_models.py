@@ -75,7 +75,7 @@ torch.fx.wrap("roll_channels")
 
 
 class _ReverseCumsum(torch.autograd.Function):
-    """A custom autograd op; symbolic tracing records the ops of its forward."""
+    """A custom autograd op; convert keeps it as one call (its channels pinned)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
