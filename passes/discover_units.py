@@ -89,8 +89,9 @@ class _Walk:
                 or NAMED_FUNCTION_RULES.get(fn_name(node.target))
         elif is_kept_function_call(node):  # a custom autograd Function, kept whole
             name = str(cast(fx.Node, node.args[0]).target)[len(ATTR_PREFIX):].rstrip("_")
-            ctx.unknown_ops.append(f"autograd Function {name}")  # listed by the summary
-            return ctx.unknown(node, f"custom autograd Function {name} (kept as one call, so "
+            ctx.unknown_ops.append(f"autograd Function {name} (node '{node.name}')")
+            return ctx.unknown(node, f"custom autograd Function {name} (node '{node.name}'; "
+                                     f"kept as one call, so "
                                      f"its own backward runs; give it a rule to prune through)")
         else:  # call_method: the target is the method's name
             rule = self.method_rules.get(cast(str, node.target))
