@@ -1,12 +1,10 @@
 """Channel units of specific pruning methods, one file each: L1-norm, slimmable, DCFF, DMCP.
 
 Example:
-    >>> import torch
-    >>> unit = L1MutableChannelUnit(4)
-    >>> unit.set_importance(torch.tensor([0.1, 3.0, 2.0, 0.5]))
-    >>> unit.current_choice = 2
-    >>> unit.current_mask.tolist()
-    [False, True, True, False]
+    >>> [cls.__name__ for cls in (L1MutableChannelUnit, SlimmableChannelUnit)]
+    ['L1MutableChannelUnit', 'SlimmableChannelUnit']
+    >>> DCFFChannelUnit(8).candidate_choices, DMCPChannelUnit(8).min_ratio
+    ([1.0], 0.5)
 """
 
 from fxrazor.mutables.dcff_unit import DCFFChannelUnit
