@@ -51,7 +51,7 @@ from fxrazor.passes.freeze import freeze as _freeze
 from fxrazor.passes.insert_dynamic_ops import insert_dynamic_ops
 from fxrazor.passes.nas_blocks import op_expander
 from fxrazor.supernet import Supernet
-from fxrazor.trace.tracer import trace_model
+from fxrazor.trace.capture import CAPTURE_MODES, capture_model
 
 __all__ = ["convert", "convert_", "freeze", "ConvertOptions", "UNIT_TYPES"]
 
@@ -83,6 +83,9 @@ class ConvertOptions:
         dynamic_ops: extra ``{static type: dynamic op type}`` entries.
         split_dims: ``"largest"`` prunes the largest dim of a split channel dim (attention
             head dims); ``"outer"`` prunes the outer one (whole attention heads).
+        capture: the front-end: ``"fx"`` (torch.fx symbolic tracing), ``"export"``
+            (non-strict ``torch.export``, e.g. Hugging Face models) or ``"auto"`` (fx, then
+            export where fx fails in the top-level forward); see ``fxrazor.trace.capture``.
 
     Example:
         >>> ConvertOptions(unit="l1").unit_type.__name__
@@ -102,6 +105,7 @@ class ConvertOptions:
     method_rules: Mapping[str, FunctionRule] | None = None
     dynamic_ops: Mapping[type, type[DynamicOp]] | None = None
     split_dims: str = "largest"
+    capture: str = "auto"
     unit_type: type[MutableChannelUnit] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +114,9 @@ class ConvertOptions:
         if self.split_dims not in SPLIT_DIMS:
             raise InvalidChoiceError(
                 f"split_dims must be one of {SPLIT_DIMS}, got {self.split_dims!r}")
+        if self.capture not in CAPTURE_MODES:
+            raise InvalidChoiceError(
+                f"capture must be one of {CAPTURE_MODES}, got {self.capture!r}")
         if "mutable_channel" in (self.unit_args or {}):  # one object shared by every unit
             raise InvalidChoiceError(
                 "unit_args cannot give a mutable_channel: each unit builds its own; pass a "
@@ -157,7 +164,7 @@ def convert(model: nn.Module, example_inputs: Any, unit: str | type[MutableChann
             leaf_modules: Iterable[type | str] = (), module_rules: dict | None = None,
             function_rules: dict | None = None, method_rules: dict | None = None,
             dynamic_ops: dict | None = None, split_dims: str = "largest",
-            layers: dict[type, LayerRecord] | None = None) -> Supernet:
+            layers: dict[type, LayerRecord] | None = None, capture: str = "auto") -> Supernet:
     """Trace ``model`` and return a supernet whose channel widths are chosen per unit.
 
     The model is not modified: the supernet owns a copy of it (weights copied on first
@@ -167,7 +174,7 @@ def convert(model: nn.Module, example_inputs: Any, unit: str | type[MutableChann
         model: any ``nn.Module``.
         example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
         unit, unit_args, leaf_modules, module_rules, function_rules, method_rules,
-        dynamic_ops, split_dims, layers: the :class:`ConvertOptions`.
+        dynamic_ops, split_dims, layers, capture: the :class:`ConvertOptions`.
 
     Returns:
         The :class:`~fxrazor.supernet.Supernet`; at full width its output equals the model's.
@@ -175,7 +182,7 @@ def convert(model: nn.Module, example_inputs: Any, unit: str | type[MutableChann
     options = ConvertOptions(
         unit=unit, unit_args=unit_args, leaf_modules=leaf_modules, layers=layers,
         module_rules=module_rules, function_rules=function_rules, method_rules=method_rules,
-        dynamic_ops=dynamic_ops, split_dims=split_dims)
+        dynamic_ops=dynamic_ops, split_dims=split_dims, capture=capture)
     return _convert(model, example_inputs, options, copy_model=True)
 
 
@@ -212,9 +219,9 @@ def _convert(model: nn.Module, example_inputs: Any, options: ConvertOptions,
     # NAS op mutables are traced candidate by candidate (channels flow through them) and
     # folded back below; every other mutable, and any type the user names, stays a leaf
     user_leaves = tuple(t for t in options.leaf_modules if isinstance(t, type))
-    traced = trace_model(model, example_inputs, (*options.leaf_modules, BaseMutable),
-                         copy_model=copy_model, layers=layers,
-                         expand_block=op_expander(user_leaves))
+    traced = capture_model(model, example_inputs, (*options.leaf_modules, BaseMutable),
+                           copy_model=copy_model, layers=layers,
+                           expand_block=op_expander(user_leaves), capture=options.capture)
     analysis = discover_units(traced, layers, dict(options.function_rules or {}),
                               dict(options.method_rules or {}), options.split_dims)
     # convert's own copies of the layers become the dynamic ops themselves

@@ -18,6 +18,7 @@ __all__ = [
     "IndexOverlapError",
     "SubnetConfigError",
     "TraceFailedError",
+    "CaptureFailedError",
     "ExampleInputError",
     "UnknownUnitError",
     "UnsupportedModelError",
@@ -52,6 +53,11 @@ class SubnetConfigError(FxRazorError, ValueError):
 
 class TraceFailedError(FxRazorError, RuntimeError):
     """The model could not be traced into a graph, even with opaque leaves."""
+
+
+class CaptureFailedError(TraceFailedError):
+    """Neither capture front-end (torch.fx, torch.export) could capture the model; the
+    message names both failures."""
 
 
 class ExampleInputError(FxRazorError, RuntimeError):
