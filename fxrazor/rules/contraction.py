@@ -137,6 +137,39 @@ def _linear_fn(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     return TensorInfo(tuple(shape), axes)
 
 
+def _embedding_fn(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
+    """F.embedding(indices, weight): the weight's columns make the output's last dim; its
+    rows are read by index (pinned: which rows exist is the indices' business)."""
+    weight = ctx.info(arg(node, 1, "weight"))
+    shape = ctx.shape(node)
+    if not isinstance(weight, TensorInfo) or weight.ndim != 2 or shape is None:
+        return ctx.unknown(node)
+    if 0 in weight.axes:
+        ctx.space.pin(weight.axes[0], f"{ctx.describe(node)} reads its rows by index")
+    axes = {len(shape) - 1: weight.axes[1]} if 1 in weight.axes else {}
+    return TensorInfo(tuple(shape), axes)
+
+
+def _addmm(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
+    """torch.addmm(bias, x, w) = bias + x @ w (Hugging Face's GPT-2 ``Conv1D``): x's
+    columns follow w's rows; w's columns and the bias make the output's columns."""
+    bias, x, w = (ctx.info(a) for a in node.args[:3])
+    shape = ctx.shape(node)
+    if not all(isinstance(t, TensorInfo) for t in (bias, x, w)) or shape is None \
+            or len(node.args) > 3 or node.kwargs:  # scaled forms (beta, alpha): pinned
+        return ctx.unknown(node)
+    assert isinstance(bias, TensorInfo) and isinstance(x, TensorInfo) \
+        and isinstance(w, TensorInfo)  # narrowed above, for mypy
+    why = ctx.describe(node)
+    _join_or_pin(ctx.space, x.axes.get(1), w.axes.get(0), why)
+    cols = w.axes.get(1)
+    _join_or_pin(ctx.space, cols, bias.axes.get(bias.ndim - 1), why)
+    axes = {0: x.axes[0]} if 0 in x.axes else {}
+    if cols is not None:
+        axes[1] = cols
+    return TensorInfo(tuple(shape), axes)
+
+
 def _einsum(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     """einsum without '...': dims sharing a letter join across operands; a letter that
     only one operand has and the output lacks is a sum over it (pinned)."""
@@ -176,4 +209,5 @@ CONTRACTION_RULES: dict[Any, Any] = {
     torch.matmul: _matmul, torch.bmm: _matmul, torch.einsum: _einsum,
     torch.functional.einsum: _einsum, F.scaled_dot_product_attention: _sdpa,
     F.linear: _linear_fn, F.layer_norm: _layer_norm_fn, torch.layer_norm: _layer_norm_fn,
+    F.embedding: _embedding_fn, torch.addmm: _addmm,
 }

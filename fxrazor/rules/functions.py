@@ -33,6 +33,7 @@ from fxrazor.analysis.elements import (
 from fxrazor.rules.args import arg
 from fxrazor.rules.contraction import CONTRACTION_RULES
 from fxrazor.rules.slicing import cat, chunk, getitem, narrow, split, stack
+from fxrazor.rules.statistics import is_norm_statistic
 
 __all__ = ["FUNCTION_RULES", "METHOD_RULES", "NAMED_FUNCTION_RULES", "Rule", "pointwise", "arg",
            "along_dim", "spatial"]
@@ -117,7 +118,10 @@ def _reduce(ctx: RuleContext, node: fx.Node) -> Any:
     if not all(isinstance(d, int) for d in dims):
         return ctx.unknown(node)
     dims = [d % info.ndim for d in dims] if info.ndim else []
-    axes = _pin_dims(ctx, node, info, dims, "reduces over it")
+    if is_norm_statistic(node):  # a norm's statistic follows the kept channels
+        axes = {d: a for d, a in info.axes.items() if d not in dims}
+    else:
+        axes = _pin_dims(ctx, node, info, dims, "reduces over it")
     if keepdim:
         out = TensorInfo(tuple(1 if d in dims else s for d, s in enumerate(info.shape)), axes)
     else:

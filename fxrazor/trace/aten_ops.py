@@ -156,6 +156,7 @@ TORCH_EQUIVALENTS: dict[Any, Adapter] = {
     aten.ge.Tensor: _function(torch.ge), aten.ge.Scalar: _function(torch.ge),
     aten.dropout.default: _dropout, aten.clone.default: _method("clone"),
     aten.contiguous.default: _method("contiguous"), aten.detach.default: _method("detach"),
+    aten.alias.default: lambda args, kwargs: ("identity", None, args[:1], {}),
     aten.to.dtype: _to, aten.to.device: _to, aten.to.dtype_layout: _to,
     aten.type_as.default: _method("type_as"),
     aten.zeros_like.default: _function(torch.zeros_like),
@@ -185,7 +186,7 @@ TORCH_EQUIVALENTS: dict[Any, Adapter] = {
     aten.log_softmax.int: _function(torch.log_softmax),
     # contractions and layers written functionally
     aten.matmul.default: _function(torch.matmul), aten.bmm.default: _function(torch.bmm),
-    aten.mm.default: _function(torch.matmul), aten.einsum.default: _function(torch.einsum),
+    aten.mm.default: _function(torch.matmul), aten.addmm.default: _function(torch.addmm), aten.einsum.default: _function(torch.einsum),
     aten.linear.default: _function(F.linear), aten.layer_norm.default: _layer_norm,
     aten.embedding.default: _embedding,
     aten.scaled_dot_product_attention.default: _function(F.scaled_dot_product_attention),

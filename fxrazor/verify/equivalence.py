@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fxrazor.rules.statistics import is_norm_statistic
 from fxrazor.supernet import Supernet
 from fxrazor.verify.oracle import zero_pruned_channels
 
@@ -140,6 +141,8 @@ def oracle_applies(supernet: Supernet) -> bool:
         >>> oracle_applies(fxrazor.convert(model, torch.randn(2, 4)))
         False
     """
+    if supernet.units and any(is_norm_statistic(n) for n in supernet.graph_module.graph.nodes):
+        return False  # a norm written with tensor ops (RMSNorm by hand) over channels
     for spec in supernet.analysis.units:
         for slot, _ in spec.members:
             if not slot.is_param and isinstance(
