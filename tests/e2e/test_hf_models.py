@@ -47,3 +47,24 @@ def test_decoder_prunes_hidden_heads_and_mlp() -> None:
     layer0 = frozen.get_submodule("model.layers.0.self_attn")
     assert (layer0.q_proj.weight.shape, layer0.k_proj.weight.shape) == ((32, 48), (16, 48))
     assert frozen.get_submodule("model.layers.1.mlp.up_proj").out_features == 40
+
+
+def test_7b_llama_on_meta_converts_as_a_plan() -> None:
+    """A 7B-shaped Llama built on the meta device (no memory for weights) converts through
+    the export front-end: every layer's KV groups and MLP width and the hidden size."""
+    import torch
+    import transformers
+
+    import fxrazor
+
+    config = transformers.LlamaConfig(
+        vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=32, use_cache=False)
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(config).eval()
+    ids = torch.zeros(1, 16, dtype=torch.long, device="meta")
+    sn = fxrazor.convert(model, {"input_ids": ids}, split_dims="outer")
+    widths = {u.name: u.num_channels for u in sn.units}
+    assert len(widths) == 65 and widths["model.embed_tokens"] == 4096
+    assert widths["model.layers.31.mlp.gate_proj"] == 11008
+    assert widths["model.layers.31.self_attn.q_proj"] == 32  # whole heads
