@@ -53,6 +53,8 @@ def fn_name(target: Any) -> str:
     """A readable name for a call target: its public path where it has one."""
     if isinstance(target, str):
         return target
+    if isinstance(target, torch._ops.OpOverload):  # an ATen or custom op: "aten.gather.default"
+        return str(target)
     name = getattr(target, "__name__", None)
     for prefix, namespace in _PUBLIC_NAMESPACES:
         if name and getattr(namespace, name, None) is target:

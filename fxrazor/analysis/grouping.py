@@ -266,6 +266,9 @@ def _build_units(signature, free, comp_first, n_runs, slots, run_slot, lengths, 
 def _unit_name(member: tuple[Slot, np.ndarray], taken: set[str]) -> str:
     slot, positions = member
     base = slot.target if slot.role == "out" else f"{slot.target}:{slot.role}"
+    if slot.is_param:  # a weight read in the graph: named like a layer, by its module path
+        owner, _, attr = slot.target.rpartition(".")
+        base = owner if owner and attr in ("weight", "bias") else slot.target
     if positions.size != slot.size:
         base = f"{base}[{int(positions.min())}:{int(positions.max()) + 1}]"
     name, k = base, 1

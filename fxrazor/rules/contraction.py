@@ -23,7 +23,7 @@ from fxrazor.analysis.context import RuleContext
 from fxrazor.analysis.elements import TensorInfo, broadcast_join
 from fxrazor.rules.args import arg
 
-__all__ = ["CONTRACTION_RULES"]
+__all__ = ["CONTRACTION_RULES", "grouped_mm"]
 
 
 def _matmul(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
@@ -168,6 +168,26 @@ def _addmm(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     if cols is not None:
         axes[1] = cols
     return TensorInfo(tuple(shape), axes)
+
+
+def grouped_mm(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
+    """A grouped matmul of mixture-of-experts layers (``transformers::grouped_mm_fallback``):
+    ``input`` (tokens × K, sorted by expert) times ``weight`` (experts × K × N), token rows
+    of expert e using ``weight[e]``. K joins the weight's dim 1, the output's columns are
+    its dim 2: an expert width is pruned in every expert of the layer alike. The experts
+    dim is pinned: dropping whole experts needs the router and its offsets to follow."""
+    x, w = ctx.info(node.args[0]), ctx.info(node.args[1])
+    shape = ctx.shape(node)
+    if not isinstance(x, TensorInfo) or not isinstance(w, TensorInfo) or x.ndim != 2 \
+            or w.ndim != 3 or shape is None:
+        return ctx.unknown(node)
+    why = ctx.describe(node)
+    if 0 in w.axes:
+        ctx.space.pin(w.axes[0], f"{why} routes tokens to experts along it")
+    if 0 in x.axes:
+        ctx.space.pin(x.axes[0], f"{why} groups its rows by expert")
+    _join_or_pin(ctx.space, x.axes.get(1), w.axes.get(1), why)
+    return TensorInfo(tuple(shape), {1: w.axes[2]} if 2 in w.axes else {})
 
 
 def _einsum(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:

@@ -31,7 +31,7 @@ from fxrazor.analysis.elements import (
     reshape_info,
 )
 from fxrazor.rules.args import arg
-from fxrazor.rules.contraction import CONTRACTION_RULES
+from fxrazor.rules.contraction import CONTRACTION_RULES, grouped_mm
 from fxrazor.rules.slicing import cat, chunk, getitem, narrow, split, stack
 from fxrazor.rules.statistics import is_norm_statistic
 
@@ -338,4 +338,5 @@ METHOD_RULES.update({
 NAMED_FUNCTION_RULES: dict[str, Rule] = {
     "torchvision.ops.stochastic_depth.stochastic_depth": pointwise,
     "torch.fx._symbolic_trace._assert_is_none": _non_tensor,
+    "transformers.grouped_mm_fallback.default": grouped_mm,  # MoE experts (export front-end)
 }

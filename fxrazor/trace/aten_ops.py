@@ -62,6 +62,13 @@ def _slice(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
     return _index(x, dim, slice(start, end, step))
 
 
+def _index_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    x, indices = args
+    if len(indices) == 1 and indices[0] is not None:  # x[idx]: rows gathered along dim 0
+        return ("call_function", operator.getitem, (x, indices[0]), {})
+    return ("call_function", aten.index.Tensor, tuple(args), dict(kwargs))
+
+
 def _select(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
     x, dim, index = args
     return _index(x, dim, index)
@@ -145,7 +152,8 @@ TORCH_EQUIVALENTS: dict[Any, Adapter] = {
     aten.softplus.default: _function(F.softplus),
     aten.clamp.default: _function(torch.clamp), aten.clamp_min.default: _method("clamp_min"),
     aten.clamp_max.default: _method("clamp_max"),
-    aten.where.self: _function(torch.where), aten.maximum.default: _function(torch.maximum),
+    aten.where.self: _function(torch.where), aten.where.ScalarOther: _function(torch.where),
+    aten.where.ScalarSelf: _function(torch.where), aten.maximum.default: _function(torch.maximum),
     aten.minimum.default: _function(torch.minimum),
     aten.masked_fill.Scalar: _method("masked_fill"), aten.masked_fill.Tensor: _method("masked_fill"),
     aten.eq.Tensor: _function(torch.eq), aten.eq.Scalar: _function(torch.eq),
@@ -172,7 +180,7 @@ TORCH_EQUIVALENTS: dict[Any, Adapter] = {
     aten.unflatten.int: _function(torch.unflatten),
     aten.expand.default: _method("expand"), aten.expand_as.default: _method("expand_as"),
     aten.repeat.default: _method("repeat"),
-    aten.slice.Tensor: _slice, aten.select.int: _select,
+    aten.slice.Tensor: _slice, aten.select.int: _select, aten.index.Tensor: _index_tensor,
     aten.narrow.default: _function(torch.narrow),
     aten.cat.default: _function(torch.cat), aten.stack.default: _function(torch.stack),
     aten.split.Tensor: _function(torch.split),

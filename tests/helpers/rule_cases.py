@@ -17,6 +17,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import fx, nn
 
+from fxrazor.analysis.context import fn_name
+
 __all__ = ["Call", "Probe", "FUNCTION_CASES", "NAMED_FUNCTION_CASES", "NAMED_LAYERS",
            "METHOD_CASES", "MODULE_CASES", "UNTRACEABLE_FUNCTIONS", "UNTRACEABLE_METHODS",
            "records", "qualified"]
@@ -176,7 +178,22 @@ NAMED_FUNCTION_CASES: dict[str, Call] = {
     # fx asserts that an input given as None in concrete_args is None: convert does so for
     # an optional input left out of the example inputs (the probe's ``mask``)
     "torch.fx._symbolic_trace._assert_is_none": lambda m, y: y,
+    # a mixture-of-experts layer's grouped matmul (32 token rows: 16 per expert)
+    "transformers.grouped_mm_fallback.default": lambda m, y: _grouped_mm()(
+        y.permute(0, 2, 3, 1).reshape(-1, 6), m.layer.weight, torch.tensor([16, 32])),
 }
+
+
+def _grouped_mm() -> Any:
+    import transformers.integrations.moe  # noqa: F401 - registers the op
+
+    return torch.ops.transformers.grouped_mm_fallback.default
+
+
+class _Experts(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(2, 6, 3))
 
 def _method(name: str, *args: Any, on: Callable[[torch.Tensor], torch.Tensor] = lambda y: y * 1,
             to_float: bool = False) -> Call:
@@ -294,6 +311,7 @@ MODULE_CASES: dict[type[nn.Module], Layer] = {
 NAMED_LAYERS: dict[str, Callable[[], nn.Module]] = {
     "torchvision.ops.stochastic_depth.stochastic_depth":
         lambda: torchvision.ops.StochasticDepth(0.5, "row"),
+    "transformers.grouped_mm_fallback.default": _Experts,
 }
 
 
@@ -317,8 +335,7 @@ def records(graph: fx.Graph, table: str, key: Any) -> bool:
     for node in graph.nodes:
         if table == "function" and node.op == "call_function" and node.target is key:
             return True
-        if table == "named" and node.op == "call_function" and \
-                f"{node.target.__module__}.{node.target.__qualname__}" == key:
+        if table == "named" and node.op == "call_function" and fn_name(node.target) == key:
             return True
         if table == "method" and node.op == "call_method" and node.target == key:
             return True
