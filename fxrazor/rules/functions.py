@@ -33,6 +33,7 @@ from fxrazor.analysis.elements import (
 from fxrazor.rules.args import arg
 from fxrazor.rules.contraction import CONTRACTION_RULES
 from fxrazor.rules.slicing import cat, chunk, getitem, narrow, split, stack
+from fxrazor.trace import signature as _signature
 
 __all__ = ["FUNCTION_RULES", "METHOD_RULES", "NAMED_FUNCTION_RULES", "Rule", "pointwise", "arg",
            "along_dim", "spatial"]
@@ -313,6 +314,10 @@ FUNCTION_RULES.update({
     builtins.getattr: _getattr, torch._assert: _non_tensor,
     torch.roll: _roll, F.pad: _pad, torch.arange: _factory, torch.zeros: _factory,
     torch.ones: _factory, torch.full: _factory, torch.empty: _factory,
+    # the guards of arguments traced at their defaults (see fxrazor.trace.signature)
+    _signature.check_none: _non_tensor, _signature.check_bool: _non_tensor,
+    _signature.check_int: _non_tensor, _signature.check_float: _non_tensor,
+    _signature.check_str: _non_tensor,
 })
 
 METHOD_RULES: dict[str, Rule] = {m: pointwise for m in _POINTWISE_METHODS}
