@@ -65,6 +65,7 @@ def pointwise(ctx: RuleContext, node: fx.Node) -> TensorInfo | SymSize | None:
     shape = ctx.shape(node)
     if shape is None:
         return _sym_args(ctx, node)
+    ctx.freeze_numbers(node)  # a size read from a pruned width, used as a value
     return broadcast_join(ctx.space, _tensor_infos(ctx, node), shape, ctx.describe(node))
 
 

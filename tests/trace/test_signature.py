@@ -84,6 +84,7 @@ def test_signature_names_defaults_and_annotations_are_the_models(cls, shape, oth
     given = {n: a for n, _, a in expected if a is not inspect.Parameter.empty}
     assert {n: a for n, _, a in _signature(frozen.forward) if n in given} == given
     assert set(sn.graph_module.meta[SPECIALIZED_KEY]) == {n for n, *_ in expected[1:]}
+    assert sn.analysis.unknown_ops == ()  # the guards have a rule: they pin nothing
     assert frozen.meta[SPECIALIZED_KEY] == sn.graph_module.meta[SPECIALIZED_KEY]
 
 
