@@ -137,10 +137,12 @@ def _freeze_graph(source: fx.GraphModule, layers: Mapping[type, LayerRecord] | N
         elif node.op == "get_attr" and node.target not in targets:
             targets[node.target] = _copy_attr(source, node.target)
         env[node] = graph.node_copy(node, lambda n: env[n])
-        if node.op in ("placeholder", "output") and isinstance(node.type, str):
+        if node.op == "output" or (node.op == "placeholder" and isinstance(node.type, str)):
             # an annotation left a string (``from __future__ import annotations``) comes
             # out as a name TorchScript cannot resolve; unannotated means Tensor to it.
-            # Resolved ones stay: they are the model's signature (see trace.signature)
+            # Resolved input ones stay: they are the model's signature (see
+            # trace.signature). The return annotation goes: a model may return another
+            # type in eager mode than it says (GoogLeNet's outputs in eval)
             env[node].type = None
     _retie(converted)
     # a frozen choice block holds modules already in their own modes: remember them all

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Optional  # noqa: UP035 - TorchScript reads the guards' annotations
 
@@ -132,14 +131,6 @@ def _annotation(param: inspect.Parameter) -> Any:
         else param.annotation
 
 
-def _return_annotation(forward: Any) -> Any:
-    try:
-        hints = typing.get_type_hints(forward)
-    except (NameError, TypeError, AttributeError, SyntaxError):
-        return None
-    return hints.get("return")
-
-
 def _drop_checks(node: fx.Node) -> None:
     """Erase fx's checks of a specialised placeholder (its only users: the traced code
     received the default value itself, not the placeholder)."""
@@ -176,8 +167,8 @@ def _guard(graph: fx.Graph, node: fx.Node, name: str, default: Any, annotation: 
 
 def restore_signature(gm: fx.GraphModule, forward: Any, specialized: Mapping[str, Any],
                       owner: str) -> None:
-    """Rename ``gm``'s placeholders back to ``forward``'s parameters, give them (and the
-    output) its annotations, and guard the ``specialized`` ones (``{name: default}``);
+    """Rename ``gm``'s placeholders back to ``forward``'s parameters, give them its
+    annotations (the return annotation stays fx's, unless a string), and guard the ``specialized`` ones (``{name: default}``);
     records them in ``gm.meta[SPECIALIZED_KEY]``. ``owner`` names the model in messages.
     """
     params = _parameters(forward)
@@ -199,6 +190,7 @@ def restore_signature(gm: fx.GraphModule, forward: Any, specialized: Mapping[str
             node._rename(name)  # codegen aliases the name should it be taken
         node.type = annotation
     output = next(n for n in reversed(graph.nodes) if n.op == "output")
-    output.type = _return_annotation(forward)
+    if isinstance(output.type, str):  # a name the generated code cannot resolve
+        output.type = None
     gm.meta[SPECIALIZED_KEY] = dict(specialized)
     gm.recompile()
