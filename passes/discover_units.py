@@ -21,7 +21,7 @@ import numpy as np
 from torch import fx, nn
 
 from fxrazor.analysis.context import ChannelInfo, FunctionRule, RuleContext, fn_name
-from fxrazor.analysis.elements import TensorInfo
+from fxrazor.analysis.elements import SymSize, TensorInfo
 from fxrazor.analysis.grouping import group_units
 from fxrazor.analysis.result import ChannelAnalysis, PositionMap, ResizeSite, Slot
 from fxrazor.errors import InvalidChoiceError
@@ -184,7 +184,30 @@ def discover_units(traced: TracedModel, layers: Mapping[type, LayerRecord] | Non
     slot_maps = _slot_position_maps(list(ctx.slots.values()), labels, comp_unit, comp_chan)
     sites = tuple(ResizeSite(name, kind, where, tuple(position_map(p) for p in parts))
                   for name, kind, where, parts in ctx.sites)
+    fixed = [s for s in sites if all(p.all_pinned for p in s.parts)]
     sites = tuple(s for s in sites if not all(p.all_pinned for p in s.parts))
     return ChannelAnalysis(units, pinned, slot_maps, sites, dict(traced.opaque),
-                           tuple(dict.fromkeys(ctx.unknown_ops)), tuple(ctx.const_args))
+                           tuple(dict.fromkeys(ctx.unknown_ops)),
+                           (*ctx.const_args, *_computed_fixed_sizes(ctx, fixed)))
+
+
+def _computed_fixed_sizes(ctx: RuleContext, fixed: list[ResizeSite]
+                          ) -> list[tuple[str, tuple[int, ...], int]]:
+    """Sizes computed in the graph (``C // num_heads``) at dims that no unit prunes
+    after all: each becomes its traced value. Read from other widths (``C`` of the block's
+    input, which another unit prunes), it would no longer match the dim it sizes and the
+    reshape would fail for most subnets; the dim itself keeps its full width."""
+    nodes = {n.name: n for n in ctx.gm.graph.nodes} if fixed else {}
+    found = []
+    for site in fixed:
+        if site.kind != "arg":
+            continue
+        path = site.where[0]
+        value: Any = nodes[site.node].args
+        for i in path:
+            value = value[i]
+        info = ctx.infos.get(value) if isinstance(value, fx.Node) else None
+        if isinstance(value, fx.Node) and not (isinstance(info, SymSize) and not info.prunable):
+            found.append((site.node, path, len(site.parts[0])))
+    return found
 

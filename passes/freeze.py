@@ -30,6 +30,7 @@ from fxrazor.layers import LAYERS, LayerRecord, inplace_safe_types
 from fxrazor.ops import DynamicOp, DynamicParam, SizeCounter
 from fxrazor.passes.inplace_adds import restore_inplace_adds
 from fxrazor.passes.nas_blocks import OP_TYPES, freeze_op
+from fxrazor.trace.signature import SPECIALIZED_KEY
 
 if TYPE_CHECKING:  # the supernet is the face's type, built from this package's passes
     from fxrazor.supernet import Supernet
@@ -136,15 +137,20 @@ def _freeze_graph(source: fx.GraphModule, layers: Mapping[type, LayerRecord] | N
         elif node.op == "get_attr" and node.target not in targets:
             targets[node.target] = _copy_attr(source, node.target)
         env[node] = graph.node_copy(node, lambda n: env[n])
-        if node.op in ("placeholder", "output"):
-            # annotations written as strings (``from __future__ import annotations``) come
-            # out as names TorchScript cannot resolve; unannotated means Tensor to it
+        if node.op == "output" or (node.op == "placeholder" and isinstance(node.type, str)):
+            # an annotation left a string (``from __future__ import annotations``) comes
+            # out as a name TorchScript cannot resolve; unannotated means Tensor to it.
+            # Resolved input ones stay: they are the model's signature (see
+            # trace.signature). The return annotation goes: a model may return another
+            # type in eager mode than it says (GoogLeNet's outputs in eval)
             env[node].type = None
     _retie(converted)
     # a frozen choice block holds modules already in their own modes: remember them all
     modes = [(m, m.training) for layer, static in converted if isinstance(layer, OP_TYPES)
              for m in static.modules()]
     frozen = fx.GraphModule(targets, graph, class_name=type(source).__name__)
+    if SPECIALIZED_KEY in source.meta:  # the arguments baked in, as in the supernet
+        frozen.meta[SPECIALIZED_KEY] = dict(source.meta[SPECIALIZED_KEY])
     frozen.train(source.training)
     for layer, static in converted:  # each layer keeps its own mode, as in the supernet
         static.train(layer.training)

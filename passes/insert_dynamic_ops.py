@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import builtins
+import operator
 from collections import Counter
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
@@ -114,6 +116,7 @@ def insert_dynamic_ops(gm: fx.GraphModule, analysis: ChannelAnalysis,
     by_name = {n.name: n for n in new.graph.nodes}
     for name, path, value in analysis.const_args:
         _rewrite_arg(by_name[name], path, value)
+    _drop_dead_numbers(new.graph)  # sites and constants leave size arithmetic unused
     restore_inplace_adds(new, inplace_safe_types(layers), recompile=False)
     # No graph.lint() here: it costs as much as the edits, and the tests lint every
     # supernet graph they build. The traced module is torch.fx's lazy GraphModule, so this
@@ -201,6 +204,25 @@ def _rewrite_site(gm: fx.GraphModule, site: ResizeSite, offsets: np.ndarray,
     return [m[1] for m in made]
 
 
+# Calls that only compute numbers from sizes (``C = x.shape[2]; C // heads``): pure, so one
+# whose value no longer has a user can go.
+_NUMBER_FUNCTIONS = frozenset({
+    operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv,
+    operator.mod, operator.pow, operator.neg, operator.getitem, builtins.getattr})
+_NUMBER_METHODS = frozenset({"size", "dim", "numel"})
+
+
+def _drop_dead_numbers(graph: fx.Graph) -> None:
+    """Erase the size arithmetic that the constants above left without a user: it still
+    reads the pruned widths, and some of it cannot run on narrow ones (``0 ** -0.5``)."""
+    for node in reversed(graph.nodes):
+        if node.users or "tensor_meta" in node.meta:
+            continue
+        if (node.op == "call_function" and node.target in _NUMBER_FUNCTIONS) or \
+                (node.op == "call_method" and node.target in _NUMBER_METHODS):
+            graph.erase_node(node)
+
+
 def _replace_at(value: Any, path: tuple[int, ...], new: Any) -> Any:
     if not path:
         return new
@@ -209,7 +231,7 @@ def _replace_at(value: Any, path: tuple[int, ...], new: Any) -> Any:
     return type(value)(items) if isinstance(value, tuple) else items
 
 
-def _rewrite_arg(node: fx.Node, path: tuple[int, ...], new: fx.Node | int) -> None:
+def _rewrite_arg(node: fx.Node, path: tuple[int, ...], new: fx.Node | int | float) -> None:
     node.args = _replace_at(node.args, path, new)
 
 

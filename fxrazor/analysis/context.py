@@ -32,6 +32,7 @@ from torch import fx, nn
 
 from fxrazor.analysis.elements import ElementSpace, SymSize, TensorInfo
 from fxrazor.analysis.result import Slot
+from fxrazor.trace.shapes import NUMBER_KEY
 from fxrazor.trace.tracer import TracedModel
 
 __all__ = ["RuleContext", "ChannelInfo", "FunctionRule", "ModuleRule", "fn_name"]
@@ -93,7 +94,7 @@ class RuleContext:
         self.infos: dict[fx.Node, ChannelInfo] = {}
         self.slots: dict[tuple[str, str], tuple[Slot, np.ndarray]] = {}
         self.sites: list[tuple[str, str, tuple, list[np.ndarray]]] = []
-        self.const_args: list[tuple[str, tuple[int, ...], int]] = []
+        self.const_args: list[tuple[str, tuple[int, ...], int | float]] = []
         self.unknown_ops: list[str] = []
         self.split_dims = split_dims
 
@@ -173,6 +174,19 @@ class RuleContext:
                 info = self.infos.get(s)
                 if not isinstance(info, SymSize) or info.prunable:
                     self.const_args.append((node.name, path, out.shape[i + lead]))
+
+    def freeze_numbers(self, node: fx.Node) -> None:
+        """Numbers computed from prunable widths that ``node`` combines with tensors
+        (``attn * (C // heads) ** -0.5``) become their traced values: the width they read
+        may belong to another unit than the tensor's (the block's input, not the head
+        dim), and a narrow one would change the values or break the arithmetic
+        (``0 ** -0.5``). The full model's value keeps the full model's behaviour."""
+        for i, value in enumerate(node.args):
+            info = self.infos.get(value) if isinstance(value, fx.Node) else None
+            if isinstance(info, SymSize) and info.prunable:
+                number = cast(fx.Node, value).meta.get(NUMBER_KEY)
+                if number is not None:  # (every node the shape run computed has one)
+                    self.const_args.append((node.name, (i,), number))
 
     def resize_arg(self, node: fx.Node, path: tuple[int, ...], ids: np.ndarray) -> None:
         """Record a literal at ``node.args[path[0]][path[1]]...`` equal to the width of ids."""

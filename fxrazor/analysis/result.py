@@ -217,4 +217,4 @@ class ChannelAnalysis:
     opaque: dict[str, str] = field(default_factory=dict)
     unknown_ops: tuple[str, ...] = ()
     # (node name, argument path, value): sizes read from pruned widths that must stay fixed
-    const_args: tuple[tuple[str, tuple[int, ...], int], ...] = ()
+    const_args: tuple[tuple[str, tuple[int, ...], int | float], ...] = ()

@@ -34,6 +34,7 @@ from fxrazor.rules.args import arg
 from fxrazor.rules.contraction import CONTRACTION_RULES, grouped_mm
 from fxrazor.rules.slicing import cat, chunk, getitem, narrow, split, stack
 from fxrazor.rules.statistics import is_norm_statistic
+from fxrazor.trace import signature as _signature
 
 __all__ = ["FUNCTION_RULES", "METHOD_RULES", "NAMED_FUNCTION_RULES", "Rule", "pointwise", "arg",
            "along_dim", "spatial"]
@@ -65,6 +66,7 @@ def pointwise(ctx: RuleContext, node: fx.Node) -> TensorInfo | SymSize | None:
     shape = ctx.shape(node)
     if shape is None:
         return _sym_args(ctx, node)
+    ctx.freeze_numbers(node)  # a size read from a pruned width, used as a value
     return broadcast_join(ctx.space, _tensor_infos(ctx, node), shape, ctx.describe(node))
 
 
@@ -317,6 +319,10 @@ FUNCTION_RULES.update({
     builtins.getattr: _getattr, torch._assert: _non_tensor,
     torch.roll: _roll, F.pad: _pad, torch.arange: _factory, torch.zeros: _factory,
     torch.ones: _factory, torch.full: _factory, torch.empty: _factory,
+    # the guards of arguments traced at their defaults (see fxrazor.trace.signature)
+    _signature.check_none: _non_tensor, _signature.check_bool: _non_tensor,
+    _signature.check_int: _non_tensor, _signature.check_float: _non_tensor,
+    _signature.check_str: _non_tensor,
 })
 
 METHOD_RULES: dict[str, Rule] = {m: pointwise for m in _POINTWISE_METHODS}

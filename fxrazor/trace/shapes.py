@@ -33,9 +33,14 @@ from fxrazor.errors import ExampleInputError
 from fxrazor.trace.meta_shapes import LayerShape, function_output, layer_output
 from fxrazor.trace.modes import evaluating
 
-__all__ = ["propagate_shapes"]
+__all__ = ["propagate_shapes", "NUMBER_KEY"]
 
 logger = logging.getLogger(__name__)
+
+#: ``node.meta`` key of the traced value of a node that computes a plain number (``C //
+#: heads``, ``(C // heads) ** -0.5``): the analysis freezes such a value where it meets
+#: tensors and is read from widths that pruning changes.
+NUMBER_KEY = "fxr_number"
 
 
 def _to_meta(value: Any) -> Any:
@@ -80,6 +85,9 @@ class _ShapeRecorder(fx.Interpreter):
                 return _extract_tensor_metadata(value, include_contiguity=False)
             return value
 
+        if type(result) in (int, float):
+            n.meta[NUMBER_KEY] = result
+            return result
         meta = map_aggregate(result, record)
         if found:
             n.meta["tensor_meta"] = meta

@@ -36,6 +36,7 @@ from fxrazor.trace.copying import copy_module
 from fxrazor.trace.graph_module import build_graph_module
 from fxrazor.trace.meta_shapes import LayerShape
 from fxrazor.trace.shapes import propagate_shapes
+from fxrazor.trace.signature import restore_signature
 from fxrazor.trace.torch_blocks import TRACED_TORCH_BLOCKS, mha_fastpath_disabled
 
 __all__ = ["TracedModel", "trace_model", "FxRazorTracer", "normalize_inputs", "absent_inputs",
@@ -389,6 +390,8 @@ def trace_model(
     known = layers or {}
     gm, opaque = _trace_with_fallback(source, leaf_types, leaf_names, known, absent,
                                       expand_block)
+    # the model's own argument names and annotations, its defaulted ones guarded
+    restore_signature(gm, model.forward, absent, type(model).__name__)
     args = normalize_inputs(gm, example_inputs)
     propagate_shapes(gm, args, {t: r.meta_shape for t, r in known.items()
                                 if r.meta_shape is not None})

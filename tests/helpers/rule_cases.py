@@ -18,6 +18,7 @@ import torchvision
 from torch import fx, nn
 
 from fxrazor.analysis.context import fn_name
+from fxrazor.trace import signature as _sig
 
 __all__ = ["Call", "Probe", "FUNCTION_CASES", "NAMED_FUNCTION_CASES", "NAMED_LAYERS",
            "METHOD_CASES", "MODULE_CASES", "UNTRACEABLE_FUNCTIONS", "UNTRACEABLE_METHODS",
@@ -154,6 +155,11 @@ FUNCTION_CASES: dict[Any, Call] = {
     torch.zeros: lambda m, y: y + torch.zeros(y.shape), torch.ones: lambda m, y: y * torch.ones(y.shape),
     torch.full: lambda m, y: y * torch.full(y.shape, 2.0),
     torch.empty: lambda m, y: y + torch.empty(y.shape).zero_(),
+    # convert's guards of arguments traced at their defaults (fxrazor.trace.signature),
+    # here on sizes, which trace as calls of them
+    _sig.check_int: lambda m, y: (_sig.check_int(y.shape[1], 6, "six"), y)[1],
+    _sig.check_float: lambda m, y: (_sig.check_float(y.shape[1] * 1.0, 6.0, "six"), y)[1],
+    _sig.check_bool: lambda m, y: (_sig.check_bool(y.shape[1] == 6, True, "six"), y)[1],
 }
 
 # Keys that torch.fx's symbolic tracing never records, with a call that would name them:
@@ -168,6 +174,10 @@ UNTRACEABLE_FUNCTIONS: dict[Any, Call] = {
     operator.itruediv: lambda m, y: operator.itruediv(y, 2.0),
     F.sigmoid: lambda m, y: F.sigmoid(y), F.tanh: lambda m, y: F.tanh(y),
     F.upsample: lambda m, y: F.upsample(y, scale_factor=2.0),
+    # convert puts these in for an input left out (a None or str default, never a proxy);
+    # every probe's ``mask`` gets a check_none, which test_signature covers
+    _sig.check_none: lambda m, y: (_sig.check_none(None, "none"), y)[1],
+    _sig.check_str: lambda m, y: (_sig.check_str("a", "a", "same"), y)[1],
 }
 for _key in UNTRACEABLE_FUNCTIONS:
     FUNCTION_CASES.pop(_key, None)
