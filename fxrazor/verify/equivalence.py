@@ -129,7 +129,8 @@ def within(error: float, scale: float, rtol: float = DEFAULT_RTOL) -> bool:
 def oracle_applies(supernet: Supernet) -> bool:
     """Whether the zero-invariance oracle holds for the supernet's units.
 
-    It does not where a LayerNorm, GroupNorm or RMSNorm layer is a unit member: the norm
+    It does not where a LayerNorm, GroupNorm or RMSNorm layer is a unit member, or a
+    function normalises over a unit's positions (``ChannelAnalysis.normalised``): the norm
     then normalises over pruned channels, and removing them changes its statistics (by
     design), while zeroing them does not remove them.
 
@@ -140,6 +141,10 @@ def oracle_applies(supernet: Supernet) -> bool:
         >>> oracle_applies(fxrazor.convert(model, torch.randn(2, 4)))
         False
     """
+    # functions on the graph's parameters (F.layer_norm, F.group_norm, batch statistics
+    # over a standardised conv weight) record the positions they normalise over
+    if any((p.unit >= 0).any() for p in getattr(supernet.analysis, "normalised", ())):
+        return False
     for spec in supernet.analysis.units:
         for slot, _ in spec.members:
             if not slot.is_param and isinstance(

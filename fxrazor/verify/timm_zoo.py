@@ -1,0 +1,211 @@
+"""Coverage over timm: one model per family, converted, pruned, frozen and checked.
+
+``python -m fxrazor.verify.timm_zoo --out docs/coverage-timm.md`` groups
+``timm.list_models()`` by the module that defines each model (``timm.models.<family>``),
+picks the smallest model of every family by parameter count (counted on the meta device,
+so nothing is allocated), builds it with random weights at the smallest input it takes
+(64 px, else with ``img_size=64``, else its own ``input_size``), and runs the same checks
+as the torchvision table (:func:`fxrazor.verify.zoo.check_model`): traced, units, pinned
+groups and why, params at 0.5, frozen == supernet, zero oracle where it applies,
+TorchScript, convert time. Needs timm; tqdm gives a progress bar when installed.
+
+Example:
+    >>> spec = TimmSpec("resnet10t", "resnet", (1, 3, 64, 64))
+    >>> spec.kind, spec.input_shape[-1]
+    ('resnet', 64)
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import logging
+import multiprocessing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from fxrazor.verify.zoo import ModelSpec, ZooResult, check_model, markdown
+
+__all__ = ["TimmSpec", "families", "smallest_model", "input_spec", "run_one", "main"]
+
+logger = logging.getLogger(__name__)
+
+SMALL_SIZE = 64
+
+
+@dataclass(frozen=True)
+class TimmSpec(ModelSpec):
+    """A timm model (random weights) of one family (``kind``) at one input shape."""
+
+    def build(self) -> nn.Module:
+        import timm
+
+        return timm.create_model(self.name, pretrained=False, **self.kwargs).eval()
+
+
+def families() -> dict[str, list[str]]:
+    """timm's model names grouped by the module that registers them."""
+    import timm
+
+    return {module: sorted(timm.list_models(module=module)) for module in timm.list_modules()}
+
+
+def _param_count(name: str) -> int:
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False)
+    return sum(p.numel() for p in model.parameters())
+
+
+def smallest_model(names: Iterable[str]) -> str | None:
+    """The model with the fewest parameters (built on the meta device); None if none builds."""
+    best: tuple[int, str] | None = None
+    for name in names:
+        try:
+            count = _param_count(name)
+        except Exception as e:  # noqa: BLE001 - a model that cannot build is skipped
+            logger.info("cannot count %s: %s", name, e)
+            continue
+        if best is None or count < best[0]:
+            best = (count, name)
+    return None if best is None else best[1]
+
+
+def _runs(name: str, kwargs: dict[str, Any], size: tuple[int, ...]) -> bool:
+    import timm
+
+    try:
+        model = timm.create_model(name, pretrained=False, **kwargs).eval()
+        with torch.no_grad():
+            model(torch.randn(1, *size))
+    except Exception as e:  # noqa: BLE001 - the next candidate input is tried
+        logger.info("%s %s at %s: %s", name, kwargs, size, e)
+        return False
+    return True
+
+
+def input_spec(name: str, family: str) -> TimmSpec:
+    """The smallest input the model runs at: 64 px, 64 px with ``img_size=64``, or the
+    model's own ``input_size``."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    own = tuple(cfg.input_size) if cfg is not None and cfg.input_size else (3, 224, 224)
+    small = (own[0], SMALL_SIZE, SMALL_SIZE)
+    kwargs: dict[str, Any]
+    for kwargs, size in (({}, small), ({"img_size": SMALL_SIZE}, small), ({}, own)):
+        if _runs(name, kwargs, size):
+            return TimmSpec(name, family, (1, *size), kwargs)
+    return TimmSpec(name, family, (1, *own))
+
+
+def run_one(family: str, names: Sequence[str]) -> list[ZooResult]:
+    """Check the smallest of ``names`` (or each of them, when there is one) with
+    :func:`~fxrazor.verify.zoo.check_model`; any failure is the row's error."""
+    torch.set_num_threads(1)  # the workers share the machine
+    picked = list(names) if len(names) == 1 else [smallest_model(names)]
+    results = []
+    for name in picked:
+        if name is None:
+            results.append(ZooResult("-", family, error="no model of the family builds"))
+            continue
+        try:
+            results.append(check_model(input_spec(name, family)))
+        except Exception as e:  # noqa: BLE001 - a failing model is a row of the report
+            logger.exception("model %s failed", name)
+            results.append(ZooResult(name, family, error=f"{type(e).__name__}: {e}"[:200]))
+    return results
+
+
+def _tasks(only: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """(family, names) per run: all of a family's names (its smallest is checked), or one
+    task per named model."""
+    tasks = []
+    for family, names in families().items():
+        if only:
+            tasks += [(family, [n]) for n in names if n in only]
+        elif names:
+            tasks.append((family, names))
+    return tasks
+
+
+def _run_all(tasks: list[tuple[str, list[str]]], jobs: int) -> list[ZooResult]:
+    """Each family in a fresh worker process (a crash or a leak stays with its model)."""
+    results: dict[int, list[ZooResult]] = {}
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context,
+                                                max_tasks_per_child=1) as pool:
+        futures = {pool.submit(run_one, f, n): i for i, (f, n) in enumerate(tasks)}
+        done = concurrent.futures.as_completed(futures)
+        for future in _progress(done, len(tasks)):
+            i = futures[future]
+            try:
+                results[i] = future.result()
+            except concurrent.futures.process.BrokenProcessPool as e:
+                family, names = tasks[i]
+                results[i] = [ZooResult(names[0] if len(names) == 1 else "-", family,
+                                        error=f"worker died: {e}")]
+    return [r for i in range(len(tasks)) for r in results[i]]
+
+
+def _progress(items: Iterable[Any], total: int) -> Iterable[Any]:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, total=total, unit="model")
+
+
+def _summary(results: Sequence[ZooResult]) -> str:
+    from fxrazor.verify.equivalence import within
+
+    def passed(r: ZooResult) -> bool:
+        return (not r.error and r.units >= 1 and within(r.frozen_error, r.output_scale)
+                and within(r.full_width_error, r.output_scale) and r.scripted
+                and (r.oracle_error is None or within(r.oracle_error, r.output_scale)))
+
+    good = sum(passed(r) for r in results)
+    return (f"{good}/{len(results)} families' models pass every check with at least one "
+            f"unit ({100 * good / max(1, len(results)):.0f}%).\n\n")
+
+
+def _header(results: Sequence[ZooResult]) -> str:
+    import timm
+
+    return (f"Generated by `python -m fxrazor.verify.timm_zoo` with torch {torch.__version__} "
+            f"and timm {timm.__version__}: the smallest model (by parameter count) of every "
+            "module of `timm.models`, with random weights (BatchNorm statistics perturbed), "
+            f"at {SMALL_SIZE} px where it runs (else with `img_size={SMALL_SIZE}`, else at "
+            "its own input size), every unit at half its channels, then frozen. The checks "
+            "and tolerances are those of docs/coverage.md; the zero oracle is *n/a* where "
+            "a norm normalises over pruned positions.\n\n" + _summary(results))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the timm families and write the markdown table."""
+    parser = argparse.ArgumentParser(prog="python -m fxrazor.verify.timm_zoo",
+                                     description=__doc__)
+    parser.add_argument("--models", nargs="*", help="timm model names (default: the "
+                                                    "smallest of every family)")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes")
+    parser.add_argument("--out", default=None, help="markdown file to write (default: print)")
+    args = parser.parse_args(argv)
+    results = _run_all(_tasks(args.models or ()), args.jobs)
+    text = "# Coverage of timm\n\n" + _header(results) + markdown(results) + "\n"
+    ran = f"{sum(not r.error for r in results)}/{len(results)} models ran"
+    if args.out is None:
+        print(text + ran)
+        return 0
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(f"wrote {args.out}: {ran}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
