@@ -44,8 +44,10 @@ def _join_or_pin(ctx: RuleContext, a: np.ndarray | None, b: np.ndarray | None,
     the other tensor is pinned."""
     if a is not None and b is not None:
         ctx.space.join(a, b)
-    elif a is not None or b is not None:
-        ctx.space.pin(a if a is not None else b, why + " (the other side is not prunable)")
+    elif a is not None:
+        ctx.space.pin(a, why + " (the other side is not prunable)")
+    elif b is not None:
+        ctx.space.pin(b, why + " (the other side is not prunable)")
 
 
 def _tie_rows(ctx: RuleContext, ids: np.ndarray, groups: int) -> np.ndarray:

@@ -21,6 +21,7 @@ import argparse
 import concurrent.futures
 import logging
 import multiprocessing
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -161,8 +162,9 @@ def _run_all(tasks: list[tuple[str, list[str]]], jobs: int
     """Each family in a fresh worker process (a crash or a leak stays with its model)."""
     results: dict[int, list[tuple[ZooResult, str]]] = {}
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context,
-                                                max_tasks_per_child=1) as pool:
+    # one family per worker where Python can say so (3.11+)
+    fresh: dict[str, Any] = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, **fresh) as pool:
         futures = {pool.submit(run_one, f, n): i for i, (f, n) in enumerate(tasks)}
         done = concurrent.futures.as_completed(futures)
         for future in _progress(done, len(tasks)):
