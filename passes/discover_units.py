@@ -26,6 +26,7 @@ from fxrazor.analysis.grouping import group_units
 from fxrazor.analysis.result import ChannelAnalysis, PositionMap, ResizeSite, Slot
 from fxrazor.errors import InvalidChoiceError
 from fxrazor.layers import LAYERS, LayerRecord
+from fxrazor.rules.functional_layers import CONV_FUNCTIONS
 from fxrazor.rules.functions import (
     FUNCTION_RULES,
     METHOD_RULES,
@@ -58,6 +59,7 @@ class _Walk:
 
     def run(self) -> None:
         ctx = self.ctx
+        self.kernel_weights = _kernel_weights(ctx.gm.graph)
         for node in ctx.gm.graph.nodes:
             ctx.infos[node] = self._single_channels(node, self._visit(node))
 
@@ -105,8 +107,11 @@ class _Walk:
         target = cast(str, node.target)  # a get_attr target is a qualified name
         owner, _, attr = target.rpartition(".")
         constant = not isinstance(getattr(ctx.modules[owner], attr, None), nn.Parameter)
+        # the weight of a functional conv (standardised or not): its kernel dims are taps,
+        # never channels, so a reshape that merges them with the input channels keeps those
+        dims = 2 if target in self.kernel_weights else len(shape)
         axes = {d: ctx.slot(target, f"dim{d}", s, constant)
-                for d, s in enumerate(shape) if s > 1}
+                for d, s in enumerate(shape[:dims]) if s > 1}
         return TensorInfo(shape, axes)
 
     def _call_module(self, node: fx.Node) -> ChannelInfo:
@@ -120,6 +125,30 @@ class _Walk:
 
 
 SPLIT_DIMS = ("largest", "outer")
+
+# How far back from a functional conv's weight argument to look for the parameter it is
+# made of (weight standardisation is reshape -> batch_norm -> reshape_as: three steps).
+_WEIGHT_DEPTH = 6
+
+
+def _kernel_weights(graph: fx.Graph) -> set[str]:
+    """Targets of the parameters that functional convs use as their weight, directly or
+    through a chain of one-tensor ops on it (each step following the first argument)."""
+    found: set[str] = set()
+    for node in graph.nodes:
+        if node.op != "call_function" or node.target not in CONV_FUNCTIONS:
+            continue
+        source = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+        for _ in range(_WEIGHT_DEPTH):
+            if not isinstance(source, fx.Node):
+                break
+            if source.op == "get_attr":
+                found.add(cast(str, source.target))
+                break
+            if source.op not in ("call_function", "call_method") or not source.args:
+                break
+            source = source.args[0]
+    return found
 
 
 def _slot_position_maps(slots: list[tuple[Slot, np.ndarray]], labels: np.ndarray,
@@ -186,9 +215,12 @@ def discover_units(traced: TracedModel, layers: Mapping[type, LayerRecord] | Non
                   for name, kind, where, parts in ctx.sites)
     fixed = [s for s in sites if all(p.all_pinned for p in s.parts)]
     sites = tuple(s for s in sites if not all(p.all_pinned for p in s.parts))
+    normalised = tuple(p for p in (position_map(ids) for ids in ctx.normalised)
+                       if not p.all_pinned)
     return ChannelAnalysis(units, pinned, slot_maps, sites, dict(traced.opaque),
                            tuple(dict.fromkeys(ctx.unknown_ops)),
-                           (*ctx.const_args, *_computed_fixed_sizes(ctx, fixed)))
+                           (*ctx.const_args, *_computed_fixed_sizes(ctx, fixed)),
+                           normalised)
 
 
 def _computed_fixed_sizes(ctx: RuleContext, fixed: list[ResizeSite]

@@ -96,6 +96,8 @@ class RuleContext:
         self.sites: list[tuple[str, str, tuple, list[np.ndarray]]] = []
         self.const_args: list[tuple[str, tuple[int, ...], int | float]] = []
         self.unknown_ops: list[str] = []
+        # element ids that some op normalises over (statistics change when they are pruned)
+        self.normalised: list[np.ndarray] = []
         self.split_dims = split_dims
 
     # ---- queries used by rules ------------------------------------------------------------
@@ -126,6 +128,12 @@ class RuleContext:
                 self.space.pin(ids, f"'{target}' has a single {role} channel")
             self.slots[key] = (Slot(target, role, size, constant), ids)
         return self.slots[key][1]
+
+    def normalises(self, ids: np.ndarray) -> None:
+        """Record that an op computes statistics over these elements: pruning them is
+        allowed (the kept ones make the statistics) but zeroing them is not the same, so
+        the zero-invariance oracle does not apply to their units."""
+        self.normalised.append(ids)
 
     def unknown(self, node: fx.Node, reason: str | None = None) -> ChannelInfo:
         """Pin every prunable element of the node's inputs; the output is inert."""

@@ -78,6 +78,8 @@ def _layer_norm_fn(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
             return ctx.unknown(node)
     if ids is not None and isinstance(shape[0], int):
         ctx.resize_arg(node, (1, 0), ids)
+    if ids is not None:
+        ctx.normalises(ids)
     return info
 
 

@@ -32,6 +32,7 @@ from fxrazor.analysis.elements import (
 )
 from fxrazor.rules.args import arg
 from fxrazor.rules.contraction import CONTRACTION_RULES, grouped_mm
+from fxrazor.rules.functional_layers import FUNCTIONAL_LAYER_RULES
 from fxrazor.rules.slicing import cat, chunk, getitem, narrow, split, stack
 from fxrazor.rules.statistics import is_norm_statistic
 from fxrazor.trace import signature as _signature
@@ -301,6 +302,7 @@ _POINTWISE_METHODS = [
 
 FUNCTION_RULES: dict[Any, Rule] = {f: pointwise for f in _POINTWISE_FUNCTIONS}
 FUNCTION_RULES.update(CONTRACTION_RULES)
+FUNCTION_RULES.update(FUNCTIONAL_LAYER_RULES)
 FUNCTION_RULES.update({
     torch.cat: cat, torch.concat: cat, torch.concatenate: cat, torch.stack: stack,
     torch.split: split, torch.chunk: chunk, operator.getitem: getitem,

@@ -130,7 +130,8 @@ def within(error: float, scale: float, rtol: float = DEFAULT_RTOL) -> bool:
 def oracle_applies(supernet: Supernet) -> bool:
     """Whether the zero-invariance oracle holds for the supernet's units.
 
-    It does not where a LayerNorm, GroupNorm or RMSNorm layer is a unit member: the norm
+    It does not where a LayerNorm, GroupNorm or RMSNorm layer is a unit member, or a
+    function normalises over a unit's positions (``ChannelAnalysis.normalised``): the norm
     then normalises over pruned channels, and removing them changes its statistics (by
     design), while zeroing them does not remove them.
 
@@ -143,6 +144,10 @@ def oracle_applies(supernet: Supernet) -> bool:
     """
     if supernet.units and any(is_norm_statistic(n) for n in supernet.graph_module.graph.nodes):
         return False  # a norm written with tensor ops (RMSNorm by hand) over channels
+    # functions on the graph's parameters (F.layer_norm, F.group_norm, batch statistics
+    # over a standardised conv weight) record the positions they normalise over
+    if any((p.unit >= 0).any() for p in getattr(supernet.analysis, "normalised", ())):
+        return False
     for spec in supernet.analysis.units:
         for slot, _ in spec.members:
             if not slot.is_param and isinstance(

@@ -109,6 +109,17 @@ FUNCTION_CASES: dict[Any, Call] = {
     torch.layer_norm: lambda m, y: torch.layer_norm(y, [4], m.g, None, 1e-5),
     F.embedding: lambda m, y: y + F.embedding(torch.arange(4, device=y.device) % 5, m.w),
     torch.addmm: lambda m, y: torch.addmm(m.b, y.reshape(-1, 4), m.w.t()),
+    # layers written as functions (F.convNd is torch.convNd)
+    F.conv1d: lambda m, y: F.conv1d(y.flatten(2), torch.ones(2, 6, 3)),
+    F.conv2d: lambda m, y: F.conv2d(y, m.conv.weight[:2].repeat(1, 2, 1, 1), m.b[:2]),
+    F.conv3d: lambda m, y: F.conv3d(y.unsqueeze(2), torch.ones(2, 3, 1, 1, 1), None, 1, 0, 1, 2),
+    F.conv_transpose1d: lambda m, y: F.conv_transpose1d(y.flatten(2), torch.ones(6, 2, 3)),
+    F.conv_transpose2d: lambda m, y: F.conv_transpose2d(y, torch.ones(6, 2, 2, 2), m.b[:2]),
+    F.conv_transpose3d: lambda m, y: F.conv_transpose3d(y.unsqueeze(2), torch.ones(6, 1, 1, 1, 1)),
+    F.batch_norm: lambda m, y: F.batch_norm(y, torch.zeros(6), torch.ones(6), m.conv.bias),
+    F.instance_norm: lambda m, y: F.instance_norm(y, weight=m.conv.bias),
+    F.group_norm: lambda m, y: F.group_norm(y, 3, m.conv.bias, None),
+    torch.group_norm: lambda m, y: torch.group_norm(y, 6),
     operator.matmul: lambda m, y: y @ y.transpose(-1, -2),
     # joining and slicing
     torch.cat: lambda m, y: torch.cat([y, -y], 1),
