@@ -160,14 +160,14 @@ def _combine(groups: list[tuple[str, list[Any]]], labels: tuple[str, ...], confi
                 return {}, f"unit {unit.name!r} has {unit.num_channels} channels, not {label}"
             for attr, value in reading.items():
                 values.setdefault(attr, {}).setdefault(value, []).append(unit.name)
-    for attr, by_value in values.items():
-        if len(by_value) > 1:
-            kept = "; ".join(f"{v} at {_where(n, layers)}" for v, n in sorted(by_value.items()))
-            return {}, (
-                f"{attr} differs across layers ({kept}), but the config holds one {attr} for "
-                f"every layer: give the layers one width (fxrazor.hf.set_layer_widths(sn, "
-                f"{{group: width}}), groups from fxrazor.hf.layer_groups(sn)) or search them as "
-                f"one choice (fxrazor.hf.tie_layer_groups(sn))")
+    differ = [f"{attr} differs across layers ("
+              + "; ".join(f"{v} at {_where(n, layers)}" for v, n in sorted(by_value.items()))
+              + ")" for attr, by_value in values.items() if len(by_value) > 1]
+    if differ:
+        return {}, (", and ".join(differ) + ", but the config holds one size for every layer: "
+                    "give the layers one width (fxrazor.hf.set_layer_widths(sn, {group: "
+                    "width}), groups from fxrazor.hf.layer_groups(sn)) or search them as one "
+                    "choice (fxrazor.hf.tie_layer_groups(sn))")
     return {a: next(iter(v)) for a, v in values.items()}, ""
 
 
@@ -242,7 +242,7 @@ def _solve(supernet: Supernet, cls: type[nn.Module], config: Any, frozen: fx.Gra
                    + (f" ({cls.__name__} ignores head_dim: it derives the head size from "
                       f"hidden_size / num_attention_heads, so prune hidden_size in proportion "
                       f"to the heads or keep every head)"
-                      if _int_attr(config, "head_dim") is None
+                      if _HEADS in sizes and _int_attr(config, "head_dim") is None
                       and _int_attr(new, "head_dim") is not None else ""))
     raise PretrainedExportError(
         f"the subnet's widths cannot be written as a {type(config).__name__} "
