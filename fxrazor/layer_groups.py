@@ -198,8 +198,8 @@ def tie_layer_groups(supernet: Supernet, names: list[str] | None = None,
 
     Raises:
         UnknownUnitError: a name is not a layer group.
-        InvalidArgumentError: a group's units differ in channel count, or a candidate
-            does not fit them (nothing is tied then).
+        InvalidArgumentError: a group's units differ in channel count.
+        InvalidChoiceError: a candidate does not fit the units (nothing is tied then).
 
     Example:
         >>> import torch, fxrazor
