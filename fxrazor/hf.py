@@ -127,14 +127,14 @@ def _unit_groups(supernet: Supernet, config: Any
     units = [u for u in supernet.every_unit() if u.num_channels > 1]
     pruned = {u.name for u in units if u.activated_channels < u.num_channels}
     by_name = {u.name: u for u in units}
-    groups = []
-    layers = {}
+    groups: list[tuple[str, list[Any]]] = []
+    layers: dict[str, tuple[str, str]] = {}
     for pattern, members in group_by_layer(list(by_name)).items():
         layers.update({name: (pattern, index) for index, name in members.items()})
         if pruned & set(members.values()):
             groups.append((pattern, [by_name[n] for n in members.values()]))
-    for pattern, members in groups:
-        first = members[0]
+    for pattern, group in groups:
+        first = group[0]
         if not _readings(config, first.num_channels, first.activated_channels):
             raise PretrainedExportError(
                 f"unit {first.name!r} ({first.num_channels} channels, {first.activated_channels}"

@@ -237,10 +237,10 @@ def tie_layer_groups(supernet: Supernet, names: list[str] | None = None,
     done: list[str] = []
     tied: dict[str, list[str]] = {}
     try:  # bind_unit checks each value; on a refusal, untie what this call tied
-        for name, units, mutable in plans:
+        for name, unit_names, mutable in plans:
             tied[name] = []
-            for unit in units:
-                done.append(bind_unit(supernet, unit, mutable))
+            for unit_name in unit_names:
+                done.append(bind_unit(supernet, unit_name, mutable))
                 tied[name].append(done[-1])
     except FxRazorError:
         for key in reversed(done):
