@@ -19,14 +19,26 @@ them one width with :func:`set_layer_widths`, or search them as one choice with
 
 Needs ``transformers`` (``pip install fxrazor[hf]``) only for a config given alone.
 
-Example:
+Example (a stand-in for a ``PreTrainedModel``: a config of sizes, built from it):
     >>> import torch, fxrazor
     >>> from torch import nn
-    >>> sn = fxrazor.convert(nn.Linear(4, 2), torch.randn(1, 4))
-    >>> save_pretrained(sn, "unused", nn.Linear(4, 2))
-    Traceback (most recent call last):
-    ...
-    fxrazor.errors.UnsupportedModelError: save_pretrained needs the original Hugging Face model (a PreTrainedModel, with .config) or its config (with .architectures), got Linear
+    >>> class Config:
+    ...     architectures = None
+    ...     def __init__(self): self.hidden_size, self.intermediate_size = 4, 8
+    ...     def to_dict(self): return dict(vars(self))
+    >>> class TinyMLP(nn.Module):
+    ...     def __init__(self, config):
+    ...         super().__init__()
+    ...         self.config, self.up = config, nn.Linear(4, config.intermediate_size)
+    ...         self.down = nn.Linear(config.intermediate_size, 4)
+    ...     def forward(self, x): return self.down(self.up(x).relu())
+    ...     def save_pretrained(self, directory): ...
+    >>> model = TinyMLP(Config())
+    >>> sn = fxrazor.convert(model, torch.randn(1, 4)); sn.set_choices({"up": 3})
+    >>> pruned_config(sn, model).intermediate_size, model.config.intermediate_size
+    (3, 8)
+    >>> to_pretrained(sn, model).up
+    Linear(in_features=4, out_features=3, bias=True)
 """
 
 from __future__ import annotations
@@ -298,8 +310,9 @@ def _example_kwargs(supernet: Supernet, frozen: fx.GraphModule) -> dict[str, Any
 
 def _compare(frozen_out: Any, model_out: Any, atol: float) -> list[str]:
     """Names of the outputs that differ (the frozen one's keys, or its first tensor)."""
-    if isinstance(frozen_out, torch.Tensor):
-        pairs = [("output", frozen_out, model_out[0])]
+    if isinstance(frozen_out, torch.Tensor):  # a ModelOutput's first field, or the tensor
+        pairs = [("output", frozen_out,
+                  model_out if isinstance(model_out, torch.Tensor) else model_out[0])]
     elif isinstance(frozen_out, Mapping):
         pairs = [(k, v, model_out[k]) for k, v in frozen_out.items()
                  if isinstance(v, torch.Tensor) and k in model_out]
