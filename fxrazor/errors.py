@@ -28,6 +28,7 @@ __all__ = [
     "InvalidArgumentError",
     "IndexOutOfRangeError",
     "AliasConflictError",
+    "PretrainedExportError",
 ]
 
 
@@ -97,3 +98,8 @@ class IndexOutOfRangeError(FxRazorError, IndexError):
 
 class AliasConflictError(FxRazorError, ValueError):
     """Mutables that share an alias disagree on their chosen value."""
+
+
+class PretrainedExportError(FxRazorError, ValueError):
+    """A subnet's widths cannot be written as its model's own (Hugging Face) config: they
+    differ across layers where the config has one size, or no config size gives them."""

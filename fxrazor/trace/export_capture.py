@@ -233,6 +233,8 @@ def _lookup(source: nn.Module, target: str) -> Any:
 def _output(graph: fx.Graph, program: ExportedProgram, node: fx.Node, env: dict[fx.Node, Any],
             value: Any, root: dict[str, Any], source: nn.Module, skipped: set[fx.Node]) -> None:
     results = node.args[0]
+    if not isinstance(results, (tuple, list)):  # export's output node holds a flat tuple
+        raise TypeError(f"unexpected exported output {results!r}")
     user: list[Any] = []
     for spec, result in zip(program.graph_signature.output_specs, results, strict=True):
         if spec.kind == OutputKind.USER_OUTPUT:

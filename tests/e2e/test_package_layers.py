@@ -3,7 +3,8 @@
 Every import that runs (at module level or inside a function; not under
 ``if TYPE_CHECKING:``) between fxrazor's stages must go from a higher stage to a lower one:
 
-    verify → face (cli, summary, api, value_binding, supernet, __init__) → passes → layers
+    verify → face (cli, hf, summary, layer_groups, api, value_binding, supernet, __init__)
+    → passes → layers
     → structures / mutators → mutables → ops / rules → analysis → trace → decompose
     → utils → errors
 
@@ -29,6 +30,8 @@ RANKS = {
     "ops": 5, "rules": 5, "mutables": 6, "structures": 7, "layers": 8, "passes": 9,
     "mutators": 7,  # search groups over the mutables; the supernet holds the mutators
     "supernet": 10, "api": 11, "value_binding": 11, "summary": 12, "cli": 13, "__init__": 13, "__main__": 14,
+    "layer_groups": 12,  # ties units over value_binding's mutables
+    "hf": 13,  # writes Hugging Face directories: freezes (api) and names layer groups
     "verify": 14, "zoo": 15,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
 }
 
