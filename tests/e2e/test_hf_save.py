@@ -86,7 +86,8 @@ def test_llama_kv_groups_and_mlp_round_trip(llama, tmp_path) -> None:
     model, ids, sn = llama
     _full(sn)
     before = _state(model)
-    assert sorted(layer_groups(sn)) == ["attention", "mlp"]
+    # the hidden size spans the layers (RMSNorm written with tensor ops follows it)
+    assert sorted(layer_groups(sn)) == ["attention", "hidden", "mlp"]
     set_layer_widths(sn, {"attention": 1, "mlp": 48})  # 1 of 2 KV groups, half the MLP
     choices = sn.choices()
     frozen = fxrazor.freeze(sn)
@@ -116,6 +117,25 @@ def test_llama_kv_groups_and_mlp_round_trip(llama, tmp_path) -> None:
     # neither the model nor the supernet changed
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert sn.choices() == choices
+
+
+def test_llama_hidden_size_round_trip(llama, tmp_path) -> None:
+    model, ids, sn = llama
+    _full(sn)
+    set_layer_widths(sn, {"hidden": 48})
+    frozen = fxrazor.freeze(sn)
+    save_pretrained(sn, tmp_path, model)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    cfg = loaded.config
+    # Llama's config names its head size, so it stays while the hidden size shrinks
+    assert (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads) == (48, HEAD_DIM, HEADS)
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids).logits, frozen(input_ids=ids)["logits"],
+                              atol=1e-5)
+    layer, orig = loaded.model.layers[0], model.model.layers[0]
+    assert torch.equal(layer.input_layernorm.weight, orig.input_layernorm.weight[:48])
+    assert torch.equal(layer.self_attn.q_proj.weight, orig.self_attn.q_proj.weight[:, :48])
+    assert torch.equal(loaded.model.embed_tokens.weight, model.model.embed_tokens.weight[:, :48])
 
 
 def test_bert_heads_with_hidden_and_intermediate_round_trip(bert, tmp_path) -> None:
