@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import time
@@ -159,6 +160,17 @@ def _build_units(specs: tuple[UnitSpec, ...], unit_cls: type[MutableChannelUnit]
     return units
 
 
+# graph_module.meta key: (model class, a copy of its config) of a model that has a config
+# (Hugging Face), so that fxrazor.hf.save_pretrained(sn, directory) needs nothing else
+SOURCE_KEY = "source_model"
+
+
+def _record_source(supernet: Supernet, model: nn.Module) -> None:
+    config = getattr(model, "config", None)
+    if config is not None and callable(getattr(config, "to_dict", None)):
+        supernet.graph_module.meta[SOURCE_KEY] = (type(model), copy.deepcopy(config))
+
+
 def convert(model: nn.Module, example_inputs: Any, unit: str | type[MutableChannelUnit]
             = "sequential", unit_args: dict[str, Any] | None = None,
             leaf_modules: Iterable[type | str] = (), module_rules: dict | None = None,
@@ -233,6 +245,7 @@ def _convert(model: nn.Module, example_inputs: Any, options: ConvertOptions,
         unit.prepare_from_weights(UnitWeights(dyn.graph_module, spec, layers))
     supernet = Supernet(dyn.graph_module, units, analysis, dyn.bindings, dyn.counters,
                         traced.example_args)  # in the model's mode, as the traced graph
+    _record_source(supernet, model)
     for unit in units:  # method units put in their own layers (a plain unit has nothing to do)
         if type(unit).prepare_for_pruning is not MutableChannelUnit.prepare_for_pruning:
             unit.prepare_for_pruning(supernet)

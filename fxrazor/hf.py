@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from fxrazor.api import freeze
+from fxrazor.api import SOURCE_KEY, freeze
 from fxrazor.errors import PretrainedExportError, UnsupportedModelError
 from fxrazor.layer_groups import group_by_layer, layer_groups, set_layer_widths, tie_layer_groups
 from fxrazor.supernet import Supernet
@@ -271,7 +271,8 @@ def pruned_config(supernet: Supernet, model: Any, frozen: fx.GraphModule | None 
 
     Args:
         supernet: the supernet converted from ``model``, at the chosen widths.
-        model: the original model, or its config (whose ``architectures`` names the class).
+        model: the original model, or its config (whose ``architectures`` names the class);
+            by default the class and config that ``convert`` recorded from the model.
         frozen: ``fxrazor.freeze(supernet)`` when already made (else it is made here).
 
     Raises:
@@ -322,7 +323,7 @@ def _compare(frozen_out: Any, model_out: Any, atol: float) -> list[str]:
             if a.shape != b.shape or not torch.allclose(a, b, atol=atol, rtol=1e-4)]
 
 
-def to_pretrained(supernet: Supernet, model: Any, *, check: bool = True,
+def to_pretrained(supernet: Supernet, model: Any = None, *, check: bool = True,
                   atol: float = 1e-4) -> nn.Module:
     """A new model of ``model``'s class with the pruned config and the subnet's weights
     (in eval mode, in the subnet's dtype). ``check`` runs it and the frozen subnet on the
@@ -334,8 +335,18 @@ def to_pretrained(supernet: Supernet, model: Any, *, check: bool = True,
     return _build(supernet, model, check, atol, "to_pretrained")
 
 
+def _recorded(supernet: Supernet, verb: str) -> tuple[type[nn.Module], Any]:
+    """The model class and config that :func:`fxrazor.convert` recorded."""
+    recorded = supernet.graph_module.meta.get(SOURCE_KEY)
+    if recorded is None:
+        raise UnsupportedModelError(
+            f"{verb}: this supernet was not converted from a model with a config (a Hugging "
+            f"Face PreTrainedModel); pass the original model or its config as `model`")
+    return recorded
+
+
 def _build(supernet: Supernet, model: Any, check: bool, atol: float, verb: str) -> nn.Module:
-    cls, config = _source(model, verb)
+    cls, config = _recorded(supernet, verb) if model is None else _source(model, verb)
     frozen = freeze(supernet)
     new_config = _solve(supernet, cls, config, frozen)
     params = _params(frozen)
@@ -362,7 +373,7 @@ def _build(supernet: Supernet, model: Any, check: bool, atol: float, verb: str) 
     return pruned
 
 
-def save_pretrained(supernet: Supernet, directory: str | Path, model: Any, *,
+def save_pretrained(supernet: Supernet, directory: str | Path, model: Any = None, *,
                     check: bool = True, **save_kwargs: Any) -> nn.Module:
     """Write the supernet's current subnet to ``directory`` as ``model``'s class with a
     pruned config and safetensors weights: ``type(model).from_pretrained(directory)`` (or
@@ -373,7 +384,8 @@ def save_pretrained(supernet: Supernet, directory: str | Path, model: Any, *,
         supernet: a supernet converted from ``model`` (e.g. with ``split_dims="outer"``,
             so attention prunes whole heads or KV groups), at the chosen widths.
         directory: where to write ``config.json`` and ``model.safetensors``.
-        model: the original model, or its config (whose ``architectures`` names the class).
+        model: the original model, or its config (whose ``architectures`` names the class);
+            by default the class and config that ``convert`` recorded from the model.
         check: compare the new model's outputs with the frozen subnet's first
             (see :func:`to_pretrained`).
         save_kwargs: passed on to the model's ``save_pretrained``.

@@ -227,7 +227,10 @@ def _header() -> str:
             "channels, and frozen. *frozen == supernet* and *zero oracle* compare outputs with "
             "a tolerance of 1e-4 relative to the output's scale; the oracle is *n/a* where a "
             "LayerNorm/GroupNorm normalises pruned channels (pruning then changes statistics, "
-            "by design).\n\n")
+            "by design).\n\nThe other tables: Hugging Face transformers in "
+            "[coverage-hf.md](coverage-hf.md) (`python -m fxrazor.verify.hf_zoo`), one model "
+            "of every timm family in [coverage-timm.md](coverage-timm.md) "
+            "(`python -m fxrazor.verify.timm_zoo`).\n\n")
 
 
 if __name__ == "__main__":

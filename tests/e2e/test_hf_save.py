@@ -145,7 +145,7 @@ def test_bert_heads_with_hidden_and_intermediate_round_trip(bert, tmp_path) -> N
     # hidden size (the pooler's output is the hidden size too)
     set_layer_widths(sn, {"attention": 2, "mlp": 40, "hidden": 32, "bert.pooler.dense": 32})
     frozen = fxrazor.freeze(sn)
-    save_pretrained(sn, tmp_path, model)
+    save_pretrained(sn, tmp_path)  # the model's class and config, recorded by convert
     written = json.loads((tmp_path / "config.json").read_text())
     assert "head_dim" not in written  # BERT has none: 32 / 2 is the old head size, 16
     loaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
@@ -243,6 +243,8 @@ def test_no_config_or_another_layout_is_refused(vit, tmp_path) -> None:
     plain = fxrazor.convert(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)), torch.randn(1, 4))
     with pytest.raises(UnsupportedModelError, match="parameters are not ViTFor"):
         save_pretrained(plain, tmp_path, model)
+    with pytest.raises(UnsupportedModelError, match="pass the original model"):
+        save_pretrained(plain, tmp_path)  # nothing recorded: no config
     assert list(tmp_path.iterdir()) == []
 
 
