@@ -15,9 +15,8 @@ must have the frozen tensor's shape.
 A config holds one size for every layer; a subnet whose layers keep different widths
 is refused with a :class:`~fxrazor.errors.PretrainedExportError` naming the layers (give
 them one width with :func:`set_layer_widths`, or search them as one choice with
-:func:`tie_layer_groups`). Neither the model nor the supernet is changed.
-
-Needs ``transformers`` (``pip install fxrazor[hf]``) only for a config given alone.
+:func:`tie_layer_groups`). Neither the model nor the supernet is changed. Needs
+``transformers`` (``pip install fxrazor[hf]``) only for a config given alone.
 
 Example (a stand-in for a ``PreTrainedModel``: a config of sizes, built from it):
     >>> import torch, fxrazor
@@ -58,8 +57,8 @@ from fxrazor.errors import PretrainedExportError, UnsupportedModelError
 from fxrazor.layer_groups import group_by_layer, layer_groups, set_layer_widths, tie_layer_groups
 from fxrazor.supernet import Supernet
 
-__all__ = ["save_pretrained", "to_pretrained", "pruned_config", "SIZE_ATTRS",
-           "layer_groups", "set_layer_widths", "tie_layer_groups"]
+__all__ = ["save_pretrained", "to_pretrained", "pruned_config", "SIZE_ATTRS", "layer_groups",
+           "set_layer_widths", "tie_layer_groups"]
 
 logger = logging.getLogger(__name__)
 
@@ -336,13 +335,9 @@ def to_pretrained(supernet: Supernet, model: Any = None, *, check: bool = True,
 
 
 def _recorded(supernet: Supernet, verb: str) -> tuple[type[nn.Module], Any]:
-    """The model class and config that :func:`fxrazor.convert` recorded."""
-    recorded = supernet.graph_module.meta.get(SOURCE_KEY)
-    if recorded is None:
-        raise UnsupportedModelError(
-            f"{verb}: this supernet was not converted from a model with a config (a Hugging "
-            f"Face PreTrainedModel); pass the original model or its config as `model`")
-    return recorded
+    if SOURCE_KEY not in supernet.graph_module.meta:  # recorded by fxrazor.convert
+        raise UnsupportedModelError(f"{verb}: no model with a config was converted; pass the original model as `model`")
+    return supernet.graph_module.meta[SOURCE_KEY]
 
 
 def _build(supernet: Supernet, model: Any, check: bool, atol: float, verb: str) -> nn.Module:

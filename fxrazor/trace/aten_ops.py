@@ -129,6 +129,21 @@ def _sym_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
     return ("call_method", "size", args, {})
 
 
+def _interpolate(mode: str, antialias: bool = False) -> Adapter:
+    """``aten.upsample_<mode>.vec(input, output_size, [align_corners,] scale_factors)`` as
+    ``F.interpolate`` (scriptable, and it has a channel rule)."""
+    def adapt(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+        values = list(args) + [None] * 4
+        if mode == "nearest":
+            size, align, scales = values[1], None, values[2]
+        else:
+            size, align, scales = values[1], values[2], values[3]
+        options = {"size": size, "scale_factor": scales, "mode": mode,
+                   "align_corners": align, "antialias": antialias}
+        return ("call_function", F.interpolate, args[:1], options)
+    return adapt
+
+
 TORCH_EQUIVALENTS: dict[Any, Adapter] = {
     # arithmetic and element-wise (same arguments, same broadcasting)
     aten.add.Tensor: _function(torch.add), aten.add.Scalar: _function(torch.add),
@@ -164,6 +179,16 @@ TORCH_EQUIVALENTS: dict[Any, Adapter] = {
     aten.ge.Tensor: _function(torch.ge), aten.ge.Scalar: _function(torch.ge),
     aten.dropout.default: _dropout, aten.clone.default: _method("clone"),
     aten.contiguous.default: _method("contiguous"), aten.detach.default: _method("detach"),
+    aten.upsample_nearest1d.vec: _interpolate("nearest"),
+    aten.upsample_nearest2d.vec: _interpolate("nearest"),
+    aten.upsample_nearest3d.vec: _interpolate("nearest"),
+    aten.upsample_linear1d.vec: _interpolate("linear"),
+    aten.upsample_bilinear2d.vec: _interpolate("bilinear"),
+    aten.upsample_trilinear3d.vec: _interpolate("trilinear"),
+    aten.upsample_bicubic2d.vec: _interpolate("bicubic"),
+    aten._upsample_bilinear2d_aa.vec: _interpolate("bilinear", antialias=True),
+    aten._upsample_bicubic2d_aa.vec: _interpolate("bicubic", antialias=True),
+    aten.unbind.int: _function(torch.unbind),  # scriptable (an overload is not)
     aten.alias.default: lambda args, kwargs: ("identity", None, args[:1], {}),
     aten.to.dtype: _to, aten.to.device: _to, aten.to.dtype_layout: _to,
     aten.type_as.default: _method("type_as"),

@@ -188,12 +188,8 @@ def _progress(items: Iterable[Any], total: int) -> Iterable[Any]:
 
 # Failure messages of general causes, and what they are (the table lists each model's).
 KNOWN_CAUSES = (
-    (r"_assert_is_none|attn_mask|is_causal",
-     "the frozen graph keeps a defaulted forward argument (timm attention's attn_mask=None) "
-     "under a new name (a general bug, fixed on another branch)"),
-    (r"shape '\[.*\]' is invalid for input of size",
-     "a size computed from the pruned width (C // heads) breaks at half width (a general "
-     "bug, fixed on another branch)"),
+    (r"Unknown type name|cannot statically infer",
+     "TorchScript cannot compile the model's own Python code that the frozen graph calls"),
     (r"control flow",
      "torch.fx cannot trace control flow on traced values in the model's own forward"),
 )

@@ -158,8 +158,10 @@ def test_a_new_layer_type_is_one_record() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 1), Scale(8), nn.ReLU(), nn.Conv2d(8, 2, 1)).eval()
     x = torch.randn(2, 3, 5, 5)
-    unknown = fxrazor.convert(model, x)
-    assert unknown.units == []  # without the record: the scale pins the conv's channels
+    # without the record, torch.fx keeps the scale opaque (x.dim() of a traced value) and
+    # it pins the conv's channels ('auto' would capture it with torch.export instead)
+    unknown = fxrazor.convert(model, x, capture="fx")
+    assert unknown.units == []
     sn = fxrazor.convert(model, x, layers={Scale: SCALE})
     assert [u.num_channels for u in sn.units] == [8]
     assert isinstance(sn.graph_module.get_submodule("1"), DynamicScale)

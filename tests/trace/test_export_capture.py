@@ -172,3 +172,75 @@ def test_hand_written_rmsnorm_lets_channels_prune_but_other_means_pin() -> None:
     expected = torch.nn.functional.linear(h, model.b.weight[:, :5], model.b.bias) \
         + model.c(x).mean(-1, keepdim=True)
     torch.testing.assert_close(check.frozen_output, expected)
+
+
+class Resample(nn.Module):
+    """Every interpolation mode of a 4D input, each an aten.upsample_*.vec call in export."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        F = torch.nn.functional
+        y = self.conv(x)
+        y = (F.interpolate(y, size=(12, 12), mode="bicubic", antialias=True)
+             + F.interpolate(y, scale_factor=1.5, mode="bilinear", align_corners=True)
+             + F.interpolate(y, size=(12, 12), mode="nearest")
+             + F.interpolate(y, size=(12, 12), mode="bicubic"))
+        return self.head(y)
+
+
+def test_exported_interpolations_are_f_interpolate_and_script() -> None:
+    torch.manual_seed(0)
+    model, x = Resample().eval(), torch.randn(2, 3, 8, 8)
+    sn = fxrazor.convert(model, x, capture="export")
+    calls = [n.target for n in sn.graph_module.graph.nodes if n.op == "call_function"]
+    assert calls.count(torch.nn.functional.interpolate) == 4
+    assert not any("upsample" in str(t) for t in calls)
+    assert [u.name for u in sn.units] == ["conv"]  # interpolation follows the channels
+    assert check_full_width(model, sn, x).error < 1e-6
+    sn.set_choices({"conv": 3})
+    check = check_subnet(model, sn, x)
+    assert check.frozen_error < 1e-5 and check.oracle_error < 1e-5
+    frozen = check.frozen
+    torch.testing.assert_close(torch.jit.script(frozen)(x), frozen(x))
+
+
+class Untraceable(nn.Module):
+    """A submodule fx cannot trace (a Python int of a traced size)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = int(x.shape[1])
+        return self.fc(x) * n
+
+
+class WithUntraceable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.mid, self.out = nn.Linear(4, 8), Untraceable(), nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.mid(self.inp(x))))
+
+
+def test_auto_uses_export_where_fx_keeps_untraceable_submodules_opaque() -> None:
+    torch.manual_seed(0)
+    model, x = WithUntraceable().eval(), torch.randn(3, 4)
+    fx_sn = fxrazor.convert(model, x, capture="fx")
+    assert fx_sn.units == [] and "mid" in fx_sn.analysis.opaque  # all pinned by the leaf
+    sn = fxrazor.convert(model, x)  # auto
+    assert sorted(u.name for u in sn.units) == ["inp", "mid.fc"]
+    assert sn.analysis.opaque == {}
+    assert check_full_width(model, sn, x).error < 1e-6
+    sn.set_choices({"inp": 5, "mid.fc": 3})
+    check = check_subnet(model, sn, x)
+    assert check.frozen_error < 1e-5 and check.oracle_error < 1e-5
+    # a leaf the user names stays opaque: export is not tried
+    named = fxrazor.convert(model, x, leaf_modules=[Untraceable])
+    assert named.units == [] and "Untraceable 'mid'" in named.analysis.unknown_ops
