@@ -34,17 +34,14 @@ from fxrazor.analysis.result import UnitSpec
 from fxrazor.errors import InvalidArgumentError, InvalidChoiceError, UnsupportedModelError
 from fxrazor.layers import LayerRecord, UnitWeights, layer_table
 from fxrazor.mutables.base import BaseMutable
-from fxrazor.mutables.channel_unit import (
-    MutableChannelUnit,
-    OneShotMutableChannelUnit,
-    SequentialMutableChannelUnit,
-)
+from fxrazor.mutables.channel_unit import MutableChannelUnit, SequentialMutableChannelUnit
 from fxrazor.mutables.method_units import (
     DCFFChannelUnit,
     DMCPChannelUnit,
     L1MutableChannelUnit,
     SlimmableChannelUnit,
 )
+from fxrazor.mutables.one_shot_unit import OneShotMutableChannelUnit
 from fxrazor.ops import DynamicOp
 from fxrazor.passes.discover_units import SPLIT_DIMS, discover_units
 from fxrazor.passes.fold_blocks import fold_blocks
@@ -241,6 +238,8 @@ def _convert(model: nn.Module, example_inputs: Any, options: ConvertOptions,
                              user_modules=traced.user_module_ids, modules=traced.modules())
     fold_blocks(dyn.graph_module)  # each op mutable again, its candidates now dynamic
     units = _build_units(analysis.units, options.unit_type, dict(options.unit_args or {}))
+    for index, channels, why in analysis.minimums:  # e.g. a router keeps its top k experts
+        units[index].min_kept, units[index].min_kept_reason = channels, why
     for spec, unit in zip(analysis.units, units, strict=True):
         unit.prepare_from_weights(UnitWeights(dyn.graph_module, spec, layers))
     supernet = Supernet(dyn.graph_module, units, analysis, dyn.bindings, dyn.counters,

@@ -6,7 +6,8 @@ give those shapes: the new sizes are read from the units' kept widths, each unit
 the config size whose value is its channel count (an MLP unit of 96 channels is
 ``intermediate_size``; an attention unit of whole heads, ``split_dims="outer"``, is
 ``num_attention_heads``, or ``num_key_value_heads`` where its channels are KV groups,
-each carrying ``num_attention_heads // num_key_value_heads`` query heads). The head size
+each carrying ``num_attention_heads // num_key_value_heads`` query heads; a router's
+unit of whole experts is ``num_experts``). The head size
 is kept (written as ``head_dim`` where the model would derive another one from
 ``hidden_size / num_attention_heads``). A unit that fits more than one size is settled by
 the shapes: every parameter of the model built (on the meta device) from the new config
@@ -64,8 +65,9 @@ logger = logging.getLogger(__name__)
 
 # Config sizes a unit may be, besides the head counts (read through the config's
 # attribute_map, so GPT-2's n_embd answers to hidden_size).
-SIZE_ATTRS: tuple[str, ...] = ("hidden_size", "intermediate_size", "ffn_dim", "encoder_ffn_dim",
-                               "decoder_ffn_dim", "d_ff", "n_inner", "moe_intermediate_size")
+SIZE_ATTRS: tuple[str, ...] = tuple(
+    "hidden_size intermediate_size ffn_dim encoder_ffn_dim decoder_ffn_dim d_ff n_inner "
+    "moe_intermediate_size shared_expert_intermediate_size num_experts num_local_experts".split())
 _HEADS, _KV = "num_attention_heads", "num_key_value_heads"
 _MAX_TRIES = 64  # readings of ambiguous unit groups tried against the shapes
 
@@ -301,11 +303,9 @@ def _check_ties(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
 
 
 def _example_kwargs(supernet: Supernet, frozen: fx.GraphModule) -> dict[str, Any] | None:
-    names = [n.target for n in frozen.graph.nodes if n.op == "placeholder"]
+    names = [str(n.target) for n in frozen.graph.nodes if n.op == "placeholder"]
     args = tuple(supernet.example_args)
-    if len(names) != len(args):
-        return None
-    return dict(zip([str(n) for n in names], args, strict=True))
+    return dict(zip(names, args, strict=True)) if len(names) == len(args) else None
 
 
 def _compare(frozen_out: Any, model_out: Any, atol: float) -> list[str]:

@@ -33,6 +33,7 @@ from fxrazor.rules.functions import (
     NAMED_FUNCTION_RULES,
     pointwise,
 )
+from fxrazor.rules.routing import INDEX_CONSUMERS, INDEX_PASS
 from fxrazor.trace.autograd_functions import ATTR_PREFIX, is_kept_function_call
 from fxrazor.trace.blocks import block_join
 from fxrazor.trace.tracer import TracedModel, lookup_by_type
@@ -62,6 +63,33 @@ class _Walk:
         self.kernel_weights = _kernel_weights(ctx.gm.graph)
         for node in ctx.gm.graph.nodes:
             ctx.infos[node] = self._single_channels(node, self._visit(node))
+            if ctx.indices and any(a in ctx.indices for a in node.all_input_nodes):
+                self._carry_indices(node)
+
+    def _carry_indices(self, node: fx.Node) -> None:
+        """Ids of positions (``fxrazor.rules.routing``) reach ``node``: an op that keeps
+        its input's values carries them on; an op whose rule reads them has done so; any
+        other use pins the positions, since it may compare the ids with constants."""
+        ctx = self.ctx
+        if node.op == "call_function" and node.target in INDEX_CONSUMERS:
+            return
+        key = node.target if node.op in ("call_function", "call_method") else None
+        carry = INDEX_PASS.get(key) if key is not None else None
+        first = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+        others = [a for a in node.all_input_nodes if a in ctx.indices and a is not first]
+        if carry is not None and first is not None and first in ctx.indices and not others:
+            out = carry(ctx, node, ctx.indices[first])
+            if out is not None:
+                ctx.indices[node] = out
+                return
+            if isinstance(ctx.indices[first], tuple):
+                return  # an item without ids taken from a tuple (topk's values)
+        for source in node.all_input_nodes:
+            refs = ctx.indices.get(source)
+            for ids in refs if isinstance(refs, tuple) else (refs,):
+                if ids is not None:
+                    ctx.space.pin(ids, f"{ctx.describe(node)} uses ids of these positions "
+                                       f"that no rule carries")
 
     def _single_channels(self, node: fx.Node, info: ChannelInfo) -> ChannelInfo:
         """Pin the element of every dim of size 1: removing it would leave nothing, and
@@ -217,10 +245,29 @@ def discover_units(traced: TracedModel, layers: Mapping[type, LayerRecord] | Non
     sites = tuple(s for s in sites if not all(p.all_pinned for p in s.parts))
     normalised = tuple(p for p in (position_map(ids) for ids in ctx.normalised)
                        if not p.all_pinned)
+    minimums = _unit_minimums([(position_map(ids), k, why) for ids, k, why in ctx.minimums])
     return ChannelAnalysis(units, pinned, slot_maps, sites, dict(traced.opaque),
                            tuple(dict.fromkeys(ctx.unknown_ops)),
                            (*ctx.const_args, *_computed_fixed_sizes(ctx, fixed)),
-                           normalised)
+                           normalised, minimums)
+
+
+def _unit_minimums(needs: list[tuple[PositionMap, int, str]]
+                   ) -> tuple[tuple[int, int, str], ...]:
+    """(unit index, channels, why): the fewest channels each unit may keep so that at
+    least k of the positions stay (a top-k along them). Positions spread over several
+    units: each keeps enough to give k alone, or all it has, which is enough together."""
+    found: dict[int, tuple[int, str]] = {}
+    for pmap, k, why in needs:
+        free = pmap.unit >= 0
+        need = k - int((~free).sum())  # pinned positions always stay
+        for unit in np.unique(pmap.unit[free]).tolist():
+            mine = pmap.unit == unit
+            per_channel = int(mine.sum()) // len(np.unique(pmap.channel[mine]))
+            channels = -(-min(need, int(mine.sum())) // per_channel)  # ceil
+            if channels > found.get(unit, (1, ""))[0]:
+                found[unit] = (channels, why)
+    return tuple((u, c, why) for u, (c, why) in sorted(found.items()))
 
 
 def _computed_fixed_sizes(ctx: RuleContext, fixed: list[ResizeSite]

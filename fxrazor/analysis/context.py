@@ -98,6 +98,11 @@ class RuleContext:
         self.unknown_ops: list[str] = []
         # element ids that some op normalises over (statistics change when they are pruned)
         self.normalised: list[np.ndarray] = []
+        # index tensors whose values are positions of a prunable dim (a router's top-k
+        # experts): node -> the dim's element ids (a tuple of those for tuple outputs)
+        self.indices: dict[fx.Node, Any] = {}
+        # (element ids, k, why): at least k of these elements must be kept
+        self.minimums: list[tuple[np.ndarray, int, str]] = []
         self.split_dims = split_dims
 
     # ---- queries used by rules ------------------------------------------------------------

@@ -221,3 +221,5 @@ class ChannelAnalysis:
     # positions that a function normalises over (F.layer_norm, F.group_norm, batch
     # statistics): where one belongs to a unit, zeroing is not pruning (see verify.oracle)
     normalised: tuple[PositionMap, ...] = ()
+    # (unit index, channels, why): the fewest channels a unit may keep (a top-k over it)
+    minimums: tuple[tuple[int, int, str], ...] = ()

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 from fxrazor.mutables.base import BaseMutable, DumpChosen
 from fxrazor.mutables.channel_container import MutableChannelContainer
-from fxrazor.mutables.channel_unit import (
-    MutableChannelUnit,
-    OneShotMutableChannelUnit,
-    SequentialMutableChannelUnit,
-)
+from fxrazor.mutables.channel_unit import MutableChannelUnit, SequentialMutableChannelUnit
 from fxrazor.mutables.dcff_unit import calc_information, dcff_temperature
 from fxrazor.mutables.derived_mutable import DerivedMutable, concat_mutable_channels
 from fxrazor.mutables.diff_mutable import (
@@ -40,6 +36,7 @@ from fxrazor.mutables.mutable_channel import (
 )
 from fxrazor.mutables.mutable_module import MutableModule, OneShotMutableModule, OneShotMutableOP
 from fxrazor.mutables.mutable_value import MutableValue, OneShotMutableValue
+from fxrazor.mutables.one_shot_unit import OneShotMutableChannelUnit
 
 __all__ = [
     "BaseMutable",

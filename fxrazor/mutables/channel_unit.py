@@ -26,7 +26,6 @@ from fxrazor.errors import InvalidChoiceError, SubnetConfigError
 from fxrazor.mutables.base import LightModule
 from fxrazor.mutables.mutable_channel import (
     BaseMutableChannel,
-    OneShotMutableChannel,
     SquentialMutableChannel,
 )
 from fxrazor.utils import make_divisible
@@ -34,7 +33,6 @@ from fxrazor.utils import make_divisible
 __all__ = [
     "MutableChannelUnit",
     "SequentialMutableChannelUnit",
-    "OneShotMutableChannelUnit",
     "ChannelSpec",
     "ChannelSpecs",
     "ChannelWeights",
@@ -78,7 +76,13 @@ class MutableChannelUnit(LightModule):
     Attributes:
         name: the unit's name (set by the analysis; ``'unbind'`` until then).
         output_related / input_related: member channel specs (see ``config_template``).
+        min_kept: the fewest channels a choice may keep (set by the analysis where an op
+            needs them, a router's top-k experts: a choice below it is refused);
+            ``min_kept_reason`` says which op.
     """
+
+    min_kept: int = 1
+    min_kept_reason: str = ""
 
     def __init__(self, num_channels: int, *, mutable_channel: BaseMutableChannel | None = None,
                  **kwargs: Any) -> None:
@@ -156,8 +160,27 @@ class MutableChannelUnit(LightModule):
 
     @current_choice.setter
     def current_choice(self, choice: Any) -> None:
-        self.mutable_channel.current_choice = choice
+        if self.min_kept > 1:
+            before = self.mutable_channel.current_choice
+            self.mutable_channel.current_choice = choice
+            if self.activated_channels < self.min_kept:
+                self.mutable_channel.current_choice = before
+                raise InvalidChoiceError(
+                    f"unit {self.name!r}: choice {choice!r} keeps "
+                    f"{self.activated_channels_for(choice)} of {self.num_channels} channels, "
+                    f"but {self.min_kept_reason or 'the model'} needs at least {self.min_kept}")
+        else:
+            self.mutable_channel.current_choice = choice
         self._choice_set()
+
+    def activated_channels_for(self, choice: Any) -> int:
+        """How many channels ``choice`` keeps (applied for a moment, then undone)."""
+        before = self.mutable_channel.current_choice
+        self.mutable_channel.current_choice = choice
+        try:
+            return self.activated_channels
+        finally:
+            self.mutable_channel.current_choice = before
 
     def _choice_set(self) -> None:
         """Called after every width set through the unit: a unit whose state follows the
@@ -336,45 +359,6 @@ class SequentialMutableChannelUnit(MutableChannelUnit):
     def sample_choice(self) -> int | float:
         count = random.randint(1, self.num_channels)
         return count if self.is_num_mode else count / self.num_channels
-
-
-class OneShotMutableChannelUnit(SequentialMutableChannelUnit):
-    """A sequential unit whose choice must be one of ``candidate_choices``.
-
-    Example:
-        >>> unit = OneShotMutableChannelUnit(8, candidate_choices=[0.25, 0.5, 1.0])
-        >>> unit.current_choice, unit.min_choice
-        (1.0, 0.25)
-        >>> unit.current_choice = 0.5
-        >>> unit.activated_channels
-        4
-    """
-
-    mutable_channel: OneShotMutableChannel
-
-    def __init__(self, num_channels: int, candidate_choices: list[int | float] | None = None,
-                 choice_mode: str = "ratio", divisor: int = 1, min_value: int = 1,
-                 min_ratio: float = 0.9) -> None:
-        _check_num_channels(num_channels)
-        candidates = [0.5, 1.0] if candidate_choices is None else list(candidate_choices)
-        super().__init__(num_channels, choice_mode, divisor, min_value, min_ratio,
-                         mutable_channel=OneShotMutableChannel(num_channels, candidates,
-                                                               choice_mode))
-        self.candidate_choices = self.mutable_channel.choices
-
-    def init_args(self) -> dict[str, Any]:
-        return {**super().init_args(), "candidate_choices": list(self.candidate_choices)}
-
-    @property
-    def min_choice(self) -> int | float:
-        return self.mutable_channel.min_choice
-
-    @property
-    def max_choice(self) -> int | float:
-        return self.mutable_channel.max_choice
-
-    def sample_choice(self) -> int | float:
-        return random.choice(self.candidate_choices)
 
 
 def _base(name: str) -> str:

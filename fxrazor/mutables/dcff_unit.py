@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from fxrazor.errors import InvalidArgumentError, InvalidChoiceError
-from fxrazor.mutables.channel_unit import OneShotMutableChannelUnit
+from fxrazor.mutables.one_shot_unit import OneShotMutableChannelUnit
 from fxrazor.ops.conv import DynamicConv2d
 from fxrazor.ops.fuse_conv import FuseConv2d, check_temperature
 from fxrazor.utils.runtime_info import RuntimeInfo

@@ -23,10 +23,8 @@ import torch
 from torch import nn
 
 from fxrazor.errors import FixedMutableError
-from fxrazor.mutables.channel_unit import (
-    OneShotMutableChannelUnit,
-)
 from fxrazor.mutables.mutable_channel import SquentialMutableChannel
+from fxrazor.mutables.one_shot_unit import OneShotMutableChannelUnit
 from fxrazor.ops.base import Selection
 from fxrazor.ops.switchable_norm import SWITCHABLE_BATCH_NORMS
 from fxrazor.utils import make_divisible

@@ -26,7 +26,30 @@ from fxrazor.mutables.channel_unit import MutableChannelUnit
 from fxrazor.mutators.base import MutatorExtremes
 from fxrazor.mutators.nas_mutator import check_sample_mode, unknown_keys_error
 
-__all__ = ["ChannelMutator", "OneShotChannelMutator"]
+__all__ = ["ChannelMutator", "OneShotChannelMutator", "sample_unit_choice"]
+
+_TRIES = 64  # random samples tried before a unit with a minimum width takes its max
+
+
+def sample_unit_choice(unit: MutableChannelUnit, kind: str = "random") -> Any:
+    """A choice of ``unit`` by ``kind`` (``random``, ``max``, ``min``) that keeps at least
+    ``unit.min_kept`` channels: ``min`` is the smallest such choice, ``random`` samples
+    until one keeps enough (a router's experts: never fewer than its top k)."""
+    if kind == "max":
+        return unit.max_choice
+    if unit.min_kept <= 1:
+        return unit.sample_choice() if kind == "random" else unit.min_choice
+    if kind == "random":
+        for _ in range(_TRIES):
+            choice = unit.sample_choice()
+            if unit.activated_channels_for(choice) >= unit.min_kept:
+                return choice
+        return unit.max_choice
+    ladder = sorted(getattr(unit, "candidate_choices", None) or (
+        range(1, unit.num_channels + 1) if getattr(unit, "is_num_mode", True)
+        else [c / unit.num_channels for c in range(1, unit.num_channels + 1)]))
+    return next((c for c in ladder if unit.activated_channels_for(c) >= unit.min_kept),
+                unit.max_choice)
 
 
 class ChannelMutator(MutatorExtremes):
@@ -80,9 +103,7 @@ class ChannelMutator(MutatorExtremes):
     def sample_choices(self, kind: str = "random") -> dict[str, Any]:
         """A choice per mutable unit: ``random``, ``max`` or ``min`` (not applied)."""
         check_sample_mode(kind)
-        if kind == "random":
-            return {u.name: u.sample_choice() for u in self.mutable_units}
-        return {u.name: getattr(u, f"{kind}_choice") for u in self.mutable_units}
+        return {u.name: sample_unit_choice(u, kind) for u in self.mutable_units}
 
     def snapshot(self) -> list[tuple[MutableChannelUnit, Any]]:
         """Every settable unit's current choice, for :meth:`restore`."""

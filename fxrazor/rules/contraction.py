@@ -175,17 +175,25 @@ def _addmm(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
 def grouped_mm(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     """A grouped matmul of mixture-of-experts layers (``transformers::grouped_mm_fallback``):
     ``input`` (tokens × K, sorted by expert) times ``weight`` (experts × K × N), token rows
-    of expert e using ``weight[e]``. K joins the weight's dim 1, the output's columns are
-    its dim 2: an expert width is pruned in every expert of the layer alike. The experts
-    dim is pinned: dropping whole experts needs the router and its offsets to follow."""
+    of expert e using ``weight[e]``, where ``offs`` (one running token count per expert)
+    says which rows are e's. K joins the weight's dim 1, the output's columns are its dim
+    2: an expert width is pruned in every expert of the layer alike. The experts dim joins
+    ``offs``'s: whole experts are pruned where the offsets come from the router's kept
+    experts (``fxrazor.rules.routing``); else it is pinned."""
     x, w = ctx.info(node.args[0]), ctx.info(node.args[1])
+    offs = ctx.info(node.args[2]) if len(node.args) > 2 else None
     shape = ctx.shape(node)
     if not isinstance(x, TensorInfo) or not isinstance(w, TensorInfo) or x.ndim != 2 \
             or w.ndim != 3 or shape is None:
         return ctx.unknown(node)
     why = ctx.describe(node)
-    if 0 in w.axes:
-        ctx.space.pin(w.axes[0], f"{why} routes tokens to experts along it")
+    experts = offs.axes.get(0) if isinstance(offs, TensorInfo) and offs.ndim == 1 else None
+    if experts is not None and 0 in w.axes:
+        ctx.space.join(w.axes[0], experts)
+    else:
+        for ids in (w.axes.get(0), experts):
+            if ids is not None:
+                ctx.space.pin(ids, f"{why} routes tokens to experts along it")
     if 0 in x.axes:
         ctx.space.pin(x.axes[0], f"{why} groups its rows by expert")
     _join_or_pin(ctx.space, x.axes.get(1), w.axes.get(1), why)

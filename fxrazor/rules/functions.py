@@ -33,6 +33,7 @@ from fxrazor.analysis.elements import (
 from fxrazor.rules.args import arg
 from fxrazor.rules.contraction import CONTRACTION_RULES, grouped_mm
 from fxrazor.rules.functional_layers import FUNCTIONAL_LAYER_RULES
+from fxrazor.rules.routing import ROUTING_METHOD_RULES, ROUTING_RULES
 from fxrazor.rules.slicing import cat, chunk, getitem, narrow, split, stack
 from fxrazor.rules.statistics import is_norm_statistic
 from fxrazor.trace import signature as _signature
@@ -311,7 +312,7 @@ FUNCTION_RULES.update({
     torch.transpose: _transpose, torch.swapaxes: _transpose, torch.t: _transpose,
     operator.matmul: CONTRACTION_RULES[torch.matmul],
     torch.mean: _reduce, torch.sum: _reduce, torch.amax: _reduce, torch.amin: _reduce,
-    torch.softmax: _over_dim, F.softmax: _over_dim, F.log_softmax: _over_dim,
+    F.log_softmax: _over_dim,
     torch.log_softmax: _over_dim, F.normalize: _normalize,
     F.adaptive_avg_pool1d: spatial, F.adaptive_avg_pool2d: spatial,
     F.adaptive_avg_pool3d: spatial, F.adaptive_max_pool2d: spatial,
@@ -326,6 +327,7 @@ FUNCTION_RULES.update({
     _signature.check_int: _non_tensor, _signature.check_float: _non_tensor,
     _signature.check_str: _non_tensor,
 })
+FUNCTION_RULES.update(ROUTING_RULES)  # softmax, topk, sort, cumsum, expert counts
 
 METHOD_RULES: dict[str, Rule] = {m: pointwise for m in _POINTWISE_METHODS}
 METHOD_RULES.update({
@@ -337,9 +339,10 @@ METHOD_RULES.update({
     "split": split, "chunk": chunk, "matmul": CONTRACTION_RULES[torch.matmul],
     "bmm": CONTRACTION_RULES[torch.matmul],
     "mean": _reduce, "sum": _reduce, "amax": _reduce, "amin": _reduce,
-    "softmax": _over_dim, "log_softmax": _over_dim,
+    "log_softmax": _over_dim,
     "size": _size, "dim": _non_tensor, "numel": _numel, "roll": _roll,
 })
+METHOD_RULES.update(ROUTING_METHOD_RULES)
 
 # Functions of optional libraries, keyed by qualified name so that the library need not be
 # imported to analyse models that do not use it.

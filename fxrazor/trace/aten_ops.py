@@ -24,6 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fxrazor.trace.routing import expert_counts
+
 __all__ = ["to_torch_call", "DROPPED_ATEN_OPS", "TORCH_EQUIVALENTS"]
 
 aten = torch.ops.aten
@@ -144,6 +146,40 @@ def _interpolate(mode: str, antialias: bool = False) -> Adapter:
     return adapt
 
 
+def _topk(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    x, k, dim, largest, ordered = (*args, *[None] * 5)[:5]
+    return ("call_function", torch.topk, (x, k), {
+        "dim": kwargs.get("dim", -1 if dim is None else dim),
+        "largest": kwargs.get("largest", True if largest is None else largest),
+        "sorted": kwargs.get("sorted", True if ordered is None else ordered)})
+
+
+def _sort(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    x, dim, descending = (*args, *[None] * 3)[:3]
+    options = {"dim": kwargs.get("dim", -1 if dim is None else dim),
+               "descending": kwargs.get("descending", bool(descending))}
+    if kwargs.get("stable") is not None:
+        options["stable"] = kwargs["stable"]
+    return ("call_function", torch.sort, (x,), options)
+
+
+def _histc(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """Counts per id (``bins=n, min=0, max=n - 1``, a router's tokens per expert) become
+    :func:`~fxrazor.trace.routing.expert_counts`, whose one size can follow pruned experts."""
+    x, bins, low, high = (*args, *[None] * 4)[:4]
+    bins, low, high = (kwargs.get("bins", 100 if bins is None else bins),
+                       kwargs.get("min", 0 if low is None else low),
+                       kwargs.get("max", 0 if high is None else high))
+    if isinstance(bins, int) and low == 0 and high == bins - 1:
+        return ("call_function", expert_counts, (x, bins), {})
+    return ("call_function", torch.histc, (x,), {"bins": bins, "min": low, "max": high})
+
+
+def _cumsum(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    return ("call_function", torch.cumsum, tuple(args[:2]),
+            {"dtype": kwargs["dtype"]} if kwargs.get("dtype") is not None else {})
+
+
 TORCH_EQUIVALENTS: dict[Any, Adapter] = {
     # arithmetic and element-wise (same arguments, same broadcasting)
     aten.add.Tensor: _function(torch.add), aten.add.Scalar: _function(torch.add),
@@ -217,6 +253,9 @@ TORCH_EQUIVALENTS: dict[Any, Adapter] = {
     aten.sum.default: _function(torch.sum), aten.amax.default: _function(torch.amax),
     aten.softmax.int: _softmax, aten._softmax.default: _softmax_internal,
     aten.log_softmax.int: _function(torch.log_softmax),
+    # routing (mixture of experts): top-k experts, tokens sorted and counted per expert
+    aten.topk.default: _topk, aten.sort.default: _sort, aten.sort.stable: _sort,
+    aten.histc.default: _histc, aten.cumsum.default: _cumsum,
     # contractions and layers written functionally
     aten.matmul.default: _function(torch.matmul), aten.bmm.default: _function(torch.bmm),
     aten.mm.default: _function(torch.matmul), aten.addmm.default: _function(torch.addmm), aten.einsum.default: _function(torch.einsum),

@@ -18,7 +18,9 @@ import torchvision
 from torch import fx, nn
 
 from fxrazor.analysis.context import fn_name
+from fxrazor.trace import routing
 from fxrazor.trace import signature as _sig
+from fxrazor.trace.routing import expert_counts
 
 __all__ = ["Call", "Probe", "FUNCTION_CASES", "NAMED_FUNCTION_CASES", "NAMED_LAYERS",
            "METHOD_CASES", "MODULE_CASES", "UNTRACEABLE_FUNCTIONS", "UNTRACEABLE_METHODS",
@@ -33,6 +35,11 @@ def _1d(y: torch.Tensor) -> torch.Tensor:
 
 def _3d(y: torch.Tensor) -> torch.Tensor:
     return y.unsqueeze(2)  # 2x6x1x4x4
+
+
+def _top2(y: torch.Tensor) -> torch.Tensor:
+    """A router's picks: per image, the 2 channels with the largest mean (their ids)."""
+    return torch.topk(y.mean((2, 3)).softmax(-1), 2, dim=-1)[1].flatten()
 
 
 def _pos(y: torch.Tensor) -> torch.Tensor:
@@ -144,6 +151,12 @@ FUNCTION_CASES: dict[Any, Call] = {
     torch.amax: lambda m, y: torch.amax(y, -1), torch.amin: lambda m, y: torch.amin(y, (2, 3)),
     torch.softmax: lambda m, y: torch.softmax(y, -1), F.softmax: lambda m, y: F.softmax(y, 1),
     F.log_softmax: lambda m, y: F.log_softmax(y, -1),
+    # routing: a softmax over the channels, its top 2, tokens counted per channel
+    torch.topk: lambda m, y: torch.topk(F.softmax(y, 1), 2, dim=1)[0],
+    torch.sort: lambda m, y: torch.sort(y, dim=-1)[0],
+    expert_counts: lambda m, y: y * routing.expert_counts(_top2(y).float(), 6).view(1, 6, 1, 1),
+    torch.cumsum: lambda m, y: y * torch.cumsum(routing.expert_counts(_top2(y).float(), 6), 0)
+    .view(1, 6, 1, 1),
     torch.log_softmax: lambda m, y: torch.log_softmax(y, 1),
     F.normalize: lambda m, y: F.normalize(y, dim=1),
     F.adaptive_avg_pool1d: lambda m, y: F.adaptive_avg_pool1d(_1d(y), 4),
@@ -268,6 +281,8 @@ METHOD_CASES: dict[str, Call] = {
     "mean": lambda m, y: y.mean((2, 3)), "sum": lambda m, y: y.sum(1),
     "amax": lambda m, y: y.amax(-1), "amin": lambda m, y: y.amin((2, 3)),
     "softmax": lambda m, y: y.softmax(-1), "log_softmax": lambda m, y: y.log_softmax(1),
+    "topk": lambda m, y: y.softmax(1).topk(2, 1)[0], "sort": lambda m, y: y.sort(-1)[0],
+    "cumsum": lambda m, y: y * routing.expert_counts(_top2(y).float(), 6).cumsum(0).view(1, 6, 1, 1),
     "size": lambda m, y: y.view(y.size(0), -1),
     "dim": lambda m, y: (torch._assert(y.dim() == 4, "4-D"), y)[1],
     "numel": lambda m, y: (torch._assert(y.numel() > 0, "not empty"), y)[1],

@@ -226,10 +226,10 @@ def test_unit_pickled_with_plain_channel_spec_attributes_still_loads() -> None:
 @pytest.mark.parametrize("cls", ["MutableChannelUnit", "SequentialMutableChannelUnit",
                                  "OneShotMutableChannelUnit"])
 def test_units_name_a_bad_width_and_take_a_fitting_channel_mutable(cls: str) -> None:
-    from fxrazor.mutables import channel_unit
+    from fxrazor import mutables
     from fxrazor.mutables.mutable_channel import OneShotMutableChannel, SquentialMutableChannel
 
-    unit_cls = getattr(channel_unit, cls)
+    unit_cls = getattr(mutables, cls)
     for bad in (0, 2.0, True):
         with pytest.raises(InvalidChoiceError, match="num_channels must be a positive int"):
             unit_cls(bad)
@@ -238,6 +238,6 @@ def test_units_name_a_bad_width_and_take_a_fitting_channel_mutable(cls: str) -> 
     assert type(unit.mutable_channel) is expected and unit.mutable_channel.num_channels == 4
     assert [name for name, _ in unit.named_modules()] == ["", "mutable_channel"]
     given = SquentialMutableChannel(4)
-    assert channel_unit.MutableChannelUnit(4, mutable_channel=given).mutable_channel is given
+    assert mutables.MutableChannelUnit(4, mutable_channel=given).mutable_channel is given
     with pytest.raises(InvalidChoiceError, match="mutable_channel has 3 channels"):
-        channel_unit.MutableChannelUnit(4, mutable_channel=SquentialMutableChannel(3))
+        mutables.MutableChannelUnit(4, mutable_channel=SquentialMutableChannel(3))

@@ -18,7 +18,7 @@ import fxrazor
 from fxrazor.errors import (
     InvalidChoiceError,
 )
-from fxrazor.mutables.channel_unit import OneShotMutableChannelUnit
+from fxrazor.mutables.one_shot_unit import OneShotMutableChannelUnit
 
 
 def test_units_cannot_share_one_channel_mutable_and_modes_must_agree() -> None:
