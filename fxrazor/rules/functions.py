@@ -34,7 +34,7 @@ from fxrazor.rules.args import arg
 from fxrazor.rules.contraction import CONTRACTION_RULES, grouped_mm
 from fxrazor.rules.functional_layers import FUNCTIONAL_LAYER_RULES
 from fxrazor.rules.routing import ROUTING_METHOD_RULES, ROUTING_RULES
-from fxrazor.rules.slicing import cat, chunk, getitem, narrow, split, stack
+from fxrazor.rules.slicing import cat, chunk, getitem, narrow, split, stack, unbind
 from fxrazor.rules.statistics import is_norm_statistic
 from fxrazor.trace import signature as _signature
 
@@ -306,7 +306,7 @@ FUNCTION_RULES.update(CONTRACTION_RULES)
 FUNCTION_RULES.update(FUNCTIONAL_LAYER_RULES)
 FUNCTION_RULES.update({
     torch.cat: cat, torch.concat: cat, torch.concatenate: cat, torch.stack: stack,
-    torch.split: split, torch.chunk: chunk, operator.getitem: getitem,
+    torch.split: split, torch.chunk: chunk, operator.getitem: getitem, torch.unbind: unbind,
     torch.reshape: _reshape, torch.narrow: narrow, torch.flatten: _flatten, torch.squeeze: _reshape,
     torch.unsqueeze: _reshape, torch.unflatten: _reshape, torch.permute: _permute,
     torch.transpose: _transpose, torch.swapaxes: _transpose, torch.t: _transpose,
@@ -336,7 +336,7 @@ METHOD_RULES.update({
     "unsqueeze": _reshape, "unflatten": _reshape, "view_as": _reshape, "reshape_as": _reshape,
     "permute": _permute, "transpose": _transpose, "swapaxes": _transpose, "t": _transpose,
     "expand": _expand, "expand_as": pointwise, "repeat": _repeat,
-    "split": split, "chunk": chunk, "matmul": CONTRACTION_RULES[torch.matmul],
+    "split": split, "chunk": chunk, "unbind": unbind, "matmul": CONTRACTION_RULES[torch.matmul],
     "bmm": CONTRACTION_RULES[torch.matmul],
     "mean": _reduce, "sum": _reduce, "amax": _reduce, "amin": _reduce,
     "log_softmax": _over_dim,

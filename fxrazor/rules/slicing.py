@@ -118,6 +118,21 @@ def chunk(ctx: RuleContext, node: fx.Node) -> Any:
     return _split_like(ctx, node, sizes, dim, "chunk")
 
 
+def unbind(ctx: RuleContext, node: fx.Node) -> Any:
+    """``x.unbind(dim)`` (``q, k, v = qkv.unbind(0)``): one tensor per position of ``dim``
+    (pinned there: each is its own tensor), the other dims pass to every one."""
+    info = ctx.info(node.args[0])
+    dim = arg(node, 1, "dim", 0)
+    if not isinstance(info, TensorInfo) or not isinstance(dim, int) or not info.ndim:
+        return ctx.unknown(node)
+    dim %= info.ndim
+    if dim in info.axes:
+        ctx.space.pin(info.axes[dim], f"{ctx.describe(node)} splits it into separate tensors")
+    shape = info.shape[:dim] + info.shape[dim + 1:]
+    axes = {d - (d > dim): a for d, a in info.axes.items() if d != dim}
+    return tuple(TensorInfo(shape, axes) for _ in range(info.shape[dim]))
+
+
 def getitem(ctx: RuleContext, node: fx.Node) -> Any:
     src, index = node.args
     info = ctx.info(src)

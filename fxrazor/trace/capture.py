@@ -3,9 +3,9 @@
 ``"fx"`` traces with torch.fx (opaque leaves where a submodule cannot be traced);
 ``"export"`` captures with ``torch.export`` (:mod:`fxrazor.trace.export_capture`);
 ``"auto"`` traces with fx and, when the failing code is in the top-level forward (no
-submodule can be made opaque), captures with export instead; when fx traced the model but
-had to keep submodules opaque because it cannot trace them (not those named in
-``leaf_modules``), export is tried too and used if it captures the whole model. When neither works, one
+submodule can be made opaque), captures with export instead. A model that fx traces with
+some submodules kept opaque (code it cannot trace: their channels pinned) keeps the fx
+graph, which scripts; ``"export"`` sees through those submodules. When neither works, one
 :class:`~fxrazor.errors.CaptureFailedError` names both failures.
 
 Example:
@@ -77,22 +77,7 @@ def capture_model(model: nn.Module, example_inputs: Any, leaf_modules: Iterable[
                 f"on: move the failing code into a submodule and name it in leaf_modules "
                 f"(fx keeps it opaque), or make the forward exportable (torch.export's "
                 f"message says where)") from export_error
-    untraceable = sorted(name for name, why in traced.opaque.items()
-                         if why.startswith("untraceable"))
-    if capture == "fx" or not untraceable or (expand_block is not None
-                                              and _has_blocks(model, expand_block)):
-        return traced
-    # fx kept submodules opaque (their channels pinned) only because it could not trace
-    # them: export sees through them, so it is used when it captures the whole model
-    try:
-        exported = capture_export(model, example_inputs, leaf_modules, copy_model, layers)
-    except TraceFailedError as export_error:
-        logger.info("torch.export cannot capture %s either (%s); %s stay opaque",
-                    type(model).__name__, _first_line(export_error), ", ".join(untraceable))
-        return traced
-    logger.info("torch.fx cannot trace %s of %s; captured with torch.export",
-                ", ".join(untraceable), type(model).__name__)
-    return exported
+    return traced
 
 
 def _first_line(error: BaseException) -> str:

@@ -14,15 +14,31 @@ Example:
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
-__all__ = ["expert_counts"]
+__all__ = ["expert_counts", "leaf_functions"]
 
 
 def expert_counts(expert_ids: torch.Tensor, num_experts: int) -> torch.Tensor:
     """``torch.histc(expert_ids, bins=num_experts, min=0, max=num_experts - 1)``: for ids
     in ``[0, num_experts)``, how many entries name each expert (floats, as histc gives)."""
     return torch.histc(expert_ids, bins=num_experts, min=0, max=num_experts - 1)
+
+
+def leaf_functions() -> tuple[Callable[..., Any], ...]:
+    """Functions that fxrazor's tracer records as one call instead of tracing them: the
+    routing helpers (their rules resize them), and those that timm registers as not
+    traceable (``register_notrace_function``: ``int()`` of a size, say), as timm's own
+    feature extractor does, where timm is imported. A recorded function without a rule
+    pins the channels it touches."""
+    timm_fx = sys.modules.get("timm.layers._fx")
+    notrace = getattr(timm_fx, "get_notrace_functions", None)
+    timm_functions = [f for f in notrace() if callable(f)] if notrace is not None else []
+    return (expert_counts, *timm_functions)
 
 
 # symbolic tracing records it as one call (``routing.expert_counts(...)``; fxrazor's tracer

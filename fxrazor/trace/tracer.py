@@ -35,7 +35,7 @@ from fxrazor.trace.blocks import BRANCH_KEY, BlockExpander, trace_block
 from fxrazor.trace.copying import copy_module
 from fxrazor.trace.graph_module import build_graph_module
 from fxrazor.trace.meta_shapes import LayerShape
-from fxrazor.trace.routing import expert_counts
+from fxrazor.trace.routing import leaf_functions
 from fxrazor.trace.shapes import propagate_shapes
 from fxrazor.trace.signature import restore_signature
 from fxrazor.trace.torch_blocks import TRACED_TORCH_BLOCKS, mha_fastpath_disabled
@@ -131,8 +131,7 @@ class FxRazorTracer(fx.Tracer):
     def __init__(self, leaf_types: tuple[type, ...] = (), leaf_names: Iterable[str] = (),
                  known_layers: Mapping[type, Any] | None = None,
                  expand_block: BlockExpander | None = None):
-        # routing helpers stay one call (their rules resize them as experts are pruned)
-        super().__init__(autowrap_functions=(expert_counts,))
+        super().__init__(autowrap_functions=leaf_functions())
         self.leaf_types = leaf_types
         self.leaf_names = set(leaf_names)
         self.known_layers = known_layers or {}

@@ -136,6 +136,7 @@ FUNCTION_CASES: dict[Any, Call] = {
     torch.split: lambda m, y: torch.split(y, [2, 4], 1)[1],
     torch.chunk: lambda m, y: torch.chunk(y, 2, 1)[0], operator.getitem: lambda m, y: y[:, :3],
     torch.narrow: lambda m, y: torch.narrow(y, 1, 1, 3),
+    torch.unbind: lambda m, y: torch.unbind(_3d(y), 2)[0],
     # shapes
     torch.reshape: lambda m, y: torch.reshape(y, (2, -1)),
     torch.flatten: lambda m, y: torch.flatten(y, 1),
@@ -276,6 +277,7 @@ METHOD_CASES: dict[str, Call] = {
     "expand_as": lambda m, y: y.sum(1, keepdim=True).expand_as(y),
     "repeat": lambda m, y: y.repeat(1, 1, 2, 1),
     "split": lambda m, y: y.split([4, 2], 1)[0], "chunk": lambda m, y: y.chunk(3, 1)[2],
+    "unbind": lambda m, y: y.unbind(3)[1],
     "matmul": lambda m, y: y.matmul(y.transpose(-1, -2)),
     "bmm": lambda m, y: _1d(y).bmm(_1d(y).transpose(1, 2)),
     "mean": lambda m, y: y.mean((2, 3)), "sum": lambda m, y: y.sum(1),

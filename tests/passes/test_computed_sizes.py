@@ -81,10 +81,10 @@ def test_200_random_subnets_equal_their_frozen_models(style: str, split_dims: st
 def test_sizes_read_from_a_pruned_input_keep_their_traced_values() -> None:
     """The oracle written out: with ``inp`` cut to its first k outputs, the head size
     ``C // num_heads`` and the scale keep the full model's 4 and 4 ** -0.5 (the q/k/v
-    projection is not pruned here: ``unbind`` has no channel rule), so the subnet is the
+    projection's own unit, its head dim, stays at full width here), so the subnet is the
     full attention on the first k features of ``inp``, ``proj`` and the residual."""
     model, sn, x = _supernet("unbind", "largest")
-    assert [u.name for u in sn.units] == ["inp"]  # proj joins inp through the residual
+    assert [u.name for u in sn.units] == ["inp", "qkv"]  # proj joins inp (the residual)
     with torch.no_grad():
         for k in (1, 3, 7, 16):
             sn.set_choices({"inp": k})

@@ -229,18 +229,15 @@ class WithUntraceable(nn.Module):
         return self.out(torch.relu(self.mid(self.inp(x))))
 
 
-def test_auto_uses_export_where_fx_keeps_untraceable_submodules_opaque() -> None:
+def test_auto_keeps_fx_where_it_traces_and_export_sees_through_opaque_submodules() -> None:
     torch.manual_seed(0)
     model, x = WithUntraceable().eval(), torch.randn(3, 4)
-    fx_sn = fxrazor.convert(model, x, capture="fx")
-    assert fx_sn.units == [] and "mid" in fx_sn.analysis.opaque  # all pinned by the leaf
-    sn = fxrazor.convert(model, x)  # auto
+    auto = fxrazor.convert(model, x)  # fx traces it, keeping 'mid' opaque (pinned)
+    assert auto.units == [] and "mid" in auto.analysis.opaque
+    sn = fxrazor.convert(model, x, capture="export")
     assert sorted(u.name for u in sn.units) == ["inp", "mid.fc"]
     assert sn.analysis.opaque == {}
     assert check_full_width(model, sn, x).error < 1e-6
     sn.set_choices({"inp": 5, "mid.fc": 3})
     check = check_subnet(model, sn, x)
     assert check.frozen_error < 1e-5 and check.oracle_error < 1e-5
-    # a leaf the user names stays opaque: export is not tried
-    named = fxrazor.convert(model, x, leaf_modules=[Untraceable])
-    assert named.units == [] and "Untraceable 'mid'" in named.analysis.unknown_ops
