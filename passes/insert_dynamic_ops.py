@@ -184,6 +184,8 @@ def _counter(gm: fx.GraphModule, node: fx.Node, pmap: PositionMap, offsets: np.n
              total: int, tag: str) -> tuple[fx.Node, Binding]:
     counter = SizeCounter(len(pmap)).train(gm.training)
     name = f"fxr_size_{node.name}_{tag}"
+    while hasattr(gm, name):  # a second size of the same call (``reshape(B, N, C)``)
+        name += "_"
     gm.add_submodule(name, counter)
     with gm.graph.inserting_before(node):
         size_node = gm.graph.call_module(name)
@@ -231,8 +233,15 @@ def _replace_at(value: Any, path: tuple[int, ...], new: Any) -> Any:
     return type(value)(items) if isinstance(value, tuple) else items
 
 
-def _rewrite_arg(node: fx.Node, path: tuple[int, ...], new: fx.Node | int | float) -> None:
-    node.args = _replace_at(node.args, path, new)
+def _rewrite_arg(node: fx.Node, path: tuple[int | str, ...],
+                 new: fx.Node | int | float) -> None:
+    first = path[0] if path else None
+    if isinstance(first, str):  # a keyword argument (given or not)
+        rest = tuple(int(i) for i in path[1:])
+        node.kwargs = {**node.kwargs,
+                       first: _replace_at(node.kwargs[first], rest, new) if rest else new}
+    else:
+        node.args = _replace_at(node.args, tuple(int(i) for i in path), new)
 
 
 def _rewrite_split(node: fx.Node, dim: int, nodes: list[fx.Node]) -> None:

@@ -94,7 +94,7 @@ class RuleContext:
         self.infos: dict[fx.Node, ChannelInfo] = {}
         self.slots: dict[tuple[str, str], tuple[Slot, np.ndarray]] = {}
         self.sites: list[tuple[str, str, tuple, list[np.ndarray]]] = []
-        self.const_args: list[tuple[str, tuple[int, ...], int | float]] = []
+        self.const_args: list[tuple[str, tuple[int | str, ...], int | float]] = []
         self.unknown_ops: list[str] = []
         # element ids that some op normalises over (statistics change when they are pruned)
         self.normalised: list[np.ndarray] = []

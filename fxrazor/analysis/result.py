@@ -217,7 +217,8 @@ class ChannelAnalysis:
     opaque: dict[str, str] = field(default_factory=dict)
     unknown_ops: tuple[str, ...] = ()
     # (node name, argument path, value): sizes read from pruned widths that must stay fixed
-    const_args: tuple[tuple[str, tuple[int, ...], int | float], ...] = ()
+    # (a path starting with a name is a keyword argument's)
+    const_args: tuple[tuple[str, tuple[int | str, ...], int | float], ...] = ()
     # positions that a function normalises over (F.layer_norm, F.group_norm, batch
     # statistics): where one belongs to a unit, zeroing is not pruning (see verify.oracle)
     normalised: tuple[PositionMap, ...] = ()

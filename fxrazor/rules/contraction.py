@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -94,6 +95,11 @@ def _sdpa(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     space, why = ctx.space, ctx.describe(node)
     _join_or_pin(space, q.axes.get(q.ndim - 1), k.axes.get(k.ndim - 1), why)
     _join_or_pin(space, k.axes.get(k.ndim - 2), v.axes.get(v.ndim - 2), why)
+    if q.ndim - 1 in q.axes and arg(node, 6, "scale") is None:
+        # the default scale reads the head dim's width: the full model's keeps its values
+        # (a pruned head dim is then the model with those dims zeroed)
+        ctx.const_args.append((node.name, (6,) if len(node.args) > 6 else ("scale",),
+                               1 / math.sqrt(q.shape[-1])))
     lead = [TensorInfo(i.shape[:-2], {d: a for d, a in i.axes.items() if d < i.ndim - 2})
             for i in (q, k, v)]
     mask_info = ctx.info(mask)

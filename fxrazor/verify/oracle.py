@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -29,6 +30,15 @@ from fxrazor.layers import LayerRecord, UnitWeights
 from fxrazor.supernet import Supernet
 
 __all__ = ["zero_pruned_channels"]
+
+
+def _holds(model: nn.Module, target: str) -> bool:
+    owner, _, attr = target.rpartition(".")
+    try:
+        return isinstance(getattr(model.get_submodule(owner) if owner else model, attr, None),
+                          torch.Tensor)
+    except AttributeError:
+        return False
 
 
 def _zero(tensor: torch.Tensor, dim: int, positions: torch.Tensor) -> None:
@@ -57,7 +67,11 @@ def zero_pruned_channels(model: nn.Module, supernet: Supernet,
         pruned = (~unit.current_mask).nonzero().flatten().numpy()
         if not len(pruned):
             continue
-        # every tensor that writes the unit's channels (not the layers that read them)
+        # every tensor that writes the unit's channels (not the layers that read them);
+        # a tensor that tracing made a constant (``_tensor_constant0``: the model builds it
+        # in its forward) is not the model's to zero
+        spec = replace(spec, members=tuple(m for m in spec.members
+                                           if not m[0].is_param or _holds(zeroed, m[0].target)))
         for written in UnitWeights(zeroed, spec, layers).outputs():
             _zero(written.weight, written.dim, torch.from_numpy(written.positions[pruned].ravel()))
     return zeroed

@@ -15,6 +15,7 @@ from torch import nn
 
 import fxrazor
 from fxrazor.ops import DynamicOp, DynamicParam
+from fxrazor.verify.equivalence import check_subnet
 from fxrazor.verify.oracle import zero_pruned_channels
 
 
@@ -207,3 +208,29 @@ def test_unit_members_become_dynamic_ops_and_other_layers_stay_static(build) -> 
     params = {n for n, is_param in members.items() if is_param}
     dynamic_params = {m.target for m in sn.graph_module.modules() if isinstance(m, DynamicParam)}
     assert dynamic_params <= params
+
+
+class _PrefixTokens(nn.Module):
+    """Learned prefix tokens (prunable along the tokens) and a reshape whose sizes follow
+    two units at once: ``reshape(B, T, C)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Parameter(torch.randn(1, 3, 8))
+        self.fc, self.out = nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        h = self.fc(torch.cat([self.tok.expand(B, -1, -1), x], 1))
+        T, C = h.shape[1], h.shape[2]
+        return self.out(torch.relu(h).reshape(B, T, C)[:, 3:])
+
+
+def test_two_sizes_of_one_call_get_a_counter_each() -> None:
+    torch.manual_seed(0)
+    model, x = _PrefixTokens().eval(), torch.randn(2, 5, 8)
+    sn = fxrazor.convert(model, x)
+    assert [(u.name, u.num_channels) for u in sn.units] == [("tok", 3), ("fc", 8)]
+    sn.set_choices({"tok": 2, "fc": 5})
+    result = check_subnet(model, sn, x)
+    assert result.frozen_error == 0 and result.oracle_error < 1e-6, result

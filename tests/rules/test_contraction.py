@@ -96,3 +96,30 @@ def test_functional_layer_norm_weights_follow_the_normalised_channels(fn: str) -
     check = check_subnet(model, sn, x, oracle=False)  # statistics follow the kept channels
     assert check.passed(rtol=1e-5), check
     assert check.frozen.w.shape == (5,) and check.frozen.get_submodule("b").in_features == 5
+
+
+class _FusedAttention(nn.Module):
+    """timm's attention: q, k, v from one projection by ``unbind``, default SDPA scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(16, 48), nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, 2, C // 2).permute(2, 0, 3, 1, 4).unbind(0)
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C))
+
+
+def test_pruned_head_dim_keeps_the_default_attention_scale() -> None:
+    """The head dim is a unit (through ``unbind``); SDPA's default scale reads the head
+    dim's width, so it is fixed to the full model's 8 ** -0.5: the subnet is the model
+    with those dims zeroed (the zero oracle holds) and the frozen code says so."""
+    torch.manual_seed(0)
+    model, x = _FusedAttention().eval(), torch.randn(2, 5, 16)
+    sn = fxrazor.convert(model, x)
+    assert [(u.name, u.num_channels) for u in sn.units] == [("qkv", 8)]
+    sn.set_choices({"qkv": 3})
+    result = check_subnet(model, sn, x)
+    assert result.frozen_error < 1e-6 and result.oracle_error < 1e-6, result
+    assert "scale = 0.353553390593273" in fxrazor.freeze(sn).code  # 8 ** -0.5
