@@ -21,6 +21,7 @@ import argparse
 import concurrent.futures
 import logging
 import multiprocessing
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -107,7 +108,10 @@ def input_spec(name: str, family: str) -> TimmSpec:
 
 
 def _error(e: Exception) -> str:
-    return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+    """One line: the error's type and message, file paths from the package on (a table
+    names no machine's directories)."""
+    text = re.sub(r'"[^"]*?(site-packages|dist-packages)/', '"', f"{type(e).__name__}: {e}")
+    return " ".join(text.split())[:200]
 
 
 def _check(spec: TimmSpec) -> tuple[ZooResult, str]:
