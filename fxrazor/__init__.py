@@ -12,6 +12,9 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from fxrazor.api import convert, convert_, freeze
 from fxrazor.errors import FxRazorError
 from fxrazor.mutators import ChannelMutator, NasMutator
@@ -43,3 +46,11 @@ __all__ = [
     "value_mutables",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``fxrazor.search`` after ``import fxrazor``: the search stage sits above the face
+    (it scores through ``estimate``), so it is imported on first use, not here."""
+    if name == "search":
+        return importlib.import_module("fxrazor.search")
+    raise AttributeError(f"module 'fxrazor' has no attribute {name!r}")
