@@ -73,6 +73,11 @@ class UnitWeights:
         and constant tables (all members but the layers that read the channels)."""
         return self._tensors(lambda slot: slot.role != "in", with_bias)
 
+    def consumers(self) -> Iterator[ProducerWeight]:
+        """Every layer weight that reads the unit's channels (its input dim), e.g. the
+        next conv's columns."""
+        return self._tensors(lambda slot: slot.role == "in", with_bias=False)
+
     def _tensors(self, select: Callable[[Slot], bool], with_bias: bool
                  ) -> Iterator[ProducerWeight]:
         for slot, positions in self.spec.members:
