@@ -19,6 +19,7 @@ mutables has them in the same dict: see :meth:`Supernet.choices`.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 from collections.abc import Iterator
 from typing import Any, cast
@@ -279,6 +280,13 @@ class Supernet(nn.Module):
         except FxRazorError:
             channel.restore(before)
             raise
+
+    def prune(self, target: Any, **options: Any) -> dict[str, Any]:
+        """Set the unit widths to meet ``target`` by a criterion: see
+        :func:`fxrazor.pruning.prune` (that stage sits above the supernet, hence the
+        import on call)."""
+        return importlib.import_module("fxrazor.pruning").prune(  # type: ignore[no-any-return]
+            self, target, **options)
 
     def sample_choices(self, mode: str = "random") -> dict[str, Any]:
         """A choice for every key of :meth:`choices` (not applied), by ``mode``:

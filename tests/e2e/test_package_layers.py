@@ -33,6 +33,7 @@ RANKS = {
     "layer_groups": 12,  # ties units over value_binding's mutables
     "hf": 13,  # writes Hugging Face directories: freezes (api) and names layer groups
     "importance": 12,  # scores units' channels from a supernet's weights
+    "pruning": 14,  # prunes to a target through importance and the face's estimate
     "search": 14,  # searches a supernet's choices; uses the face (estimate)
     "verify": 14, "zoo": 15,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
 }

@@ -1,0 +1,80 @@
+"""One-call pruning to a target: counts, rankings and FLOPs checked on the frozen subnet."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import fxrazor
+from fxrazor.errors import InvalidArgumentError
+from fxrazor.importance import importance
+from fxrazor.pruning import prune
+
+
+def _cnn() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 24, 3), nn.BatchNorm2d(24), nn.ReLU(),
+                          nn.Conv2d(24, 8, 1)).eval()
+    return model, torch.randn(1, 3, 12, 12)
+
+
+def _frozen_flops(sn: fxrazor.Supernet, x: torch.Tensor):
+    def estimate(choices: dict) -> dict:
+        before = sn.choices()
+        sn.set_choices(choices)
+        try:
+            with FlopCounterMode(display=False) as counter:
+                fxrazor.freeze(sn)(x)
+        finally:
+            sn.set_choices(before)
+        return {"flops": counter.get_total_flops()}
+    return estimate
+
+
+def test_a_ratio_keeps_that_fraction_of_the_most_important_channels() -> None:
+    model, x = _cnn()
+    sn = fxrazor.convert(model, x, unit="l1")
+    scores = importance(sn, "l1")
+    chosen = sn.prune(0.5)
+    assert chosen == {"0": 8, "3": 12}
+    for name, keep in chosen.items():
+        top = set(torch.topk(scores[name], keep).indices.tolist())
+        assert set(sn.unit(name).current_mask.nonzero().flatten().tolist()) == top
+
+
+@pytest.mark.parametrize("scope", ["global", "local"])
+def test_a_flops_target_is_met_from_just_under(scope: str) -> None:
+    model, x = _cnn()
+    sn = fxrazor.convert(model, x, unit="l1")
+    estimate = _frozen_flops(sn, x)
+    full = estimate(sn.sample_choices("max"))["flops"]
+    chosen = prune(sn, {"flops": 0.5}, scope=scope, estimator=estimate)
+    got = estimate(chosen)["flops"] / full
+    assert 0.45 <= got <= 0.5, (chosen, got)
+    with torch.no_grad():
+        torch.testing.assert_close(fxrazor.freeze(sn)(x), sn(x))
+
+
+def test_round_to_and_ratio_bounds() -> None:
+    model, x = _cnn()
+    sn = fxrazor.convert(model, x, unit="l1")
+    chosen = sn.prune(0.3, round_to=4)
+    assert all(v % 4 == 0 for v in chosen.values()), chosen
+    assert sn.prune(0.1, min_ratio=0.5) == {"0": 8, "3": 12}
+
+
+def test_bad_targets_and_first_k_units_are_refused() -> None:
+    model, x = _cnn()
+    with pytest.raises(InvalidArgumentError, match="unit='l1'"):
+        fxrazor.convert(model, x).prune(0.5)
+    sn = fxrazor.convert(model, x, unit="l1")
+    before = sn.choices()
+    with pytest.raises(InvalidArgumentError, match="below the smallest subnet"):
+        sn.prune({"flops": 0.01}, min_ratio=0.5, estimator=_frozen_flops(sn, x))
+    for bad in ({"latency": 0.5}, 1.5, {"flops": 0.5, "params": 0.5}):
+        with pytest.raises(InvalidArgumentError):
+            sn.prune(bad)
+    assert sn.choices() == before
