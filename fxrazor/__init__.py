@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from fxrazor.api import convert, convert_, freeze
 from fxrazor.errors import FxRazorError
+from fxrazor.estimate import ResourceEstimator, estimate, estimate_many
 from fxrazor.mutators import ChannelMutator, NasMutator
 from fxrazor.structures.subnet import export_fix_subnet, load_fix_subnet
 from fxrazor.structures.subnet.static_model import register_static_exporter
@@ -29,12 +30,15 @@ __all__ = [
     "ChannelMutator",
     "FxRazorError",
     "NasMutator",
+    "ResourceEstimator",
     "Supernet",
     "__version__",
     "bind_unit",
     "bind_value",
     "convert",
     "convert_",
+    "estimate",
+    "estimate_many",
     "export_fix_subnet",
     "freeze",
     "load_fix_subnet",
