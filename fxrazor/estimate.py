@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -41,17 +41,80 @@ logger = logging.getLogger(__name__)
 _PLAN_KEY = "_fxr_estimate_plan"
 
 
-def _plan(sn: Supernet) -> EstimatePlan:
-    """The supernet's plan, built on first use and again after a layer was replaced."""
+def _plan(sn: Supernet) -> tuple[EstimatePlan, _Widths | None]:
+    """The supernet's plan (and its width shortcut), built on first use and again after a
+    layer was replaced."""
     if not isinstance(sn, Supernet):
         raise UnsupportedModelError(
             f"estimate expects a Supernet from fxrazor.convert, got {type(sn).__name__}")
     key = (id(sn.graph_module), tuple(id(b.module) for b in sn._bindings))
     cached = sn.__dict__.get(_PLAN_KEY)
     if cached is None or cached[0] != key:
-        cached = (key, build_plan(sn))
+        plan = build_plan(sn)
+        cached = (key, plan, _Widths.of(sn, plan))
         sn.__dict__[_PLAN_KEY] = cached
-    return cached[1]
+    return cached[1], cached[2]
+
+
+class _Widths:
+    """The shortcut where every count covers whole units evenly (a layer's channels, not
+    a slice of them): then a count is ``const + sum(r[u] * kept[u])`` and a candidate
+    needs only each unit's number of kept channels, not its mask. That number, per (unit,
+    choice), is learnt from the masks of choices applied once (``set_choices`` checks them
+    there); unseen or other choices take the mask path."""
+
+    def __init__(self, names: list[str], base: np.ndarray, rates: np.ndarray,
+                 const: np.ndarray) -> None:
+        self.index = {name: i for i, name in enumerate(names) if name}
+        self.base, self.rates, self.const = base, rates, const
+        self.kept_for: dict[tuple[int, Any], int] = {}
+
+    @classmethod
+    def of(cls, sn: Supernet, plan: EstimatePlan) -> _Widths | None:
+        units = sn.every_unit()
+        sizes = np.array([u.num_channels for u in units], dtype=np.int64)
+        offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+        rates = np.zeros((len(plan.counts), len(units)), dtype=np.int64)
+        const = np.zeros(len(plan.counts), dtype=np.int64)
+        for c, gidx in enumerate(plan.counts):
+            free = gidx[gidx < plan.total]
+            const[c] = len(gidx) - len(free)
+            unit = np.searchsorted(offsets, free, side="right") - 1
+            for u in np.unique(unit).tolist():
+                hits = np.bincount(free[unit == u] - offsets[u], minlength=int(sizes[u]))
+                if hits.min() != hits.max():
+                    return None  # a part of a unit: which channels are kept matters
+                rates[c, u] = hits[0]
+        mask = sn.current_mask().numpy()[:-1].astype(np.int64)
+        base = np.add.reduceat(mask, offsets[:-1]) if len(units) else sizes
+        return cls([u.name if u.is_mutable else "" for u in units], base, rates, const)
+
+    def kept(self, choices: Mapping[str, Any]) -> np.ndarray | None:
+        """Kept channels per unit under ``choices`` (naming every mutable unit), or None
+        where a choice was not seen yet."""
+        if len(choices) != len(self.index):
+            return None
+        kept = self.base.copy()
+        try:
+            for name, choice in choices.items():
+                i = self.index[name]
+                kept[i] = self.kept_for[(i, choice)]
+        except (KeyError, TypeError):  # another key, an unseen or unhashable choice
+            return None
+        return kept
+
+    def learn(self, choices: Mapping[str, Any], mask: np.ndarray, offsets: np.ndarray
+              ) -> None:
+        if not len(offsets):
+            return
+        sums = np.add.reduceat(mask[:-1].astype(np.int64), offsets)
+        for name, choice in choices.items():
+            i = self.index.get(name)
+            if i is not None and isinstance(choice, (int, float)):
+                self.kept_for[(i, choice)] = int(sums[i])
+
+    def counts(self, kept: np.ndarray) -> np.ndarray:
+        return kept @ self.rates.T + self.const
 
 
 def _mask(sn: Supernet, choices: Mapping[str, Any] | None) -> np.ndarray:
@@ -91,14 +154,20 @@ def _table(terms: list[Monomial], pad: int) -> tuple[np.ndarray, np.ndarray]:
 def evaluate(plan: EstimatePlan, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(flops, params) per row of ``masks`` (candidates × ``total + 1``, booleans): each
     count is a sum over its mask positions, each monomial a product of counts."""
-    joined, starts, flop_idx, flop_coef, param_idx, param_coef = _arrays(plan)
-    k = masks.shape[0]
-    if len(joined):
-        counts = np.add.reduceat(masks[:, joined].astype(np.int64), starts, axis=1)
-    else:
-        counts = np.zeros((k, 0), dtype=np.int64)
+    return _totals(plan, _counts(plan, masks))
+
+
+def _counts(plan: EstimatePlan, masks: np.ndarray) -> np.ndarray:
+    joined, starts = _arrays(plan)[:2]
+    if not len(joined):
+        return np.zeros((masks.shape[0], 0), dtype=np.int64)
+    return np.add.reduceat(masks[:, joined].astype(np.int64), starts, axis=1)
+
+
+def _totals(plan: EstimatePlan, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    flop_idx, flop_coef, param_idx, param_coef = _arrays(plan)[2:]
     # the last column pads short monomials
-    table = np.concatenate([counts, np.ones((k, 1), dtype=np.int64)], axis=1)
+    table = np.concatenate([counts, np.ones((len(counts), 1), dtype=np.int64)], axis=1)
     flops = (table[:, flop_idx].prod(axis=2) * flop_coef).sum(axis=1)
     for (coef, factors), a, b in plan.gated:
         flops = flops + coef * table[:, list(factors)].prod(axis=1) * \
@@ -122,9 +191,38 @@ def estimate(sn: Supernet, choices: Mapping[str, Any] | None = None) -> dict[str
         ``{"flops": int, "params": int}``: exactly FlopCounterMode's count of
         ``fxrazor.freeze(sn)`` on ``sn.example_args``, and its parameter count.
     """
-    plan = _plan(sn)
-    flops, params = evaluate(plan, _mask(sn, choices)[None, :])
+    flops, params = _totals(*_candidate_counts(sn, [choices]))
     return {"flops": int(flops[0]), "params": int(params[0])}
+
+
+def _candidate_counts(sn: Supernet, candidates: Sequence[Mapping[str, Any] | None]
+                      ) -> tuple[EstimatePlan, np.ndarray]:
+    """The plan, and each candidate's counts (candidates × counts)."""
+    plan, widths = _plan(sn)
+    rows: list[np.ndarray | None] = [None] * len(candidates)
+    masks: list[np.ndarray] = []
+    slow: list[int] = []
+    for i, choices in enumerate(candidates):
+        kept = widths.kept(choices) if widths is not None and choices is not None else None
+        if kept is not None:
+            rows[i] = widths.counts(kept)  # type: ignore[union-attr]
+            continue
+        mask = _mask(sn, choices)
+        if widths is not None and choices is not None:
+            widths.learn(choices, mask, _unit_offsets(sn))
+        masks.append(mask)
+        slow.append(i)
+    for start in range(0, len(masks), 256):  # bounds the (candidates × positions) gather
+        counts = _counts(plan, np.stack(masks[start:start + 256]))
+        for i, row in zip(slow[start:start + 256], counts, strict=True):
+            rows[i] = row
+    return plan, np.stack(cast("list[np.ndarray]", rows)).reshape(len(candidates), -1)
+
+
+def _unit_offsets(sn: Supernet) -> np.ndarray:
+    sizes = [u.num_channels for u in sn.every_unit()]
+    return np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64) if sizes \
+        else np.zeros(0, np.int64)
 
 
 def estimate_many(sn: Supernet, choices: Sequence[Mapping[str, Any]]) -> list[dict[str, int]]:
@@ -138,16 +236,12 @@ def estimate_many(sn: Supernet, choices: Sequence[Mapping[str, Any]]) -> list[di
         >>> [r["flops"] for r in estimate_many(sn, [{"0": 8}, {"0": 2}])]
         [288, 72]
     """
-    plan = _plan(sn)
+    _plan(sn)  # refuses a plain module before anything else
     if not len(choices):
         return []
-    masks = np.stack([_mask(sn, c) for c in choices])
-    results = []
-    for start in range(0, len(masks), 256):  # bounds the (candidates × positions) gather
-        flops, params = evaluate(plan, masks[start:start + 256])
-        results += [{"flops": int(f), "params": int(p)}
-                    for f, p in zip(flops.tolist(), params.tolist(), strict=True)]
-    return results
+    flops, params = _totals(*_candidate_counts(sn, list(choices)))
+    return [{"flops": int(f), "params": int(p)}
+            for f, p in zip(flops.tolist(), params.tolist(), strict=True)]
 
 
 _SCALES = {"G": 1e9, "M": 1e6, "K": 1e3, None: 1.0, "": 1.0}

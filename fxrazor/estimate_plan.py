@@ -37,6 +37,7 @@ from fxrazor.errors import UnsupportedModelError
 from fxrazor.layers import LAYERS
 from fxrazor.ops import DynamicOp, DynamicParam, SizeCounter
 from fxrazor.trace.modes import evaluating
+from fxrazor.trace.shapes import NUMBER_KEY
 
 if TYPE_CHECKING:
     from fxrazor.supernet import Supernet
@@ -233,15 +234,22 @@ class _Builder:
             self.conv(node, args[0], self.shape(weight, node), fn in _CONVTS)
         elif fn is F.scaled_dot_product_attention:
             self.sdpa(node)
+        elif not _torch_function(fn):  # a wrapped user function (torch.fx.wrap)
+            self.constant(node, fn, f"function {getattr(fn, '__qualname__', fn)} runs "
+                                    f"counted kernels on pruned channels")
 
     def constant(self, node: fx.Node, call: Any, why: str) -> None:
-        """A call the plan does not model, whose inputs keep their traced shapes under every
-        choice (an opaque leaf's are pinned): its count is FlopCounterMode's, once."""
+        """A call the plan does not model: FlopCounterMode's count on the traced inputs,
+        once, where its inputs keep their traced shapes under every choice (an opaque
+        leaf's are pinned) or where it counts nothing at full width."""
+        flops = _counted(node, call)
+        if not flops:
+            return
         for arg in node.all_input_nodes:
             shape = self.shape(arg, node) if "tensor_meta" in arg.meta else []
             if any(isinstance(s, tuple) for s in shape):
                 raise _refuse(node, f"{why}, and its input {arg.name} has pruned channels")
-        self.add(self.plan.flops, _counted(node, call), [])
+        self.add(self.plan.flops, flops, [])
 
     def mm(self, node: fx.Node, rows: list[Size], k: Size, n: Size) -> None:
         """A (rows..., k) @ (k, n) product: FlopCounterMode's 2 * m * k * n."""
@@ -311,6 +319,14 @@ class _Builder:
                     self.add(self.plan.params, 1, shape)
 
 
+def _torch_function(fn: Any) -> bool:
+    """Whether ``fn`` is torch's or Python's own (whose counted kernels the plan knows),
+    not a user function kept whole in the graph."""
+    module = getattr(fn, "__module__", None) or ""
+    return module in ("", "_operator", "operator", "builtins", "math") or \
+        module == "torch" or module.startswith(("torch.", "torch._"))
+
+
 def _sizes(shape: Any) -> list[Size]:
     return [int(s) for s in shape]
 
@@ -341,6 +357,8 @@ def _sdpa_counted(node: fx.Node) -> bool:
 def _counted(node: fx.Node, call: Any) -> int:
     """FlopCounterMode's count of ``call`` on zeros of ``node``'s traced argument shapes."""
     def real(a: Any) -> Any:
+        if isinstance(a, fx.Node) and NUMBER_KEY in a.meta:
+            return a.meta[NUMBER_KEY]
         if isinstance(a, fx.Node):
             meta = a.meta.get("tensor_meta")
             if meta is None or not hasattr(meta, "shape"):
@@ -351,8 +369,11 @@ def _counted(node: fx.Node, call: Any) -> int:
     kwargs = fx.node.map_aggregate(node.kwargs, real)
     counter = FlopCounterMode(display=False)
     modes = evaluating(call) if isinstance(call, nn.Module) else contextlib.nullcontext()
-    with torch.no_grad(), modes, counter:
-        call(*cast(tuple, args), **cast(dict, kwargs))
+    try:
+        with torch.no_grad(), modes, counter:
+            call(*cast(tuple, args), **cast(dict, kwargs))
+    except Exception as e:  # noqa: BLE001 (any failure: the call cannot be counted here)
+        raise _refuse(node, f"it could not run on zeros of its traced shapes ({e})") from e
     return int(counter.get_total_flops())
 
 

@@ -31,7 +31,11 @@ def check_random_subnets(model: nn.Module, x: Tensor, n: int = 3, seed: int = 0)
     for i in range(n):
         if i:  # the full width first, then random subnets
             sn.set_choices(sn.sample_choices())
-        assert fxrazor.estimate(sn) == frozen_counts(sn), f"subnet {sn.choices()}"
+        expected = frozen_counts(sn)
+        assert fxrazor.estimate(sn) == expected, f"subnet {sn.choices()}"
+        # by choices: applied through the units first, then from the widths learnt there
+        assert fxrazor.estimate(sn, sn.choices()) == expected
+        assert fxrazor.estimate(sn, sn.choices()) == expected
 
 
 class SdpaAttention(nn.Module):
