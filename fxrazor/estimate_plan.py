@@ -20,8 +20,8 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import operator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -30,14 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from fxrazor.analysis.result import PositionMap
 from fxrazor.errors import UnsupportedModelError
+from fxrazor.flop_probe import counted, refuse, sdpa_counted, torch_function
 from fxrazor.layers import LAYERS
 from fxrazor.ops import DynamicOp, DynamicParam, SizeCounter
-from fxrazor.trace.modes import evaluating
-from fxrazor.trace.shapes import NUMBER_KEY
 
 if TYPE_CHECKING:
     from fxrazor.supernet import Supernet
@@ -83,12 +81,6 @@ _UNMODELLED_LAYERS = (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase, nn.Bili
                       nn.TransformerDecoder)
 
 
-def _refuse(node: fx.Node, why: str) -> UnsupportedModelError:
-    return UnsupportedModelError(
-        f"estimate cannot count node {node.format_node()}: {why}; freeze the subnet and "
-        f"count it with torch.utils.flop_counter.FlopCounterMode instead")
-
-
 class _Builder:
     def __init__(self, sn: Supernet) -> None:
         self.sn = sn
@@ -122,14 +114,14 @@ class _Builder:
         """The sizes of ``node``'s output under a choice (``user`` is named in errors)."""
         if not isinstance(node, fx.Node) or "tensor_meta" not in node.meta \
                 or not hasattr(node.meta["tensor_meta"], "shape"):
-            raise _refuse(user, f"no traced shape for argument {node}")
+            raise refuse(user, f"no traced shape for argument {node}")
         full: list[Size] = [int(s) for s in node.meta["tensor_meta"].shape]
         if node.op == "call_module":
             module = self.gm.get_submodule(cast(str, node.target))
             if isinstance(module, DynamicParam):
                 return self.param_shape(module, module.value, "value")
         if node.name not in self.dims:
-            raise _refuse(user, f"the analysis has no channels of its argument {node.name}")
+            raise refuse(user, f"the analysis has no channels of its argument {node.name}")
         for d, pmap in self.dims[node.name].items():
             full[d] = self.count(self.gidx(pmap))
         return full
@@ -189,7 +181,7 @@ class _Builder:
             if name in _METHODS:
                 fn = _METHODS[name]
                 if fn is None:
-                    raise _refuse(node, f"method {name} is not modelled")
+                    raise refuse(node, f"method {name} is not modelled")
                 self._function_flops(node, fn)
 
     def _module_flops(self, node: fx.Node, module: nn.Module) -> None:
@@ -203,7 +195,7 @@ class _Builder:
             return
         if isinstance(module, nn.modules.conv._ConvNd):
             if module.__dict__.get("_fxr_kernel") is not None:
-                raise _refuse(node, "a searched kernel size is not modelled")
+                raise refuse(node, "a searched kernel size is not modelled")
             weight = self.param_shape(module, module.weight, "weight") \
                 if isinstance(module, DynamicOp) else _sizes(module.weight.shape)
             self.conv(node, x, weight, module.transposed)
@@ -216,6 +208,8 @@ class _Builder:
 
     def _function_flops(self, node: fx.Node, fn: Any) -> None:
         args = list(node.args)
+        if fn is torch.einsum and self.einsum(node, args):
+            return
         if fn in _UNMODELLED:
             self.constant(node, fn, f"{getattr(fn, '__name__', fn)} is not modelled")
             return
@@ -234,7 +228,7 @@ class _Builder:
             self.conv(node, args[0], self.shape(weight, node), fn in _CONVTS)
         elif fn is F.scaled_dot_product_attention:
             self.sdpa(node)
-        elif not _torch_function(fn):  # a wrapped user function (torch.fx.wrap)
+        elif not torch_function(fn):  # a wrapped user function (torch.fx.wrap)
             self.constant(node, fn, f"function {getattr(fn, '__qualname__', fn)} runs "
                                     f"counted kernels on pruned channels")
 
@@ -242,24 +236,57 @@ class _Builder:
         """A call the plan does not model: FlopCounterMode's count on the traced inputs,
         once, where its inputs keep their traced shapes under every choice (an opaque
         leaf's are pinned) or where it counts nothing at full width."""
-        flops = _counted(node, call)
+        flops = counted(node, call)
         if not flops:
             return
         for arg in node.all_input_nodes:
             shape = self.shape(arg, node) if "tensor_meta" in arg.meta else []
             if any(isinstance(s, tuple) for s in shape):
-                raise _refuse(node, f"{why}, and its input {arg.name} has pruned channels")
+                raise refuse(node, f"{why}, and its input {arg.name} has pruned channels")
         self.add(self.plan.flops, flops, [])
+
+    def einsum(self, node: fx.Node, args: list[Any]) -> bool:
+        """A two-operand einsum runs as one bmm over the indices both operands or the
+        output have (the others are summed first), or as a product, uncounted, when no
+        index is contracted. False for what this does not model (ellipsis, more operands)."""
+        operands = args[1:] if len(args) > 2 else list(args[1]) if len(args) == 2 else []
+        if not isinstance(args[0], str) or len(operands) != 2 or "..." in args[0] \
+                or "->" not in args[0]:
+            return False
+        inputs, out = args[0].replace(" ", "").split("->")
+        a, b = inputs.split(",") if inputs.count(",") == 1 else ("", "")
+        shapes = [self.shape(o, node) for o in operands]
+        if not a or len(a) != len(shapes[0]) or len(b) != len(shapes[1]):
+            return False
+        sizes: dict[str, Size] = {}
+        for letters, shape in zip((a, b), shapes, strict=True):
+            for letter, size in zip(letters, shape, strict=True):
+                if sizes.get(letter, 1) == 1:
+                    sizes[letter] = size
+        # torch squeezes contracted dims of size 1: none left is a product, uncounted
+        contracted = sorted((set(a) & set(b)) - set(out))
+        varying = [sizes[k] for k in contracted if isinstance(sizes[k], tuple)]
+        fixed = math.prod(int(cast(int, sizes[k])) for k in contracted
+                          if not isinstance(sizes[k], tuple))
+        if len(varying) > 1 and fixed == 1:
+            return False
+        terms: list[Monomial] = []
+        self.add(terms, 2, [sizes[k] for k in sorted((set(a) & set(b)) | set(out))])
+        if fixed > 1:
+            self.plan.flops += terms
+        elif varying:
+            self.plan.gated += [(t, varying[0], 1) for t in terms]
+        return True
 
     def mm(self, node: fx.Node, rows: list[Size], k: Size, n: Size) -> None:
         """A (rows..., k) @ (k, n) product: FlopCounterMode's 2 * m * k * n."""
         if not rows:
-            raise _refuse(node, "a vector operand (mv/dot) is not modelled")
+            raise refuse(node, "a vector operand (mv/dot) is not modelled")
         self.add(self.plan.flops, 2, [*rows, k, n])
 
     def matmul(self, node: fx.Node, a: list[Size], b: list[Size]) -> None:
         if len(a) < 2 or len(b) < 2:
-            raise _refuse(node, "matmul with a 1-D operand is not modelled")
+            raise refuse(node, "matmul with a 1-D operand is not modelled")
         width = max(len(a), len(b)) - 2
         batch_a = _sizes([1] * (width + 2 - len(a))) + a[:-2]
         batch_b = _sizes([1] * (width + 2 - len(b))) + b[:-2]
@@ -279,12 +306,12 @@ class _Builder:
         q, k, v = (self.shape(node.args[i] if len(node.args) > i else node.kwargs[name], node)
                    for i, name in enumerate(("query", "key", "value")))
         if len(q) != 4:
-            raise _refuse(node, "attention on other than 4-D (batch, heads, seq, dim) inputs")
+            raise refuse(node, "attention on other than 4-D (batch, heads, seq, dim) inputs")
         b, h, s_q, d = q
         terms: list[Monomial] = []
         self.add(terms, 2, [b, h, s_q, d, k[2]])
         self.add(terms, 2, [b, h, s_q, k[2], v[3]])
-        if _sdpa_counted(node):
+        if sdpa_counted(node):
             self.plan.flops += terms
         else:  # the CPU kernel needs equal head dims; the counted math path runs otherwise
             self.plan.gated += [(t, d, v[3]) for t in terms]
@@ -319,14 +346,6 @@ class _Builder:
                     self.add(self.plan.params, 1, shape)
 
 
-def _torch_function(fn: Any) -> bool:
-    """Whether ``fn`` is torch's or Python's own (whose counted kernels the plan knows),
-    not a user function kept whole in the graph."""
-    module = getattr(fn, "__module__", None) or ""
-    return module in ("", "_operator", "operator", "builtins", "math") or \
-        module == "torch" or module.startswith(("torch.", "torch._"))
-
-
 def _sizes(shape: Any) -> list[Size]:
     return [int(s) for s in shape]
 
@@ -347,34 +366,6 @@ def _unique_params(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
                 seen.add(id(p))
                 found.append((name if sub is module else "", p))
     return found
-
-
-def _sdpa_counted(node: fx.Node) -> bool:
-    """Whether FlopCounterMode counts this attention call on its traced inputs."""
-    return _counted(node, F.scaled_dot_product_attention) > 0
-
-
-def _counted(node: fx.Node, call: Any) -> int:
-    """FlopCounterMode's count of ``call`` on zeros of ``node``'s traced argument shapes."""
-    def real(a: Any) -> Any:
-        if isinstance(a, fx.Node) and NUMBER_KEY in a.meta:
-            return a.meta[NUMBER_KEY]
-        if isinstance(a, fx.Node):
-            meta = a.meta.get("tensor_meta")
-            if meta is None or not hasattr(meta, "shape"):
-                raise _refuse(node, f"no traced shape for argument {a}")
-            return torch.zeros(meta.shape, dtype=meta.dtype)
-        return a
-    args = fx.node.map_aggregate(node.args, real)
-    kwargs = fx.node.map_aggregate(node.kwargs, real)
-    counter = FlopCounterMode(display=False)
-    modes = evaluating(call) if isinstance(call, nn.Module) else contextlib.nullcontext()
-    try:
-        with torch.no_grad(), modes, counter:
-            call(*cast(tuple, args), **cast(dict, kwargs))
-    except Exception as e:  # noqa: BLE001 (any failure: the call cannot be counted here)
-        raise _refuse(node, f"it could not run on zeros of its traced shapes ({e})") from e
-    return int(counter.get_total_flops())
 
 
 def build_plan(sn: Supernet) -> EstimatePlan:

@@ -68,6 +68,19 @@ class MatmulAttention(SdpaAttention):
         return self.fc(self.proj(y.transpose(1, 2).reshape(b, n, c)))
 
 
+class _EinsumAttention(SdpaAttention):
+    """The same attention with einsums (a contraction and an outer product)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads) \
+            .permute(2, 0, 3, 1, 4).unbind(0)
+        attn = torch.einsum("bhid,bhjd->bhij", q, k).softmax(-1)
+        y = torch.einsum("bhij,bhjd->bhid", attn, v)
+        y = y + torch.einsum("bhid,bhid->bhid", y, y)
+        return self.fc(self.proj(y.transpose(1, 2).reshape(b, n, c)))
+
+
 class Convs(nn.Module):
     """Grouped, depthwise, transposed and functional convs, then a Linear on 3-D input."""
 
@@ -93,6 +106,7 @@ SMALL = {
     "matmul": lambda: (MatmulAttention(), torch.randn(2, 6, 32)),
     "mha": lambda: (AttentionBlock(), torch.randn(2, 5, 16)),
     "functional_linear": lambda: (FunctionalLinear(), torch.randn(3, 4)),
+    "einsum": lambda: (_EinsumAttention(), torch.randn(2, 6, 32)),
     **{b.__name__: b for b in ALL_BUILDERS},
 }
 
@@ -156,7 +170,7 @@ class _Einsum(nn.Module):
         h = self.a(x)
         if self.pinned:
             return torch.einsum("bi,bj->bij", h, h)
-        return self.b(torch.einsum("bi,oi->bo", h, self.w))
+        return self.b(torch.einsum("bi,oi,o->bo", h, self.w, self.w[:, 0]))
 
 
 def test_unmodelled_calls_are_counted_when_pinned_else_refused_by_name() -> None:

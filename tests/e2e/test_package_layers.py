@@ -32,7 +32,7 @@ RANKS = {
     "supernet": 10, "api": 11, "value_binding": 11, "summary": 12, "cli": 13, "__init__": 13, "__main__": 14,
     "layer_groups": 12,  # ties units over value_binding's mutables
     "hf": 13,  # writes Hugging Face directories: freezes (api) and names layer groups
-    "estimate_plan": 11, "estimate": 12,  # analytic FLOPs/params over the supernet's graph
+    "flop_probe": 10, "estimate_plan": 11, "estimate": 12,  # analytic FLOPs/params over the supernet's graph
     "verify": 14, "zoo": 15,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
 }
 
