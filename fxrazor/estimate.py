@@ -64,8 +64,9 @@ class _Widths:
     there); unseen or other choices take the mask path."""
 
     def __init__(self, names: list[str], base: np.ndarray, rates: np.ndarray,
-                 const: np.ndarray) -> None:
+                 const: np.ndarray, offsets: np.ndarray) -> None:
         self.index = {name: i for i, name in enumerate(names) if name}
+        self.offsets = offsets  # of each unit in the concatenated masks
         self.base, self.rates, self.const = base, rates, const
         self.kept_for: dict[tuple[int, Any], int] = {}
 
@@ -87,7 +88,8 @@ class _Widths:
                 rates[c, u] = hits[0]
         mask = sn.current_mask().numpy()[:-1].astype(np.int64)
         base = np.add.reduceat(mask, offsets[:-1]) if len(units) else sizes
-        return cls([u.name if u.is_mutable else "" for u in units], base, rates, const)
+        return cls([u.name if u.is_mutable else "" for u in units], base, rates, const,
+                   offsets[:-1])
 
     def kept(self, choices: Mapping[str, Any]) -> np.ndarray | None:
         """Kept channels per unit under ``choices`` (naming every mutable unit), or None
@@ -103,11 +105,12 @@ class _Widths:
             return None
         return kept
 
-    def learn(self, choices: Mapping[str, Any], mask: np.ndarray, offsets: np.ndarray
-              ) -> None:
-        if not len(offsets):
+    def learn(self, choices: Mapping[str, Any], mask: np.ndarray) -> None:
+        """Remember how many channels each unit keeps under its choice in ``choices``
+        (applied, so checked), from ``mask``, the concatenated masks they gave."""
+        if not len(self.offsets):
             return
-        sums = np.add.reduceat(mask[:-1].astype(np.int64), offsets)
+        sums = np.add.reduceat(mask[:-1].astype(np.int64), self.offsets)
         for name, choice in choices.items():
             i = self.index.get(name)
             if i is not None and isinstance(choice, (int, float)):
@@ -209,7 +212,7 @@ def _candidate_counts(sn: Supernet, candidates: Sequence[Mapping[str, Any] | Non
             continue
         mask = _mask(sn, choices)
         if widths is not None and choices is not None:
-            widths.learn(choices, mask, _unit_offsets(sn))
+            widths.learn(choices, mask)
         masks.append(mask)
         slow.append(i)
     for start in range(0, len(masks), 256):  # bounds the (candidates × positions) gather
@@ -217,12 +220,6 @@ def _candidate_counts(sn: Supernet, candidates: Sequence[Mapping[str, Any] | Non
         for i, row in zip(slow[start:start + 256], counts, strict=True):
             rows[i] = row
     return plan, np.stack(cast("list[np.ndarray]", rows)).reshape(len(candidates), -1)
-
-
-def _unit_offsets(sn: Supernet) -> np.ndarray:
-    sizes = [u.num_channels for u in sn.every_unit()]
-    return np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64) if sizes \
-        else np.zeros(0, np.int64)
 
 
 def estimate_many(sn: Supernet, choices: Sequence[Mapping[str, Any]]) -> list[dict[str, int]]:
