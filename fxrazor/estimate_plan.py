@@ -64,13 +64,16 @@ class EstimatePlan:
 
 
 _MATMULS: set[Any] = {torch.matmul, operator.matmul, torch.Tensor.matmul}
-_MM: dict[Any, tuple[int, int]] = {torch.mm: (0, 1), torch.bmm: (0, 1), torch.addmm: (1, 2), torch.baddbmm: (1, 2)}
+# the positions of the two matrices among the arguments
+_MM: dict[Any, tuple[int, int]] = {torch.mm: (0, 1), torch.bmm: (0, 1), torch.addmm: (1, 2),
+                                   torch.baddbmm: (1, 2)}
 _CONVS = {F.conv1d, F.conv2d, F.conv3d}
 _CONVTS = {F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d}
 _METHODS = {"matmul": torch.matmul, "__matmul__": torch.matmul, "mm": torch.mm,
             "bmm": torch.bmm, "addmm": None, "baddbmm": None, "einsum": None}
-# Calls that dispatch to counted kernels in ways the plan does not model: refused by name
-# rather than counted as nothing.
+# Calls that dispatch to counted kernels in ways the plan does not model (an einsum only
+# where ``_Builder.einsum`` declines it): counted once where their inputs are not pruned,
+# else refused by name rather than counted as nothing.
 _UNMODELLED = {torch.einsum, torch.tensordot, F.bilinear, torch.cdist, torch.addbmm,
                torch.chain_matmul, torch.linalg.multi_dot, F.multi_head_attention_forward,
                torch.kron, torch.inner, torch.outer}
