@@ -17,6 +17,8 @@ from typing import Any
 
 from fxrazor.api import convert, convert_, freeze
 from fxrazor.errors import FxRazorError
+from fxrazor.estimate import ResourceEstimator, estimate, estimate_many
+from fxrazor.importance import importance
 from fxrazor.mutators import ChannelMutator, NasMutator
 from fxrazor.structures.subnet import export_fix_subnet, load_fix_subnet
 from fxrazor.structures.subnet.static_model import register_static_exporter
@@ -32,12 +34,16 @@ __all__ = [
     "ChannelMutator",
     "FxRazorError",
     "NasMutator",
+    "ResourceEstimator",
     "Supernet",
     "__version__",
     "bind_unit",
     "bind_value",
     "convert",
     "convert_",
+    "estimate",
+    "estimate_many",
+    "importance",
     "export_fix_subnet",
     "freeze",
     "load_fix_subnet",

@@ -23,7 +23,7 @@ from torch import fx, nn
 from fxrazor.analysis.context import ChannelInfo, FunctionRule, RuleContext, fn_name
 from fxrazor.analysis.elements import SymSize, TensorInfo
 from fxrazor.analysis.grouping import group_units
-from fxrazor.analysis.result import ChannelAnalysis, PositionMap, ResizeSite, Slot
+from fxrazor.analysis.result import ChannelAnalysis, NodeDims, PositionMap, ResizeSite, Slot
 from fxrazor.errors import InvalidChoiceError
 from fxrazor.layers import LAYERS, LayerRecord
 from fxrazor.rules.functional_layers import CONV_FUNCTIONS
@@ -246,10 +246,29 @@ def discover_units(traced: TracedModel, layers: Mapping[type, LayerRecord] | Non
     normalised = tuple(p for p in (position_map(ids) for ids in ctx.normalised)
                        if not p.all_pinned)
     minimums = _unit_minimums([(position_map(ids), k, why) for ids, k, why in ctx.minimums])
+    infos = ctx.infos
     return ChannelAnalysis(units, pinned, slot_maps, sites, dict(traced.opaque),
                            tuple(dict.fromkeys(ctx.unknown_ops)),
                            (*ctx.const_args, *_computed_fixed_sizes(ctx, fixed)),
-                           normalised, minimums)
+                           normalised, minimums,
+                           NodeDims(lambda: _node_dims(infos, position_map)))
+
+
+def _node_dims(infos: Mapping[fx.Node, ChannelInfo],
+               position_map: Any) -> dict[str, dict[int, PositionMap]]:
+    """Per node with a tensor output, the position map of each dim with element ids (a
+    dim whose positions are all pinned keeps its traced size, so it is left out)."""
+    found: dict[str, dict[int, PositionMap]] = {}
+    for node, info in infos.items():
+        if not isinstance(info, TensorInfo):
+            continue
+        dims = {}
+        for d, ids in info.axes.items():
+            pmap = position_map(ids)
+            if not pmap.all_pinned:
+                dims[d] = pmap
+        found[node.name] = dims
+    return found
 
 
 def _unit_minimums(needs: list[tuple[PositionMap, int, str]]

@@ -8,14 +8,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
 import numpy as np
 
 __all__ = ["Slot", "param_role", "param_dim", "UnitSpec", "PinnedGroup", "PinnedGroups", "ResizeSite", "ChannelAnalysis",
-           "PositionMap"]
+           "PositionMap", "NodeDims"]
 
 
 def param_role(dim: int) -> str:
@@ -183,6 +183,45 @@ class PinnedGroups(Sequence[PinnedGroup]):
         return repr(self._get())
 
 
+class NodeDims(Mapping[str, dict[int, PositionMap]]):
+    """Per graph node (by name) with a tensor output, the position map of each prunable
+    dim (a dim missing is inert: it keeps its traced size under every choice).
+
+    Worked out when first read, like :class:`PinnedGroups`: only resource estimates read
+    it, and mapping every node's element ids would cost conversions a few percent. Pickles
+    and copies as a dict.
+
+    Example:
+        >>> import numpy as np
+        >>> dims = NodeDims(lambda: {"fc": {1: PositionMap(np.array([0, -1]), np.array([0, -1]))}})
+        >>> len(dims["fc"][1]), list(dims)
+        (2, ['fc'])
+    """
+
+    def __init__(self, build: Callable[[], dict[str, dict[int, PositionMap]]]) -> None:
+        self._build: Callable[[], dict[str, dict[int, PositionMap]]] | None = build
+        self._dims: dict[str, dict[int, PositionMap]] = {}
+
+    def _get(self) -> dict[str, dict[int, PositionMap]]:
+        build = self._build  # read once: another thread may finish the build meanwhile
+        if build is not None:
+            self._dims = build()
+            self._build = None  # drops the walk's state
+        return self._dims
+
+    def __getitem__(self, name: str) -> dict[int, PositionMap]:
+        return self._get()[name]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return dict, (self._get(),)
+
+
 @dataclass(frozen=True)
 class ResizeSite:
     """A size literal in a graph call that follows pruned channels.
@@ -224,3 +263,5 @@ class ChannelAnalysis:
     normalised: tuple[PositionMap, ...] = ()
     # (unit index, channels, why): the fewest channels a unit may keep (a top-k over it)
     minimums: tuple[tuple[int, int, str], ...] = ()
+    # per node name, the position maps of its output's prunable dims (a NodeDims or dict)
+    node_dims: Mapping[str, dict[int, PositionMap]] = field(default_factory=dict)

@@ -35,6 +35,7 @@ RANKS = {
     "importance": 12,  # scores units' channels from a supernet's weights
     "pruning": 14,  # prunes to a target through importance and the face's estimate
     "search": 14,  # searches a supernet's choices; uses the face (estimate)
+    "flop_probe": 10, "estimate_plan": 11, "estimate": 12,  # analytic FLOPs/params over the supernet's graph
     "verify": 14, "zoo": 15,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
 }
 

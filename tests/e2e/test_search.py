@@ -180,3 +180,31 @@ def test_two_ranks_shard_the_scoring_and_find_what_one_process_finds(tmp_path) -
     # each rank scored about half of the candidates
     assert 0 < ranks[0]["scored"] and 0 < ranks[1]["scored"]
     assert abs(ranks[0]["scored"] - ranks[1]["scored"]) <= 4
+
+
+def test_searches_and_pruning_use_the_analytic_estimate_by_default() -> None:
+    """No estimator given: fxrazor.estimate bounds the FLOPs, exact for the frozen subnet."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 24, 3), nn.ReLU(), nn.Conv2d(24, 4, 1)).eval()
+    x = torch.randn(1, 3, 10, 10)
+    sn = fxrazor.convert(model, x, unit="l1")
+    full = fxrazor.estimate(sn)["flops"]
+
+    def frozen_flops() -> int:
+        with FlopCounterMode(display=False) as counter:
+            fxrazor.freeze(sn)(x)
+        return counter.get_total_flops()
+
+    found = evolution_search(sn, lambda c: c["0"] + c["3"], {"flops": full // 2},
+                             population_size=8, max_generations=3, num_mutation=4,
+                             num_crossover=4, top_k=3)
+    sn.set_choices(found.subnets[0])
+    assert frozen_flops() == found.resources("flops")[0] <= full // 2
+    greedy = greedy_search(sn, lambda c: c["0"] + c["3"], {"flops": full // 2}, step=0.1)
+    sn.set_choices(greedy.subnets[0])
+    assert frozen_flops() <= full // 2
+    sn.prune({"flops": 0.5})
+    assert 0.45 * full <= frozen_flops() <= 0.5 * full

@@ -1,0 +1,216 @@
+"""fxrazor.estimate against its oracle: FlopCounterMode and the parameter count of the frozen
+subnet, on random subnets of small models, torchvision models and the coverage zoo."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from models import ALL_BUILDERS
+from small_models import AttentionBlock, FunctionalLinear
+from torch import Tensor, nn
+
+import fxrazor
+from fxrazor.errors import FxRazorError, UnknownUnitError, UnsupportedModelError
+from fxrazor.summary import measure
+
+
+def frozen_counts(sn: fxrazor.Supernet) -> dict[str, int]:
+    """The oracle: FlopCounterMode on the frozen subnet at the example inputs."""
+    params, flops = measure(fxrazor.freeze(sn), sn.example_args)
+    return {"flops": flops, "params": params}
+
+
+def check_random_subnets(model: nn.Module, x: Tensor, n: int = 3, seed: int = 0) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    with torch.no_grad():
+        sn = fxrazor.convert(model, x)
+    for i in range(n):
+        if i:  # the full width first, then random subnets
+            sn.set_choices(sn.sample_choices())
+        expected = frozen_counts(sn)
+        assert fxrazor.estimate(sn) == expected, f"subnet {sn.choices()}"
+        # by choices: applied through the units first, then from the widths learnt there
+        assert fxrazor.estimate(sn, sn.choices()) == expected
+        assert fxrazor.estimate(sn, sn.choices()) == expected
+
+
+class SdpaAttention(nn.Module):
+    """Self-attention written with F.scaled_dot_product_attention (4 heads of 8)."""
+
+    def __init__(self, dim: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.fc = nn.Linear(dim, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads) \
+            .permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.fc(self.proj(y.transpose(1, 2).reshape(b, n, c)))
+
+
+class MatmulAttention(SdpaAttention):
+    """The same attention with explicit matmuls (``@`` and ``torch.matmul``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads) \
+            .permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q @ k.transpose(-2, -1)).softmax(-1)
+        y = torch.matmul(attn, v)
+        return self.fc(self.proj(y.transpose(1, 2).reshape(b, n, c)))
+
+
+class _EinsumAttention(SdpaAttention):
+    """The same attention with einsums (a contraction and an outer product)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads) \
+            .permute(2, 0, 3, 1, 4).unbind(0)
+        attn = torch.einsum("bhid,bhjd->bhij", q, k).softmax(-1)
+        y = torch.einsum("bhij,bhjd->bhid", attn, v)
+        y = y + torch.einsum("bhid,bhid->bhid", y, y)
+        return self.fc(self.proj(y.transpose(1, 2).reshape(b, n, c)))
+
+
+class Convs(nn.Module):
+    """Grouped, depthwise, transposed and functional convs, then a Linear on 3-D input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.g = nn.Conv2d(16, 16, 1, groups=4)
+        self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.w = nn.Parameter(torch.randn(12, 8, 3, 3))
+        self.fc = nn.Linear(12, 6)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.up(self.g(self.dw(self.a(x)).relu()))
+        y = F.conv2d(y, self.w, padding=1)
+        return self.head(self.fc(y.flatten(2).transpose(1, 2)))
+
+
+SMALL = {
+    "convs": lambda: (Convs(), torch.randn(2, 3, 8, 8)),
+    "sdpa": lambda: (SdpaAttention(), torch.randn(2, 6, 32)),
+    "matmul": lambda: (MatmulAttention(), torch.randn(2, 6, 32)),
+    "mha": lambda: (AttentionBlock(), torch.randn(2, 5, 16)),
+    "functional_linear": lambda: (FunctionalLinear(), torch.randn(3, 4)),
+    "einsum": lambda: (_EinsumAttention(), torch.randn(2, 6, 32)),
+    **{b.__name__: b for b in ALL_BUILDERS},
+}
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_estimate_matches_the_frozen_subnet(name: str) -> None:
+    model, x = SMALL[name]()
+    check_random_subnets(model.eval(), x)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_estimate_matches_on_torchvision(name: str) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    check_random_subnets(torchvision.models.get_model(name).eval(), torch.randn(1, 3, 64, 64))
+
+
+@pytest.mark.slow
+def test_estimate_matches_on_vit() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    check_random_subnets(torchvision.models.vit_b_16().eval(), torch.randn(1, 3, 224, 224))
+
+
+def test_estimate_many_equals_one_by_one_and_choices_are_kept() -> None:
+    model, x = SMALL["convs"]()
+    sn = fxrazor.convert(model, x)
+    sn.set_choices(sn.sample_choices("min"))
+    before = sn.choices()
+    candidates = [sn.sample_choices() for _ in range(5)]
+    many = fxrazor.estimate_many(sn, candidates)
+    assert many == [fxrazor.estimate(sn, c) for c in candidates]
+    assert sn.choices() == before
+    for c, counts in zip(candidates, many, strict=True):
+        sn.set_choices(c)
+        assert counts == frozen_counts(sn)
+    assert fxrazor.estimate_many(sn, []) == []
+
+
+def test_bad_choices_raise_and_change_nothing() -> None:
+    sn = fxrazor.convert(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)), torch.randn(3, 4))
+    with pytest.raises(UnknownUnitError):
+        fxrazor.estimate(sn, {"nope": 3})
+    with pytest.raises(FxRazorError):
+        fxrazor.estimate(sn, {"0": 99})
+    with pytest.raises(UnknownUnitError):
+        fxrazor.estimate_many(sn, [{"0": 2}, {"nope": 3}])
+    assert sn.choices() == {"0": 8}
+
+
+class _Einsum(nn.Module):
+    """A hidden layer written as an einsum over the pruned channels, or only over pinned
+    ones (``pinned``: its output is the model's output)."""
+
+    def __init__(self, pinned: bool) -> None:
+        super().__init__()
+        self.pinned = pinned
+        self.a = nn.Linear(4, 8)
+        self.w = nn.Parameter(torch.randn(6, 8))
+        self.b = nn.Linear(6, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.a(x)
+        if self.pinned:
+            return torch.einsum("bi,bj->bij", h, h)
+        return self.b(torch.einsum("bi,oi,o->bo", h, self.w, self.w[:, 0]))
+
+
+def test_unmodelled_calls_are_counted_when_pinned_else_refused_by_name() -> None:
+    check_random_subnets(_Einsum(pinned=True), torch.randn(2, 4))
+    sn = fxrazor.convert(_Einsum(pinned=False), torch.randn(2, 4))
+    assert sn.units
+    with pytest.raises(UnsupportedModelError, match="einsum"):
+        fxrazor.estimate(sn)
+    with pytest.raises(UnsupportedModelError):
+        fxrazor.estimate(nn.Linear(2, 2))  # type: ignore[arg-type]
+
+
+def test_resource_estimator_scales_and_refuses_other_shapes() -> None:
+    model, x = SMALL["convs"]()
+    sn = fxrazor.convert(model, x)
+    counts = fxrazor.estimate(sn)
+    got = fxrazor.ResourceEstimator(units="K").estimate(sn)
+    assert got == {"flops": counts["flops"] / 1e3, "params": counts["params"] / 1e3,
+                   "latency": None}
+    strings = fxrazor.ResourceEstimator(input_shape=(2, 3, 8, 8), as_strings=True,
+                                        units="M").estimate(sn)
+    assert strings["flops"].endswith(" M")
+    with pytest.raises(FxRazorError, match="input_shape"):
+        fxrazor.ResourceEstimator(input_shape=(1, 3, 224, 224)).estimate(sn)
+    with pytest.raises(FxRazorError, match="unknown"):
+        fxrazor.ResourceEstimator(flops_params_cfg={"bogus": 1})
+    plain = fxrazor.ResourceEstimator(input_shape=(2, 3, 8, 8), units=None).estimate(
+        fxrazor.freeze(sn))
+    assert {k: plain[k] for k in ("flops", "params")} == counts
+
+
+@pytest.mark.slow
+def test_estimate_matches_on_the_torchvision_zoo() -> None:
+    pytest.importorskip("torchvision")
+    from fxrazor.verify.zoo import model_specs
+
+    failed = []
+    for spec in model_specs():
+        try:
+            check_random_subnets(spec.build().eval(), torch.randn(spec.input_shape), n=4)
+        except (AssertionError, FxRazorError) as e:
+            failed.append(f"{spec.name}: {e}")
+    assert not failed, "\n".join(failed)
