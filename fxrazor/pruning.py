@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -31,6 +32,7 @@ from typing import Any, cast
 import torch
 
 from fxrazor.errors import InvalidArgumentError
+from fxrazor.estimate import estimate
 from fxrazor.importance import importance as score_units
 from fxrazor.supernet import Supernet
 
@@ -100,10 +102,7 @@ def prune(sn: Supernet, target: Mapping[str, float] | float, *,
         raise InvalidArgumentError(f"target is a ratio or {{'flops' | 'params': fraction}}, "
                                    f"got {target!r}")
     if estimator is None:
-        import fxrazor
-
-        def estimator(choices: dict[str, Any]) -> Mapping[str, float]:
-            return fxrazor.estimate(sn, choices)  # type: ignore[attr-defined, no-any-return]
+        estimator = functools.partial(estimate, sn)
 
     before = sn.choices()
     try:

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fxrazor.errors import InvalidArgumentError
+from fxrazor.estimate import estimate
 from fxrazor.search.common import Constraints, Estimator, ScoreFn, SearchError, score_all, seeded
 from fxrazor.structures.subnet import Candidates
 
@@ -49,17 +51,14 @@ class _Evolution:
         self.seen: dict[str, tuple[dict[str, Any], float, dict[str, float]]] = {}
         self.top: list[str] = []
 
-    def random_feasible(self) -> dict[str, Any] | None:
-        for _ in range(self.o["max_trials"]):
-            choices = self.sn.sample_choices()
-            if _key(choices) not in self.seen and self.constraints.feasible(choices):
-                return choices
-        return None
-
-    def child(self, make: Any) -> dict[str, Any] | None:
+    def draw(self, make: Any, taken: set[str]) -> dict[str, Any] | None:
+        """A new feasible subnet from ``make`` (not scored yet, not ``taken``), or None
+        after ``max_trials`` draws."""
         for _ in range(self.o["max_trials"]):
             choices = make()
-            if _key(choices) not in self.seen and self.constraints.feasible(choices):
+            key = _key(choices)
+            if key not in self.seen and key not in taken and self.constraints.feasible(choices):
+                taken.add(key)
                 return choices
         return None
 
@@ -84,16 +83,14 @@ class _Evolution:
         self.top = ranked[: self.o["top_k"]]
 
     def breed(self) -> list[dict[str, Any]]:
-        children = []
+        children: list[dict[str, Any]] = []
+        taken: set[str] = set()
         for make, count in ((self.mutate, self.o["num_mutation"]),
                             (self.crossover, self.o["num_crossover"])):
             for _ in range(count):
-                child = self.child(make)
+                child = self.draw(make, taken)
                 if child is not None:
                     children.append(child)
-                    self.seen.setdefault(_key(child), (child, float("-inf"), {}))
-        for child in children:  # placeholders only kept children apart from each other
-            del self.seen[_key(child)]
         return children
 
     def state(self, generation: int, population: list[dict[str, Any]]) -> dict[str, Any]:
@@ -139,10 +136,7 @@ def evolution_search(sn: Any, score_fn: ScoreFn, constraints: Mapping[str, Any] 
     if not 0 <= mutate_prob <= 1 or not 0 <= crossover_prob <= 1:
         raise InvalidArgumentError("mutate_prob and crossover_prob are probabilities in [0, 1]")
     if estimator is None and constraints:
-        import fxrazor
-
-        def estimator(choices: dict[str, Any]) -> Mapping[str, float]:
-            return fxrazor.estimate(sn, choices)  # type: ignore[attr-defined, no-any-return]
+        estimator = functools.partial(estimate, sn)
 
     search = _Evolution(sn, score_fn, Constraints(constraints, estimator), {
         "top_k": top_k, "num_mutation": num_mutation, "num_crossover": num_crossover,
@@ -156,14 +150,12 @@ def evolution_search(sn: Any, score_fn: ScoreFn, constraints: Mapping[str, Any] 
             if resume and path is not None and path.exists():
                 start, population = search.load(json.loads(path.read_text()))
             else:
+                taken: set[str] = set()
                 for _ in range(population_size):
-                    found = search.random_feasible()
+                    found = search.draw(sn.sample_choices, taken)
                     if found is None:
                         break
                     population.append(found)
-                    search.seen[_key(found)] = (found, float("-inf"), {})
-                for c in population:
-                    del search.seen[_key(c)]
                 if not population:
                     raise SearchError(f"no random subnet meets the constraints {constraints} "
                                       f"in {max_trials} draws; loosen them")

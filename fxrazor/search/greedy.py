@@ -14,11 +14,13 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from fxrazor.errors import InvalidArgumentError
+from fxrazor.estimate import estimate
 from fxrazor.search.common import Constraints, Estimator, ScoreFn, SearchError, score_all, seeded
 from fxrazor.structures.subnet import Candidates
 
@@ -65,10 +67,7 @@ def greedy_search(sn: Any, score_fn: ScoreFn, constraints: Mapping[str, Any], *,
         raise InvalidArgumentError(f"step is a fraction of a unit's channels in (0, 1], "
                                    f"got {step!r}")
     if estimator is None:
-        import fxrazor
-
-        def estimator(choices: dict[str, Any]) -> Mapping[str, float]:
-            return fxrazor.estimate(sn, choices)  # type: ignore[attr-defined, no-any-return]
+        estimator = functools.partial(estimate, sn)
 
     check = Constraints(constraints, estimator)
     units = {u.name: u for u in sn.channel_mutator.mutable_units}
