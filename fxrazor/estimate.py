@@ -47,7 +47,9 @@ def _plan(sn: Supernet) -> tuple[EstimatePlan, _Widths | None]:
     if not isinstance(sn, Supernet):
         raise UnsupportedModelError(
             f"estimate expects a Supernet from fxrazor.convert, got {type(sn).__name__}")
-    key = (id(sn.graph_module), tuple(id(b.module) for b in sn._bindings))
+    # replace_layer counts its replacements: a per-call walk over the bindings cost as
+    # much as the rest of an estimate with seen choices
+    key = (id(sn.graph_module), sn.__dict__.get("_fxr_layers_version", 0))
     cached = sn.__dict__.get(_PLAN_KEY)
     if cached is None or cached[0] != key:
         plan = build_plan(sn)
@@ -63,9 +65,10 @@ class _Widths:
     choice), is learnt from the masks of choices applied once (``set_choices`` checks them
     there); unseen or other choices take the mask path."""
 
-    def __init__(self, names: list[str], base: np.ndarray, rates: np.ndarray,
+    def __init__(self, units: list[Any], base: np.ndarray, rates: np.ndarray,
                  const: np.ndarray, offsets: np.ndarray) -> None:
-        self.index = {name: i for i, name in enumerate(names) if name}
+        self.units = units
+        self.index = {u.name: i for i, u in enumerate(units) if u.is_mutable}
         self.offsets = offsets  # of each unit in the concatenated masks
         self.base, self.rates, self.const = base, rates, const
         self.kept_for: dict[tuple[int, Any], int] = {}
@@ -88,8 +91,7 @@ class _Widths:
                 rates[c, u] = hits[0]
         mask = sn.current_mask().numpy()[:-1].astype(np.int64)
         base = np.add.reduceat(mask, offsets[:-1]) if len(units) else sizes
-        return cls([u.name if u.is_mutable else "" for u in units], base, rates, const,
-                   offsets[:-1])
+        return cls(list(units), base, rates, const, offsets[:-1])
 
     def kept(self, choices: Mapping[str, Any]) -> np.ndarray | None:
         """Kept channels per unit under ``choices`` (naming every mutable unit), or None
@@ -100,10 +102,25 @@ class _Widths:
         try:
             for name, choice in choices.items():
                 i = self.index[name]
-                kept[i] = self.kept_for[(i, choice)]
-        except (KeyError, TypeError):  # another key, an unseen or unhashable choice
+                found = self.kept_for.get((i, choice))
+                kept[i] = self._count(i, choice) if found is None else found
+        except (KeyError, TypeError):  # another key or an unhashable choice
             return None
         return kept
+
+    def _count(self, i: int, choice: Any) -> int:
+        """Channels unit ``i`` keeps under a number ``choice`` not seen before, checked
+        as its setter checks it (the mutable channel validates; a router's top-k
+        minimum here), without applying it: a whole ``set_choices`` costs ~100x more.
+        Anything else (a mask, a name) raises KeyError: the mask path handles it."""
+        if isinstance(choice, bool) or not isinstance(choice, (int, float)):
+            raise KeyError(choice)
+        unit = self.units[i]
+        count = unit.activated_channels_for(choice)
+        if count < unit.min_kept:
+            unit.current_choice = choice  # refuses with the setter's own message
+        self.kept_for[(i, choice)] = count
+        return count
 
     def learn(self, choices: Mapping[str, Any], mask: np.ndarray) -> None:
         """Remember how many channels each unit keeps under its choice in ``choices``

@@ -161,6 +161,8 @@ class Supernet(nn.Module):
                 attr, module)
         for binding in bound:
             binding.module = module
+        # (caches over the layers, e.g. the estimate's plan, compare this count)
+        self.__dict__["_fxr_layers_version"] = self.__dict__.get("_fxr_layers_version", 0) + 1
         self._last_mask = None  # push every selection again on the next forward
         # Find the op mutables again on next use (not now: convert replaces many layers).
         self.__dict__["_fxr_nas_mutator"] = None

@@ -337,7 +337,18 @@ class SequentialMutableChannelUnit(MutableChannelUnit):
 
     def kept_count(self) -> int:
         """Channels kept by the current choice, after rounding to the divisor."""
-        count = self.mutable_channel.activated_channels
+        return self._rounded(self.mutable_channel.activated_channels)
+
+    def activated_channels_for(self, choice: Any) -> int:
+        """How many channels ``choice`` keeps: the mutable channel's count (checked, not
+        applied), rounded as :meth:`kept_count` rounds it; every sequential unit's mask
+        keeps ``kept_count()`` channels, whichever they are."""
+        kept_for = getattr(self.mutable_channel, "kept_for", None)
+        if kept_for is None:  # a mutable channel put in by hand: apply and undo
+            return super().activated_channels_for(choice)
+        return self._rounded(kept_for(choice))
+
+    def _rounded(self, count: int) -> int:
         if self.divisor > 1:
             count = make_divisible(count, self.divisor, self.min_value, self.min_ratio)
         return max(1, min(self.num_channels, count))

@@ -225,6 +225,11 @@ class SquentialMutableChannel(BaseMutableChannel):
     def _validate_choice(self, choice: Any) -> int | float:
         """Return ``choice`` as an int (number mode) or float (ratio mode), or raise."""
         value: Any = choice  # Any: numbers.Integral/Real do not promise comparisons to mypy
+        if self.is_num_mode:
+            if type(choice) is int and 1 <= choice <= self.num_channels:
+                return choice  # the common case, before the slower checks below
+        elif type(choice) is float and 0.0 < choice <= 1.0:
+            return choice
         where = f"{type(self).__name__} '{self.name}' ({self.choice_mode} mode)"
         if self.is_num_mode:
             if isinstance(choice, bool) or not isinstance(choice, Integral):
@@ -252,14 +257,31 @@ class SquentialMutableChannel(BaseMutableChannel):
 
     @current_choice.setter
     def current_choice(self, choice: int | float) -> None:
-        choice = self._validate_choice(choice)
-        self._check_not_fixed(choice)
-        self._current_choice = choice
+        self._current_choice = self._checked(choice)
+
+    def _checked(self, choice: Any) -> int | float:
+        """``choice`` validated (as an int or a float), or raise."""
+        value = self._validate_choice(choice)
+        self._check_not_fixed(value)
+        return value
 
     def _kept(self) -> int:
+        return self._kept_of(self._current_choice)
+
+    def _kept_of(self, choice: int | float) -> int:
         if self.is_num_mode:
-            return int(self._current_choice)
-        return max(1, math.floor(self._current_choice * self.num_channels + 0.5))
+            return int(choice)
+        return max(1, math.floor(choice * self.num_channels + 0.5))
+
+    def kept_for(self, choice: Any) -> int:
+        """The channels ``choice`` would keep, checked as setting it checks it, without
+        setting it (estimates ask this for many choices; a set and undo costs ~10x more).
+
+        Example:
+            >>> SquentialMutableChannel(8, choice_mode="ratio").kept_for(0.3)
+            2
+        """
+        return self._kept_of(self._checked(choice))
 
     @property
     def current_mask(self) -> torch.Tensor:
@@ -351,20 +373,13 @@ class OneShotMutableChannel(SquentialMutableChannel):
         """Return a candidate drawn uniformly at random (Python's ``random``)."""
         return random.choice(self._choices)
 
-    @property
-    def current_choice(self) -> int | float:
-        """The candidate chosen now."""
-        return self._current_choice
-
-    @current_choice.setter
-    def current_choice(self, choice: int | float) -> None:
-        choice = self._validate_choice(choice)
-        self._check_not_fixed(choice)
-        if choice not in self._choices:
+    def _checked(self, choice: Any) -> int | float:
+        value = super()._checked(choice)
+        if value not in self._choices:
             raise InvalidChoiceError(
-                f"{choice!r} is not a candidate of {self!r}; candidates are {self._choices}"
+                f"{value!r} is not a candidate of {self!r}; candidates are {self._choices}"
             )
-        self._current_choice = choice
+        return value
 
     def fix_chosen(self, chosen: Any = ...) -> None:
         """Fix at ``chosen`` (``...`` or None: the current choice); afterwards

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from fxrazor.errors import FxRazorError, InvalidArgumentError
 
 __all__ = ["SearchError", "Constraints", "Estimator", "ScoreFn", "score_all", "seeded",
-           "RESOURCE_KEYS"]
+           "RESOURCE_KEYS", "progress_bar", "is_writer"]
 
 #: The resources a constraint may bound (those ``fxrazor.estimate`` and Candidates know).
 RESOURCE_KEYS = ("flops", "params", "latency")
@@ -121,3 +121,32 @@ def seeded(seed: int | None) -> Iterator[None]:
         yield
     finally:
         random.setstate(state)
+
+
+def progress_bar(enabled: bool, desc: str, total: int | None = None, initial: int = 0) -> Any:
+    """A tqdm bar (``update(n)``, ``close()``) when ``enabled`` and tqdm is installed (the
+    ``progress`` extra), else one that does nothing."""
+    if enabled:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            pass
+        else:
+            return tqdm(desc=desc, total=total, initial=initial)
+    return _Quiet()
+
+
+class _Quiet:
+    """The bar without tqdm or when not asked for."""
+
+    def update(self, n: int = 1) -> None:
+        """Nothing to show."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def is_writer() -> bool:
+    """Whether this process writes checkpoints: the only one, or rank 0 of a group (every
+    rank holds the same state, so one file is enough and ranks never race on it)."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

@@ -31,7 +31,16 @@ from typing import Any
 
 from fxrazor.errors import InvalidArgumentError
 from fxrazor.estimate import estimate
-from fxrazor.search.common import Constraints, Estimator, ScoreFn, SearchError, score_all, seeded
+from fxrazor.search.common import (
+    Constraints,
+    Estimator,
+    ScoreFn,
+    SearchError,
+    is_writer,
+    progress_bar,
+    score_all,
+    seeded,
+)
 from fxrazor.structures.subnet import Candidates
 
 __all__ = ["evolution_search"]
@@ -159,13 +168,16 @@ def evolution_search(sn: Any, score_fn: ScoreFn, constraints: Mapping[str, Any] 
                 if not population:
                     raise SearchError(f"no random subnet meets the constraints {constraints} "
                                       f"in {max_trials} draws; loosen them")
-            for generation in _generations(start, max_generations, progress):
+            bar = progress_bar(progress, "evolution", max_generations, start)
+            for generation in range(start, max_generations):
                 search.evaluate(population)
                 population = search.breed()
-                if path is not None:
+                if path is not None and is_writer():
                     path.write_text(json.dumps(search.state(generation + 1, population)))
                 best = search.seen[search.top[0]]
                 logger.info("generation %d: best score %.6g", generation, best[1])
+                bar.update(1)
+            bar.close()
     finally:
         sn.set_choices(before)
     result = Candidates()
@@ -177,13 +189,3 @@ def evolution_search(sn: Any, score_fn: ScoreFn, constraints: Mapping[str, Any] 
             result.set_resources(i, amount, name)
     return result
 
-
-def _generations(start: int, stop: int, progress: bool) -> Any:
-    steps = range(start, stop)
-    if progress:
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            return steps
-        return tqdm(steps, desc="evolution", initial=start, total=stop)
-    return steps

@@ -15,13 +15,24 @@ Example:
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from fxrazor.errors import InvalidArgumentError
 from fxrazor.estimate import estimate
-from fxrazor.search.common import Constraints, Estimator, ScoreFn, SearchError, score_all, seeded
+from fxrazor.search.common import (
+    Constraints,
+    Estimator,
+    ScoreFn,
+    SearchError,
+    is_writer,
+    progress_bar,
+    score_all,
+    seeded,
+)
 from fxrazor.structures.subnet import Candidates
 
 __all__ = ["greedy_search"]
@@ -51,11 +62,18 @@ def _smaller(unit: Any, choice: Any, step: float) -> Any | None:
 
 def greedy_search(sn: Any, score_fn: ScoreFn, constraints: Mapping[str, Any], *,
                   step: float = 0.05, estimator: Estimator | None = None,
-                  seed: int | None = 0) -> Candidates:
+                  seed: int | None = 0, checkpoint: str | Path | None = None,
+                  resume: bool = False, progress: bool = False) -> Candidates:
     """Start at full width; while the constraints fail, try every unit one step narrower
     (``step``: a fraction of its channels, or its next candidate width), score each, and
     keep the best. Returns the subnet that meets the constraints, with its score and
     resources; the supernet's choices are left as they were.
+
+    Args:
+        checkpoint: a JSON file written after every step (the subnet reached, its score);
+            with ``resume`` the search goes on from it (same result as one uninterrupted
+            run: each step depends only on the subnet before it).
+        progress: a tqdm bar over the steps (when tqdm is installed).
 
     Raises:
         InvalidArgumentError: no constraints, or a bad key or step. SearchError: no unit can
@@ -72,10 +90,14 @@ def greedy_search(sn: Any, score_fn: ScoreFn, constraints: Mapping[str, Any], *,
     check = Constraints(constraints, estimator)
     units = {u.name: u for u in sn.channel_mutator.mutable_units}
     before = sn.choices()
+    path = Path(checkpoint) if checkpoint is not None else None
     try:
         with seeded(seed):
-            current = sn.sample_choices("max")
-            score = None
+            current, score, steps = sn.sample_choices("max"), None, 0
+            if resume and path is not None and path.exists():
+                state = json.loads(path.read_text())
+                current, score, steps = state["choices"], state["score"], state["steps"]
+            bar = progress_bar(progress, "greedy", initial=steps)
             while not check.feasible(current):
                 trials = []
                 for name in (k for k in current if k in units):
@@ -88,8 +110,14 @@ def greedy_search(sn: Any, score_fn: ScoreFn, constraints: Mapping[str, Any], *,
                                       f"{check.resources(current)}")
                 scores = score_all(score_fn, trials)
                 best = max(range(len(trials)), key=lambda i: scores[i])
-                current, score = trials[best], scores[best]
-                logger.info("greedy step: score %.6g, %s", score, check.resources(current))
+                current, score, steps = trials[best], scores[best], steps + 1
+                logger.info("greedy step %d: score %.6g, %s", steps, score,
+                            check.resources(current))
+                if path is not None and is_writer():
+                    path.write_text(json.dumps({"choices": current, "score": score,
+                                                "steps": steps}))
+                bar.update(1)
+            bar.close()
             if score is None:  # full width already meets the constraints
                 score = score_all(score_fn, [current])[0]
     finally:

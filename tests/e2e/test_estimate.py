@@ -155,6 +155,37 @@ def test_bad_choices_raise_and_change_nothing() -> None:
     assert sn.choices() == {"0": 8}
 
 
+def test_new_choices_are_checked_as_set_choices_checks_them() -> None:
+    """A choice seen for the first time is counted without applying it: the unit's own
+    checks still refuse what set_choices refuses (type, range, candidates, minimum)."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 2))
+    sn = fxrazor.convert(model, torch.randn(3, 4), unit="one_shot",
+                         unit_args={"candidate_choices": [0.5, 1.0], "choice_mode": "ratio"})
+    assert fxrazor.estimate(sn, {"0": 0.5, "2": 1.0}) == {
+        "flops": 3 * 2 * (4 * 4 + 4 * 6 + 6 * 2), "params": 4 * 4 + 4 + 4 * 6 + 6 + 6 * 2 + 2}
+    for bad in (0.25, 3, True, "max"):  # not a candidate, a count in ratio mode, ...
+        with pytest.raises(FxRazorError):
+            fxrazor.estimate(sn, {"0": bad, "2": 1.0})
+    plain = fxrazor.convert(model, torch.randn(3, 4))
+    unit = plain.channel_mutator.mutable_units[0]
+    unit.min_kept = 3  # as a router's top-k sets it
+    with pytest.raises(FxRazorError, match="at least 3"):
+        fxrazor.estimate(plain, {"0": 2, "2": 6})
+    assert fxrazor.estimate(plain, {"0": 3, "2": 6})["params"] == 4 * 3 + 3 + 3 * 6 + 6 + 6 * 2 + 2
+    assert plain.choices() == {"0": 8, "2": 6} and sn.choices() == {"0": 1.0, "2": 1.0}
+
+
+def test_the_plan_follows_a_replaced_layer() -> None:
+    from fxrazor.ops.conv import DynamicConv2d
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1))
+    sn = fxrazor.convert(model, torch.randn(1, 3, 4, 4))
+    assert fxrazor.estimate(sn)["params"] == 3 * 4 + 4 + 4 * 2 + 2
+    sn.replace_layer("0", DynamicConv2d.from_static(nn.Conv2d(3, 4, 3, padding=1)))
+    assert fxrazor.estimate(sn) == frozen_counts(sn)
+    assert fxrazor.estimate(sn)["params"] == 3 * 4 * 9 + 4 + 4 * 2 + 2
+
+
 class _Einsum(nn.Module):
     """A hidden layer written as an einsum over the pruned channels, or only over pinned
     ones (``pinned``: its output is the model's output)."""

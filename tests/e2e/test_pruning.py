@@ -78,3 +78,39 @@ def test_bad_targets_and_first_k_units_are_refused() -> None:
         with pytest.raises(InvalidArgumentError):
             sn.prune(bad)
     assert sn.choices() == before
+
+
+TEN = ["resnet18", "resnet50", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_small",
+       "efficientnet_b0", "shufflenet_v2_x1_0", "regnet_x_400mf", "squeezenet1_0",
+       "mnasnet1_0"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TEN)
+def test_half_the_flops_on_torchvision(name: str) -> None:
+    """prune(target={"flops": 0.5}): the frozen subnet's FlopCounterMode count is in
+    [0.49, 0.50] of the original model's, and it computes what the supernet computes."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None).eval()
+    with torch.no_grad():  # norms as after training: torchvision's zero-init residual
+        for m in model.modules():  # scales make some outputs ~1e-11 (any subnet agrees)
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 64, 64)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    original = counter.get_total_flops()
+    sn = fxrazor.convert(model, x, unit="l1").eval()
+    sn.prune({"flops": 0.5})
+    frozen = fxrazor.freeze(sn)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        got = frozen(x)
+    assert 0.49 <= counter.get_total_flops() / original <= 0.50
+    with torch.no_grad():
+        expected = sn(x)
+    assert expected.std() > 1e-3  # outputs that can tell subnets apart
+    torch.testing.assert_close(got, expected)

@@ -3,6 +3,8 @@ and resources, so the expected results are known by hand)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
 import random
 
@@ -97,6 +99,33 @@ def test_greedy_shrinks_the_unit_that_costs_least_until_the_limit_holds() -> Non
     # 3 * 16 + 5 * w2 <= 60 needs w2 <= 2; "2" shrinks 12 -> 2 while "0" stays 16
     assert best == {"0": 16, "2": 2} and found.scores[0] == 16.0
     assert found.resources("flops")[0] == 58
+
+
+def test_greedy_resumes_from_its_checkpoint_without_redoing_steps(tmp_path, capsys) -> None:
+    sn = _supernet()
+    whole = greedy_search(sn, lambda c: float(c["0"]), {"flops": 60}, estimator=_cost,
+                          step=1 / 12)
+    calls = []
+
+    def failing(c: dict) -> float:
+        calls.append(c)
+        if len(calls) > 8:  # the 5th step's trials: 4 steps done and written
+            raise RuntimeError("interrupted")
+        return float(c["0"])
+
+    path = tmp_path / "greedy.json"
+    with pytest.raises(SearchError, match="interrupted"):
+        greedy_search(sn, failing, {"flops": 60}, estimator=_cost, step=1 / 12,
+                      checkpoint=path)
+    assert json.loads(path.read_text())["steps"] == 4
+    calls.clear()
+    resumed = greedy_search(sn, lambda c: calls.append(c) or float(c["0"]), {"flops": 60},
+                            estimator=_cost, step=1 / 12, checkpoint=path, resume=True,
+                            progress=True)
+    assert resumed.subnets == whole.subnets and resumed.scores == whole.scores
+    assert len(calls) == 2 * (10 - 4)  # two trials a step, the 6 steps left
+    if importlib.util.find_spec("tqdm"):
+        assert "greedy" in capsys.readouterr().err
 
 
 def test_greedy_never_goes_below_a_router_top_k() -> None:
