@@ -242,7 +242,7 @@ def importance(sn: Supernet, criterion: str | Criterion = "l1", *, aggregate: st
                 f"forward_loop/loader calibrate the data criteria {[*DATA_CRITERIA, 'taylor']};"
                 f" {name or 'a callable criterion'} reads the weights only: leave them out")
         calibration = Calibration(forward_loop, loader, loss_fn)
-    elif loss_fn is not None:
+    if loss_fn is not None and name != "taylor":
         raise InvalidArgumentError("loss_fn goes with criterion='taylor' and loader=")
     if calibrate is not None and calibration is not None and name == "taylor":
         raise InvalidArgumentError("taylor takes its gradients from one source: pass "

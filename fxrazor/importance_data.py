@@ -115,8 +115,11 @@ class Calibration:
             raise InvalidArgumentError(
                 "taylor over a loader of bare inputs needs loss_fn=fn (fn(outputs) -> loss), "
                 "or batches of (inputs, targets) for the default cross-entropy")
-        loss_fn = self.loss_fn or F.cross_entropy
-        loss = loss_fn(outputs) if targets is None else loss_fn(outputs, targets)
+        if targets is None:
+            assert self.loss_fn is not None  # (checked above)
+            loss = self.loss_fn(outputs)
+        else:
+            loss = (self.loss_fn or F.cross_entropy)(outputs, targets)
         loss.backward()
 
 
