@@ -185,7 +185,7 @@ def square_sums(sn: Supernet, sites: Iterable[Site], calibration: Calibration
     sums: dict[Site, torch.Tensor] = {}
 
     def add(site: Site, module: nn.Module, x: Any) -> None:
-        if not isinstance(x, torch.Tensor) or x.is_floating_point() is False:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             return
         dim = activation_dim(module, x)
         if dim is None:
