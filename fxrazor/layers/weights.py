@@ -41,11 +41,13 @@ class ProducerWeight:
         dim: the dim of ``weight`` that holds the channels.
         positions: a (num_channels, r) array: unit channel k is positions ``positions[k]``
             along ``dim``.
+        slot: the unit member the tensor belongs to (its layer path and role).
     """
 
     weight: torch.Tensor
     dim: int
     positions: np.ndarray
+    slot: Slot | None = None
 
 
 class UnitWeights:
@@ -86,15 +88,15 @@ class UnitWeights:
             if slot.is_param:
                 owner, _, attr = slot.target.rpartition(".")
                 value = getattr(self.model.get_submodule(owner) if owner else self.model, attr)
-                yield ProducerWeight(value, slot.param_dim, positions)
+                yield ProducerWeight(value, slot.param_dim, positions, slot)
                 continue
             layer = self.model.get_submodule(slot.target)
             weight = getattr(layer, "weight", None)
             if isinstance(weight, torch.Tensor):  # (a norm without affine weights has none)
-                yield ProducerWeight(weight, self._dim(layer, slot), positions)
+                yield ProducerWeight(weight, self._dim(layer, slot), positions, slot)
             bias = getattr(layer, "bias", None)
             if with_bias and isinstance(bias, torch.Tensor):
-                yield ProducerWeight(bias, 0, positions)
+                yield ProducerWeight(bias, 0, positions, slot)
 
     def _dim(self, layer: nn.Module, slot: Slot) -> int:
         record = lookup_by_type(self.layers, layer)

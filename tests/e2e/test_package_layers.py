@@ -33,6 +33,7 @@ RANKS = {
     "layer_groups": 12,  # ties units over value_binding's mutables
     "hf": 13,  # writes Hugging Face directories: freezes (api) and names layer groups
     "importance": 12,  # scores units' channels from a supernet's weights
+    "importance_data": 11,  # calibration batches and activation hooks for importance
     "pruning": 14,  # prunes to a target through importance and the face's estimate
     "search": 14,  # searches a supernet's choices; uses the face (estimate)
     "flop_probe": 10, "estimate_plan": 11, "estimate": 12,  # analytic FLOPs/params over the supernet's graph
