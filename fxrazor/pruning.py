@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 import torch
@@ -59,6 +59,8 @@ def prune(sn: Supernet, target: Mapping[str, float] | float, *,
           importance: Any = "l1", scope: str = "global", min_ratio: float = 0.0,
           max_ratio: float = 1.0, round_to: int = 1, steps: int = 1,
           calibrate: Callable[[Supernet], Any] | None = None,
+          forward_loop: Callable[[Any], Any] | None = None, loader: Iterable[Any] | None = None,
+          loss_fn: Callable[..., Any] | None = None,
           estimator: Estimator | None = None) -> dict[str, Any]:
     """Set ``sn``'s unit choices to meet ``target`` and return them.
 
@@ -71,6 +73,9 @@ def prune(sn: Supernet, target: Mapping[str, float] | float, *,
         round_to: kept counts are multiples of it (hardware-friendly widths).
         steps: reach the target in this many steps, scoring again after each.
         calibrate: run before each scoring (e.g. a backward for ``taylor``).
+        forward_loop, loader, loss_fn: the calibration data of a data criterion
+            (``activation``, ``wanda``, ``taylor``), as :func:`fxrazor.importance` takes
+            them; used again at every step (a loader must be iterable more than once).
         estimator: ``choices -> resources`` (default ``fxrazor.estimate(sn, choices)``).
 
     Raises:
@@ -112,7 +117,10 @@ def prune(sn: Supernet, target: Mapping[str, float] | float, *,
             goal = fraction ** (step / steps)  # equal shrink factors per step
             if calibrate is not None:
                 calibrate(sn)
-            scores = score_units(sn, importance, normalize="mean" if scope == "global" else None)
+            data = {k: v for k, v in (("forward_loop", forward_loop), ("loader", loader),
+                                      ("loss_fn", loss_fn)) if v is not None}
+            scores = score_units(sn, importance, normalize="mean" if scope == "global" else None,
+                                 **data)
             for u in units:
                 cast(Any, u).set_importance(scores[u.name])  # an l1 unit (checked)
             chosen = _solve(units, scores, key, goal, full, scope, (min_ratio, max_ratio),

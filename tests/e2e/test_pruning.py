@@ -66,6 +66,22 @@ def test_round_to_and_ratio_bounds() -> None:
     assert sn.prune(0.1, min_ratio=0.5) == {"0": 8, "3": 12}
 
 
+def test_a_data_criterion_prunes_from_its_calibration_batches() -> None:
+    """Wanda from a loader: with a ratio, each unit keeps its highest-scoring channels as
+    importance() scores them from the same batches."""
+    model, x = _cnn()
+    loader = [torch.randn(4, 3, 12, 12) for _ in range(2)]
+    sn = fxrazor.convert(model, x, unit="l1")
+    scores = importance(sn, "wanda", loader=loader)
+    chosen = sn.prune(0.5, importance="wanda", loader=loader)
+    assert chosen == {"0": 8, "3": 12}
+    for unit in sn.channel_mutator.mutable_units:
+        top = set(scores[unit.name].argsort(descending=True)[:chosen[unit.name]].tolist())
+        assert set(unit.current_mask.nonzero().flatten().tolist()) == top
+    with pytest.raises(InvalidArgumentError, match="loader"):
+        sn.prune(0.5, importance="wanda")
+
+
 def test_bad_targets_and_first_k_units_are_refused() -> None:
     model, x = _cnn()
     with pytest.raises(InvalidArgumentError, match="unit='l1'"):
