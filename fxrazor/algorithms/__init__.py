@@ -1,0 +1,10 @@
+"""Training algorithms around a supernet, on plain PyTorch: each an ``nn.Module`` with
+``train_step(batch, optimizer) -> losses`` and ``export() -> frozen subnet``.
+
+See :mod:`fxrazor.algorithms.base` for what they share (seeded sampling, checks, one
+gradient synchronisation per step under ``torch.distributed``).
+"""
+
+from fxrazor.algorithms.base import BaseAlgorithm, distributed_world
+
+__all__ = ["BaseAlgorithm", "distributed_world"]
