@@ -350,6 +350,14 @@ class Supernet(nn.Module):
             self.sync()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self._prepare()
+        return self.graph_module(*args, **kwargs)
+
+    # torch.compile runs this bookkeeping eagerly (masks to selections reads tensor values:
+    # traced, it broke the graph three times) and compiles the graph module's call as one
+    # graph, guarded on the selections it was compiled with: one compile per subnet.
+    @torch.compiler.disable
+    def _prepare(self) -> None:
         self.sync()
         # .to() or load_state_dict may have put in new arch param objects: bind them
         (self.__dict__.get("_fxr_nas_mutator") or self.nas_mutator).bind_arch_params()
@@ -358,7 +366,6 @@ class Supernet(nn.Module):
         generate = getattr(self.graph_module, "real_recompile", None)
         if generate is not None:
             generate()
-        return self.graph_module(*args, **kwargs)
 
     # ---- subnet configs (used by fxrazor.export_fix_subnet / load_fix_subnet) --------------
     def _fxr_dump_subnet(self) -> dict[str, Any]:
