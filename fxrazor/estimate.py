@@ -20,7 +20,9 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -34,7 +36,7 @@ from fxrazor.estimate_plan import EstimatePlan, Monomial, Size, build_plan
 from fxrazor.supernet import Supernet
 from fxrazor.trace.modes import evaluating
 
-__all__ = ["estimate", "estimate_many", "ResourceEstimator"]
+__all__ = ["estimate", "estimate_many", "ResourceEstimator", "KeptCounts"]
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +204,12 @@ def _candidate_counts(sn: Supernet, candidates: Sequence[Mapping[str, Any] | Non
                       ) -> tuple[EstimatePlan, np.ndarray]:
     """The plan, and each candidate's counts (candidates × counts)."""
     plan, widths = _plan(sn)
+    return plan, _counts_under(sn, plan, widths, candidates)
+
+
+def _counts_under(sn: Supernet, plan: EstimatePlan, widths: _Widths | None,
+                  candidates: Sequence[Mapping[str, Any] | None]) -> np.ndarray:
+    """Each candidate's counts of ``plan`` (candidates × counts)."""
     rows: list[np.ndarray | None] = [None] * len(candidates)
     masks: list[np.ndarray] = []
     slow: list[int] = []
@@ -219,7 +227,41 @@ def _candidate_counts(sn: Supernet, candidates: Sequence[Mapping[str, Any] | Non
         counts = _counts(plan, np.stack(masks[start:start + 256]))
         for i, row in zip(slow[start:start + 256], counts, strict=True):
             rows[i] = row
-    return plan, np.stack(cast("list[np.ndarray]", rows)).reshape(len(candidates), -1)
+    return np.stack(cast("list[np.ndarray]", rows)).reshape(len(candidates), -1)
+
+
+class KeptCounts:
+    """How many of some groups of channel positions a subnet keeps, worked out as
+    :func:`estimate` works out its counts (nothing frozen or run; a candidate that names
+    every mutable unit with widths seen before costs a few microseconds).
+
+    Args:
+        sn: a supernet from :func:`fxrazor.convert`.
+        positions: groups of global mask positions (``Binding.gidx``: a layer role's
+            channels, pinned ones as the last, always-kept index).
+
+    Example:
+        >>> import torch, fxrazor
+        >>> from torch import nn
+        >>> sn = fxrazor.convert(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)),
+        ...                      torch.randn(3, 4))
+        >>> counts = KeptCounts(sn, [b.gidx.numpy() for b in sn._bindings[:1]])
+        >>> counts([{"0": 3}, {"0": 8}]).tolist()
+        [[3], [8]]
+    """
+
+    def __init__(self, sn: Supernet, positions: Sequence[np.ndarray]) -> None:
+        total = int(sn.current_mask().numel()) - 1
+        self.sn = sn
+        self.plan = EstimatePlan(total, counts=[np.asarray(p, dtype=np.int64)
+                                                for p in positions])
+        self.widths = _Widths.of(sn, self.plan)
+
+    def __call__(self, candidates: Sequence[Mapping[str, Any] | None]) -> np.ndarray:
+        """Kept counts, candidates × position groups (None: the current choices)."""
+        if not len(candidates):
+            return np.zeros((0, len(self.plan.counts)), dtype=np.int64)
+        return _counts_under(self.sn, self.plan, self.widths, candidates)
 
 
 def estimate_many(sn: Supernet, choices: Sequence[Mapping[str, Any]]) -> list[dict[str, int]]:
@@ -257,7 +299,11 @@ class ResourceEstimator:
             dict ``{"flops": ..., "params": ...}`` gives each its own.
         as_strings: give ``"12.345 M"``-like strings instead of numbers.
         flops_params_cfg: overrides of ``input_shape``/``units``/``as_strings``.
-        latency_cfg: accepted for MMRazor's signature; latency is not measured (None).
+        latency_cfg: ``{"table": table, "unit": "ms"}``: a
+            :class:`~fxrazor.latency.LatencyTable` (or the path of its JSON) predicts the
+            supernet's latency, in ``"ms"`` (default), ``"us"`` or ``"s"``. Without a table
+            latency is None (MMRazor's keys for measuring it, ``max_iter`` and such, are
+            accepted and ignored: fxrazor does not time the model here).
 
     Example:
         >>> import torch, fxrazor
@@ -266,6 +312,10 @@ class ResourceEstimator:
         ...                      torch.randn(3, 4))
         >>> ResourceEstimator(units="K").estimate(sn)
         {'flops': 0.288, 'params': 0.058, 'latency': None}
+
+        With a latency table (see :mod:`fxrazor.latency`)::
+
+            ResourceEstimator(latency_cfg={"table": LatencyTable.load("table.json")})
     """
 
     def __init__(self, input_shape: Sequence[int] | None = None,
@@ -279,7 +329,8 @@ class ResourceEstimator:
     def estimate(self, model: nn.Module, flops_params_cfg: Mapping[str, Any] | None = None,
                  latency_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``{"flops", "params", "latency"}`` of ``model`` (a supernet: its current
-        subnet), in this estimator's units; latency is None (not measured)."""
+        subnet), in this estimator's units; latency is the table's prediction where
+        ``latency_cfg`` (this call's, else the estimator's) gives a table, else None."""
         cfg = _check_cfg(self.cfg, flops_params_cfg)
         shape = cfg["input_shape"]
         if isinstance(model, Supernet):
@@ -307,8 +358,30 @@ class ResourceEstimator:
                                            f"got {unit!r}")
             value = counts[name] / _SCALES[unit] if unit else counts[name]
             result[name] = f"{value:.3f} {unit}".strip() if cfg["as_strings"] else value
-        result["latency"] = None
+        result["latency"] = _latency(model, latency_cfg if latency_cfg is not None
+                                     else self.latency_cfg, cfg["as_strings"])
         return result
+
+
+_LATENCY_SCALES = {"ms": 1.0, "us": 1e3, "s": 1e-3}
+
+
+def _latency(model: nn.Module, cfg: Mapping[str, Any] | None, as_strings: bool) -> Any:
+    """The latency table's prediction for ``model``'s current subnet (None without one)."""
+    table = (cfg or {}).get("table")
+    if table is None:
+        return None
+    unit = (cfg or {}).get("unit", "ms")
+    if unit not in _LATENCY_SCALES:
+        raise InvalidArgumentError(f"latency unit must be one of {list(_LATENCY_SCALES)}, "
+                                   f"got {unit!r}")
+    if not isinstance(model, Supernet):
+        raise InvalidArgumentError("a latency table predicts a supernet's subnets only")
+    if isinstance(table, (str, os.PathLike)):
+        # the table sits above this module (it times frozen subnets): import on call
+        table = importlib.import_module("fxrazor.latency").LatencyTable.load(table)
+    value = table.predict(model) * _LATENCY_SCALES[unit]
+    return f"{value:.3f} {unit}" if as_strings else value
 
 
 def _check_cfg(base: Mapping[str, Any], override: Mapping[str, Any] | None

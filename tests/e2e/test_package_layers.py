@@ -36,6 +36,8 @@ RANKS = {
     "pruning": 14,  # prunes to a target through importance and the face's estimate
     "search": 14,  # searches a supernet's choices; uses the face (estimate)
     "flop_probe": 10, "estimate_plan": 11, "estimate": 12,  # analytic FLOPs/params over the supernet's graph
+    "latency_timing": 10,  # times a module in torch eager or ONNX Runtime
+    "latency": 13,  # a per-layer latency table: times layers (timing), freezes (api), counts (estimate)
     "verify": 14, "zoo": 15,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
 }
 
