@@ -17,7 +17,7 @@ from typing import Any
 
 from fxrazor.api import convert, convert_, freeze
 from fxrazor.errors import FxRazorError
-from fxrazor.estimate import ResourceEstimator, estimate, estimate_many
+from fxrazor.estimate import estimate, estimate_many
 from fxrazor.importance import importance
 from fxrazor.mutators import ChannelMutator, NasMutator
 from fxrazor.structures.subnet import export_fix_subnet, load_fix_subnet
@@ -54,9 +54,17 @@ __all__ = [
 __version__ = "0.1.0"
 
 
+_ABOVE = {"search": ("fxrazor.search", None),
+          "algorithms": ("fxrazor.algorithms", None),
+          "ResourceEstimator": ("fxrazor.resource_estimator", "ResourceEstimator")}
+
+
 def __getattr__(name: str) -> Any:
-    """``fxrazor.search`` after ``import fxrazor``: the search stage sits above the face
-    (it scores through ``estimate``), so it is imported on first use, not here."""
-    if name == "search":
-        return importlib.import_module("fxrazor.search")
+    """``fxrazor.search``, ``fxrazor.algorithms`` and ``fxrazor.ResourceEstimator`` after
+    ``import fxrazor``: those stages sit above the face (they estimate, time or train
+    through it), so they are imported on first use, not here."""
+    if name in _ABOVE:
+        module, attr = _ABOVE[name]
+        found = importlib.import_module(module)
+        return found if attr is None else getattr(found, attr)
     raise AttributeError(f"module 'fxrazor' has no attribute {name!r}")

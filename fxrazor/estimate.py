@@ -25,16 +25,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
-import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from fxrazor.errors import InvalidArgumentError, UnsupportedModelError
+from fxrazor.errors import UnsupportedModelError
 from fxrazor.estimate_plan import EstimatePlan, Monomial, Size, build_plan
 from fxrazor.supernet import Supernet
-from fxrazor.trace.modes import evaluating
 
-__all__ = ["estimate", "estimate_many", "ResourceEstimator"]
+__all__ = ["estimate", "estimate_many", "KeptCounts"]
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +215,12 @@ def _candidate_counts(sn: Supernet, candidates: Sequence[Mapping[str, Any] | Non
                       ) -> tuple[EstimatePlan, np.ndarray]:
     """The plan, and each candidate's counts (candidates × counts)."""
     plan, widths = _plan(sn)
+    return plan, _counts_under(sn, plan, widths, candidates)
+
+
+def _counts_under(sn: Supernet, plan: EstimatePlan, widths: _Widths | None,
+                  candidates: Sequence[Mapping[str, Any] | None]) -> np.ndarray:
+    """Each candidate's counts of ``plan`` (candidates × counts)."""
     rows: list[np.ndarray | None] = [None] * len(candidates)
     masks: list[np.ndarray] = []
     slow: list[int] = []
@@ -236,7 +238,41 @@ def _candidate_counts(sn: Supernet, candidates: Sequence[Mapping[str, Any] | Non
         counts = _counts(plan, np.stack(masks[start:start + 256]))
         for i, row in zip(slow[start:start + 256], counts, strict=True):
             rows[i] = row
-    return plan, np.stack(cast("list[np.ndarray]", rows)).reshape(len(candidates), -1)
+    return np.stack(cast("list[np.ndarray]", rows)).reshape(len(candidates), -1)
+
+
+class KeptCounts:
+    """How many of some groups of channel positions a subnet keeps, worked out as
+    :func:`estimate` works out its counts (nothing frozen or run; a candidate that names
+    every mutable unit with widths seen before costs a few microseconds).
+
+    Args:
+        sn: a supernet from :func:`fxrazor.convert`.
+        positions: groups of global mask positions (``Binding.gidx``: a layer role's
+            channels, pinned ones as the last, always-kept index).
+
+    Example:
+        >>> import torch, fxrazor
+        >>> from torch import nn
+        >>> sn = fxrazor.convert(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)),
+        ...                      torch.randn(3, 4))
+        >>> counts = KeptCounts(sn, [b.gidx.numpy() for b in sn._bindings[:1]])
+        >>> counts([{"0": 3}, {"0": 8}]).tolist()
+        [[3], [8]]
+    """
+
+    def __init__(self, sn: Supernet, positions: Sequence[np.ndarray]) -> None:
+        total = int(sn.current_mask().numel()) - 1
+        self.sn = sn
+        self.plan = EstimatePlan(total, counts=[np.asarray(p, dtype=np.int64)
+                                                for p in positions])
+        self.widths = _Widths.of(sn, self.plan)
+
+    def __call__(self, candidates: Sequence[Mapping[str, Any] | None]) -> np.ndarray:
+        """Kept counts, candidates × position groups (None: the current choices)."""
+        if not len(candidates):
+            return np.zeros((0, len(self.plan.counts)), dtype=np.int64)
+        return _counts_under(self.sn, self.plan, self.widths, candidates)
 
 
 def estimate_many(sn: Supernet, choices: Sequence[Mapping[str, Any]]) -> list[dict[str, int]]:
@@ -256,82 +292,3 @@ def estimate_many(sn: Supernet, choices: Sequence[Mapping[str, Any]]) -> list[di
     flops, params = _totals(*_candidate_counts(sn, list(choices)))
     return [{"flops": int(f), "params": int(p)}
             for f, p in zip(flops.tolist(), params.tolist(), strict=True)]
-
-
-_SCALES = {"G": 1e9, "M": 1e6, "K": 1e3, None: 1.0, "": 1.0}
-_CFG_KEYS = {"input_shape", "units", "as_strings"}
-
-
-class ResourceEstimator:
-    """MMRazor's ``ResourceEstimator``, thin over :func:`estimate`.
-
-    Args:
-        input_shape: the input shape; None (the default) means the supernet's example
-            inputs, which the estimate always uses (another shape is refused). A plain
-            module (not a supernet) is measured on ``torch.randn(input_shape)`` with
-            FlopCounterMode.
-        units: ``'G'``, ``'M'``, ``'K'`` or None (plain counts), for FLOPs and params; a
-            dict ``{"flops": ..., "params": ...}`` gives each its own.
-        as_strings: give ``"12.345 M"``-like strings instead of numbers.
-        flops_params_cfg: overrides of ``input_shape``/``units``/``as_strings``.
-        latency_cfg: accepted for MMRazor's signature; latency is not measured (None).
-
-    Example:
-        >>> import torch, fxrazor
-        >>> from torch import nn
-        >>> sn = fxrazor.convert(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)),
-        ...                      torch.randn(3, 4))
-        >>> ResourceEstimator(units="K").estimate(sn)
-        {'flops': 0.288, 'params': 0.058, 'latency': None}
-    """
-
-    def __init__(self, input_shape: Sequence[int] | None = None,
-                 units: str | Mapping[str, str | None] | None = "M", as_strings: bool = False,
-                 flops_params_cfg: Mapping[str, Any] | None = None,
-                 latency_cfg: Mapping[str, Any] | None = None) -> None:
-        self.cfg = _check_cfg({"input_shape": input_shape, "units": units,
-                               "as_strings": as_strings}, flops_params_cfg)
-        self.latency_cfg = latency_cfg
-
-    def estimate(self, model: nn.Module, flops_params_cfg: Mapping[str, Any] | None = None,
-                 latency_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """``{"flops", "params", "latency"}`` of ``model`` (a supernet: its current
-        subnet), in this estimator's units; latency is None (not measured)."""
-        cfg = _check_cfg(self.cfg, flops_params_cfg)
-        shape = cfg["input_shape"]
-        if isinstance(model, Supernet):
-            first = model.example_args[0] if model.example_args else None
-            if shape is not None and (not isinstance(first, torch.Tensor)
-                                      or tuple(first.shape) != tuple(shape)):
-                raise InvalidArgumentError(
-                    f"input_shape {tuple(shape)} is not the supernet's example input shape "
-                    f"{getattr(first, 'shape', None)}; estimates are at the example inputs")
-            counts = estimate(model)
-        else:
-            if shape is None:
-                raise InvalidArgumentError("a plain module needs input_shape")
-            counter = FlopCounterMode(display=False)
-            with evaluating(model), torch.no_grad(), counter:
-                model(torch.randn(*shape))
-            counts = {"flops": int(counter.get_total_flops()),
-                      "params": sum(p.numel() for p in model.parameters())}
-        units = cfg["units"]
-        result: dict[str, Any] = {}
-        for name in ("flops", "params"):
-            unit = units.get(name) if isinstance(units, Mapping) else units
-            if unit not in _SCALES:
-                raise InvalidArgumentError(f"units must be one of 'G', 'M', 'K' or None, "
-                                           f"got {unit!r}")
-            value = counts[name] / _SCALES[unit] if unit else counts[name]
-            result[name] = f"{value:.3f} {unit}".strip() if cfg["as_strings"] else value
-        result["latency"] = None
-        return result
-
-
-def _check_cfg(base: Mapping[str, Any], override: Mapping[str, Any] | None
-               ) -> dict[str, Any]:
-    unknown = sorted(set(override or {}) - _CFG_KEYS)
-    if unknown:
-        raise InvalidArgumentError(f"unknown flops_params_cfg keys {unknown}; "
-                                   f"known: {sorted(_CFG_KEYS)}")
-    return {**base, **(override or {})}

@@ -38,7 +38,10 @@ RANKS = {
     "search": 14,  # searches a supernet's choices; uses the face (estimate)
     "algorithms": 14,  # train supernets: convert, freeze, search and distill below them
     "distill": 12,  # knowledge distillation losses and feature hooks over plain modules
-    "flop_probe": 10, "estimate_plan": 11, "estimate": 12,  # analytic FLOPs/params over the supernet's graph
+    "flop_probe": 10, "estimate_plan": 11, "estimate": 12,
+    "resource_estimator": 14,  # MMRazor's face over estimate and the latency table  # analytic FLOPs/params over the supernet's graph
+    "latency_timing": 10,  # times a module in torch eager or ONNX Runtime
+    "latency": 13,  # a per-layer latency table: times layers (timing), freezes (api), counts (estimate)
     "verify": 14, "zoo": 15,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
 }
 
