@@ -169,6 +169,34 @@ def test_bignas_samples_every_key_and_trains_each_drawn_op() -> None:
         assert not torch.equal(value, start[name]), name
 
 
+def test_bignas_trains_a_value_space_from_its_largest_to_its_smallest_values() -> None:
+    """An inverted residual block with a searched kernel size and expand ratio, bound on
+    the supernet (as the BigNAS space of tests/e2e/test_bignas_space.py)."""
+    from fxrazor.mutables.mutable_value import OneShotMutableValue
+    from fxrazor.value_binding import bind_unit, bind_value
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 12, 1), nn.ReLU(),
+                          nn.Conv2d(12, 12, 5, padding=2, groups=12), nn.ReLU(),
+                          nn.Conv2d(12, 4, 1), nn.Flatten(), nn.Linear(4 * 5 * 5, 4))
+    x = torch.randn(2, 3, 5, 5)
+    sn = fxrazor.convert(model, x)
+    bind_value(sn, "4", "kernel_size", OneShotMutableValue([3, 5]))
+    bind_unit(sn, "2", OneShotMutableValue([1, 2, 3]), attr="expand_ratio", scale=4)
+    algo = BigNAS(sn, num_random_samples=1, seed=2)
+    start = _weights(algo)
+    subnets = _train(algo, shape=(4, 3, 5, 5))[-1][1]
+    assert subnets["max"]["4.kernel_size"] == 5 and subnets["min"]["4.kernel_size"] == 3
+    assert subnets["max"]["2.expand_ratio"] == 3 and subnets["min"]["2.expand_ratio"] == 1
+    assert set(subnets["random0"]) == set(sn.choices())
+    for name, value in _weights(algo).items():
+        assert not torch.equal(value, start[name]), name
+    sn.set_choices(subnets["min"])
+    frozen = algo.export()
+    assert frozen.get_submodule("4").kernel_size == (3, 3)
+    assert frozen.get_submodule("2").out_channels == 4
+
+
 def test_autoslim_min_subnet_learns_the_max_subnets_logits_at_step_0() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4))
