@@ -204,7 +204,9 @@ class BaseAlgorithm(nn.Module):
         self.sync_gradients(p for g in optimizer.param_groups for p in g["params"])
         optimizer.step()
         self.step_count += 1
-        return {k: float(v) for k, v in losses.items()}
+        # (a subclass may return losses that still hold their graph)
+        return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+                for k, v in losses.items()}
 
     def sync_gradients(self, params: Any) -> None:
         """Average the gradients of ``params`` over the ranks of the default process group,

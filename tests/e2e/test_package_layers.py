@@ -36,7 +36,7 @@ RANKS = {
     "importance_data": 11,  # calibration batches and activation hooks for importance
     "pruning": 14,  # prunes to a target through importance and the face's estimate
     "search": 14,  # searches a supernet's choices; uses the face (estimate)
-    "algorithms": 14,  # train supernets: convert, freeze, search and distill below them
+    "algorithms": 15,  # train supernets: convert, freeze, search and distill below them
     "distill": 12,  # knowledge distillation losses and feature hooks over plain modules
     "flop_probe": 10, "estimate_plan": 11, "estimate": 12,
     "resource_estimator": 14,  # MMRazor's face over estimate and the latency table  # analytic FLOPs/params over the supernet's graph
