@@ -8,3 +8,9 @@ gradient synchronisation per step under ``torch.distributed``).
 from fxrazor.algorithms.base import BaseAlgorithm, distributed_world
 
 __all__ = ["BaseAlgorithm", "distributed_world"]
+
+# The differentiable searches and pruners (DARTS, DSNAS, DCFF, DMCP).
+from fxrazor.algorithms.darts import DARTS
+from fxrazor.algorithms.dsnas import DSNAS
+
+__all__ += ["DARTS", "DSNAS"]
