@@ -14,3 +14,7 @@ from fxrazor.algorithms.darts import DARTS
 from fxrazor.algorithms.dsnas import DSNAS
 
 __all__ += ["DARTS", "DSNAS"]
+from fxrazor.algorithms.dcff import DCFF
+from fxrazor.algorithms.dmcp import DMCP
+
+__all__ += ["DCFF", "DMCP"]

@@ -224,7 +224,7 @@ class DSNAS(BaseAlgorithm):
                 log_p.append((key, _drawn(op), lp))
         resource = self.resource_loss(log_p, drawn)
         backward_into(sum(surrogate, resource), self.arch_parameters())
-        return {"arch_loss": sum(lp for _, _, lp in log_p).detach(),
+        return {"arch_loss": torch.stack([lp for _, _, lp in log_p]).sum().detach(),
                 "resource_loss": resource.detach()}
 
     def resource_loss(self, log_p: list[tuple[str, str, torch.Tensor]],
