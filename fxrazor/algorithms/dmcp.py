@@ -158,9 +158,9 @@ class DMCP(BaseAlgorithm):
             loss = (e - t).abs()
         elif self.flops_loss_type == "l2":
             loss = (e - t) ** 2
-        elif float(e) < _BAND * t:
+        elif float(e.detach()) < _BAND * t:
             loss = torch.log(t - e)
-        elif float(e) <= t:
+        elif float(e.detach()) <= t:
             loss = e * 0.0  # in the band: nothing to push (a zero that keeps the graph)
         else:
             loss = torch.log(e - _BAND * t)
