@@ -165,4 +165,33 @@ def _solve(units: list[Any], scores: dict[str, torch.Tensor], key: str | None, g
     for _ in range(_BISECTIONS):  # lo keeps the most, hi fits: close in on the edge
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-    return choices(hi)
+    return _fill(units, scores, choices(hi), limit, key, bounds[1], round_to, estimator)
+
+
+def _fill(units: list[Any], scores: dict[str, torch.Tensor], chosen: dict[str, Any],
+          limit: float, key: str, high: float, round_to: int,
+          estimator: Estimator) -> dict[str, Any]:
+    """Give channels back while the target holds: one threshold (or fraction) for every
+    unit stops where the next level would cross the target, which on a small model can be
+    several percent short of it (one channel of a narrow layer costs a lot). The unit
+    whose next channel scores highest and still fits takes it back (``round_to`` of them
+    where it rounds), until none fits."""
+    counts = {u.name: u.activated_channels_for(chosen[u.name]) for u in units}
+    ranked = {u.name: torch.sort(scores[u.name].flatten(), descending=True).values.tolist()
+              for u in units}
+    while True:
+        options = []
+        for u in units:
+            n, now = u.num_channels, counts[u.name]
+            more = now + (round_to if round_to > 1 and n >= round_to else 1)
+            if more <= math.floor(high * n):
+                options.append((ranked[u.name][now], u))
+        for _, u in sorted(options, key=lambda o: -o[0]):
+            n = u.num_channels
+            more = counts[u.name] + (round_to if round_to > 1 and n >= round_to else 1)
+            trial = {**chosen, u.name: _choice(u, more)}
+            if float(estimator(trial)[key]) <= limit:
+                chosen, counts[u.name] = trial, more
+                break
+        else:
+            return chosen

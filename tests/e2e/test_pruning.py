@@ -54,6 +54,10 @@ def test_a_flops_target_is_met_from_just_under(scope: str) -> None:
     chosen = prune(sn, {"flops": 0.5}, scope=scope, estimator=estimate)
     got = estimate(chosen)["flops"] / full
     assert 0.45 <= got <= 0.5, (chosen, got)
+    # nothing left on the table: one more channel in any unit would cross the target
+    for name, count in chosen.items():
+        if count < sn.unit(name).num_channels:
+            assert estimate({**chosen, name: count + 1})["flops"] > 0.5 * full, name
     with torch.no_grad():
         torch.testing.assert_close(fxrazor.freeze(sn)(x), sn(x))
 
