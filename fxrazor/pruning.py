@@ -117,8 +117,9 @@ def prune(sn: Supernet, target: Mapping[str, float] | float, *,
             goal = fraction ** (step / steps)  # equal shrink factors per step
             if calibrate is not None:
                 calibrate(sn)
-            data = {k: v for k, v in (("forward_loop", forward_loop), ("loader", loader),
-                                      ("loss_fn", loss_fn)) if v is not None}
+            data: dict[str, Any] = {
+                k: v for k, v in (("forward_loop", forward_loop), ("loader", loader),
+                                  ("loss_fn", loss_fn)) if v is not None}
             scores = score_units(sn, importance, normalize="mean" if scope == "global" else None,
                                  **data)
             for u in units:
