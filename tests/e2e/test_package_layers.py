@@ -37,7 +37,8 @@ RANKS = {
     "pruning": 14,  # prunes to a target through importance and the face's estimate
     "search": 14,  # searches a supernet's choices; uses the face (estimate)
     "algorithms": 14,  # train supernets: convert, freeze, search and distill below them
-    "distill": 12,  # knowledge distillation losses and feature hooks over plain modules
+    "distill": 12,  # knowledge distillation losses and fine-tuning over plain modules
+    "distill_features": 11,  # forward hooks on named modules, connectors, feature losses
     "flop_probe": 10, "estimate_plan": 11, "estimate": 12,  # analytic FLOPs/params over the supernet's graph
     "verify": 14, "zoo": 15,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
 }
