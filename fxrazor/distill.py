@@ -96,8 +96,9 @@ def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
 
 def finetune(student: nn.Module, teacher: nn.Module, loader: Loader, *, epochs: int = 1,
-             optimizer: torch.optim.Optimizer | None = None, kd_weight: float = 0.5,
-             temperature: float = 4.0, criterion: Criterion | None = None,
+             optimizer: torch.optim.Optimizer | None = None,
+             scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+             kd_weight: float = 0.5, temperature: float = 4.0, criterion: Criterion | None = None,
              feature_pairs: Mapping[str, str] | None = None,
              feature_loss: str | FeatureLoss = "mse", feature_weight: float = 1.0,
              progress: bool = False) -> list[dict[str, float]]:
@@ -115,6 +116,7 @@ def finetune(student: nn.Module, teacher: nn.Module, loader: Loader, *, epochs: 
         epochs: passes over ``loader``.
         optimizer: over the student's parameters (default SGD, lr 0.01, momentum 0.9);
             the feature connectors are added to it as a new parameter group.
+        scheduler: stepped after every optimizer step (a schedule over all batches).
         kd_weight, temperature, criterion: as :func:`distill_loss` takes them.
         feature_pairs: ``{student path: teacher path}`` for a :class:`FeatureDistiller`
             (paths: :func:`~fxrazor.distill_features.feature_paths`), with ``feature_loss``
@@ -164,6 +166,8 @@ def finetune(student: nn.Module, teacher: nn.Module, loader: Loader, *, epochs: 
                     optimizer.zero_grad(set_to_none=True)
                     parts["loss"].backward()
                     optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
                     for key, value in parts.items():
                         sums[key] = sums.get(key, 0.0) + float(value.detach())
                     count += 1
