@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -151,32 +152,17 @@ def finetune(student: nn.Module, teacher: nn.Module, loader: Loader, *, epochs: 
                     optimizer.add_param_group({"params": list(features.parameters())})
             student.train()
             teacher.eval()
+            step = functools.partial(distill_loss, kd_weight=kd_weight,
+                                     temperature=temperature, criterion=criterion,
+                                     features=features, feature_weight=feature_weight)
             for epoch in range(epochs):
-                sums: dict[str, float] = {}
-                count = 0
-                for batch in _bar(_batches(loader, epoch), progress, f"epoch {epoch + 1}"):
-                    inputs, targets = _split(batch)
-                    with torch.no_grad():
-                        teacher_logits = call_model(teacher, inputs)
-                    student_logits = call_model(student, inputs)
-                    parts = distill_loss(student_logits, teacher_logits, targets,
-                                         kd_weight=kd_weight, temperature=temperature,
-                                         criterion=criterion, features=features,
-                                         feature_weight=feature_weight)
-                    optimizer.zero_grad(set_to_none=True)
-                    parts["loss"].backward()
-                    optimizer.step()
-                    if scheduler is not None:
-                        scheduler.step()
-                    for key, value in parts.items():
-                        sums[key] = sums.get(key, 0.0) + float(value.detach())
-                    count += 1
-                if count == 0:
+                batches = _bar(_batches(loader, epoch), progress, f"epoch {epoch + 1}")
+                history.append(_epoch(student, teacher, batches, step, optimizer, scheduler))
+                logger.info("finetune epoch %d: %s", epoch + 1, history[-1])
+                if not history[-1]:
                     raise InvalidArgumentError(
                         f"the loader gave no batch in epoch {epoch + 1}; pass a list, a "
                         f"DataLoader or an `epoch -> batches` callable (a generator runs once)")
-                history.append({k: v / count for k, v in sums.items()})
-                logger.info("finetune epoch %d: %s", epoch + 1, history[-1])
                 if not math.isfinite(history[-1]["loss"]):
                     logger.warning("finetune: the loss is %s; lower the learning rate",
                                    history[-1]["loss"])
@@ -184,6 +170,28 @@ def finetune(student: nn.Module, teacher: nn.Module, loader: Loader, *, epochs: 
             if features is not None:
                 features.remove()
     return history
+
+
+def _epoch(student: nn.Module, teacher: nn.Module, batches: Iterable[Any],
+           step: Callable[..., dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer,
+           scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> dict[str, float]:
+    """One pass over ``batches``; the mean of each loss part ({} without a batch)."""
+    sums: dict[str, float] = {}
+    count = 0
+    for batch in batches:
+        inputs, targets = _split(batch)
+        with torch.no_grad():
+            teacher_logits = call_model(teacher, inputs)
+        parts = step(call_model(student, inputs), teacher_logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach())
+        count += 1
+    return {k: v / count for k, v in sums.items()}
 
 
 def _check(student: nn.Module, teacher: nn.Module, epochs: int, kd_weight: float,
@@ -210,9 +218,9 @@ def _check_optimizer(optimizer: torch.optim.Optimizer, student: nn.Module,
                                    f"{type(optimizer).__name__}")
     given = {id(p) for g in optimizer.param_groups for p in g["params"]}
     # a frozen subnet may share storage with its source; training it would move the teacher
-    shared = {p.data_ptr() for p in student.parameters()}
+    shared = {p.data_ptr() for p in student.parameters() if p.numel()}
     for name, p in teacher.named_parameters():
-        if id(p) in given or p.data_ptr() in shared:
+        if id(p) in given or (p.numel() and p.data_ptr() in shared):
             raise InvalidArgumentError(
                 f"the teacher's parameter {name!r} is in the optimizer or shared with the "
                 f"student; optimize the student's parameters only, and fine-tune a copy")
