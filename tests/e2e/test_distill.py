@@ -167,3 +167,13 @@ def test_finetune_errors(kwargs: dict, match: str) -> None:
 def test_finetune_refuses_mismatched_logits() -> None:
     with pytest.raises(InvalidArgumentError, match="differ in shape"):
         finetune(nn.Linear(4, 3), nn.Linear(4, 5), [(torch.randn(2, 4), torch.tensor([0, 1]))])
+
+
+def test_finetune_steps_the_scheduler_per_batch() -> None:
+    student = nn.Linear(4, 3)
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (1 + step))
+    batches = [(torch.randn(2, 4), torch.tensor([0, 1]))] * 3
+    history = finetune(student, nn.Linear(4, 3), lambda epoch: iter(batches), epochs=2,
+                       optimizer=opt, scheduler=sched)
+    assert len(history) == 2 and sched.last_epoch == 6
