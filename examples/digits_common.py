@@ -174,12 +174,13 @@ class SmallResNet(nn.Module):
 
 
 def small_cnn(width: int = 16, num_classes: int = 10) -> SmallCNN:
-    """:class:`SmallCNN` (width 16: 14.5k parameters, 1.8 MFLOPs per image)."""
+    """:class:`SmallCNN` (width 16: 14.5k parameters, 0.90 MFLOPs per image)."""
     return SmallCNN(width, num_classes)
 
 
 def small_resnet(width: int = 16, blocks: int = 1, num_classes: int = 10) -> SmallResNet:
-    """:class:`SmallResNet` (width 16, one block per stage: 19.7k parameters)."""
+    """:class:`SmallResNet` (width 16, one block per stage: 19.7k parameters, 1.07 MFLOPs
+    per image)."""
     return SmallResNet(width, blocks, num_classes)
 
 
