@@ -37,9 +37,10 @@ RANKS = {
     "pruning": 14,  # prunes to a target through importance and the face's estimate
     "search": 14,  # searches a supernet's choices; uses the face (estimate)
     "algorithms": 15,  # train supernets: convert, freeze, search and distill below them
-    "distill": 12,  # knowledge distillation losses and feature hooks over plain modules
-    "flop_probe": 10, "estimate_plan": 11, "estimate": 12,
-    "resource_estimator": 14,  # MMRazor's face over estimate and the latency table  # analytic FLOPs/params over the supernet's graph
+    "distill": 12,  # knowledge distillation losses and fine-tuning over plain modules
+    "distill_features": 11,  # forward hooks on named modules, connectors, feature losses
+    "flop_probe": 10, "estimate_plan": 11, "estimate": 12,  # analytic FLOPs/params over the supernet's graph
+    "resource_estimator": 14,  # MMRazor's face over estimate and the latency table
     "latency_timing": 10,  # times a module in torch eager or ONNX Runtime
     "latency": 13,  # a per-layer latency table: times layers (timing), freezes (api), counts (estimate)
     "verify": 14, "zoo": 15,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
