@@ -6,8 +6,8 @@ For each model (the small CNN and the small ResNet of ``digits_common``) and eac
 1. train the unpruned model (SGD, cosine schedule); record its test accuracy and FLOPs
    (``fxrazor.estimate``);
 2. convert it with ``unit="l1"``, ``prune(sn, {"flops": 0.5})`` (channels ranked by the L1
-   norm of their weights, one global threshold), give back single channels while the
-   FLOPs stay within half (``fill_to_budget``) and ``fxrazor.freeze`` the subnet;
+   norm of their weights, one global threshold, then channels given back by score while
+   the FLOPs stay within half) and ``fxrazor.freeze`` the subnet;
 3. fine-tune copies of the frozen subnet for the same number of epochs, with the same
    optimizer, schedule and batch order (``fxrazor.distill.finetune``), on
    (a) ``ce``: cross-entropy alone (``kd_weight=0``),
@@ -50,27 +50,6 @@ LR, FINETUNE_LR, BATCH = 0.05, 0.01, 64
 KD_WEIGHT, TEMPERATURE = 0.9, 4.0
 
 
-def fill_to_budget(sn: fxrazor.Supernet, budget: float) -> None:
-    """Give channels back, one at a time, while the FLOPs stay within ``budget``.
-
-    ``prune``'s global threshold keeps or drops whole channels, and on a model this small
-    one channel can be 2% of the FLOPs, so it may stop short of the target; each step
-    widens the unit with the smallest kept fraction whose next channel still fits (an l1
-    unit takes back its best-ranked dropped channel).
-    """
-    while True:
-        current = sn.choices()
-        fits = []
-        for unit in sn.units:
-            if current[unit.name] < unit.num_channels:
-                trial = {**current, unit.name: current[unit.name] + 1}
-                if fxrazor.estimate(sn, trial)["flops"] <= budget:
-                    fits.append((current[unit.name] / unit.num_channels, unit.name, trial))
-        if not fits:
-            return
-        sn.set_choices(min(fits)[2])
-
-
 def pruned_copy(model: nn.Module, example: torch.Tensor, fraction: float
                 ) -> tuple[torch.fx.GraphModule, float]:
     """The frozen L1-pruned subnet with at most ``fraction`` of ``model``'s FLOPs, and its
@@ -78,7 +57,6 @@ def pruned_copy(model: nn.Module, example: torch.Tensor, fraction: float
     sn = fxrazor.convert(model, example, unit="l1")
     full = fxrazor.estimate(sn, sn.sample_choices("max"))["flops"]
     prune(sn, {"flops": fraction}, importance="l1")
-    fill_to_budget(sn, fraction * full)
     return fxrazor.freeze(sn), fxrazor.estimate(sn)["flops"] / full
 
 
