@@ -10,7 +10,10 @@ For each model (``digits_common``'s small CNN by default) and seed:
 3. DCFF from scratch for the same ``2 * epochs`` epochs: every unit at one width ratio,
    the largest ratio (steps of 0.01) whose frozen subnet has at most half the FLOPs;
    the fusion temperature follows DCFF's per-epoch schedule (``step_freq`` = the steps
-   of an epoch); ``algo.export()`` freezes the fused filters into plain convs.
+   of an epoch); ``algo.export()`` freezes the fused filters into plain convs;
+4. the control: the plain model at DCFF's widths (``width`` = the first conv's kept
+   channels: the same channels and FLOPs) trained from scratch the same ``2 * epochs``
+   epochs with cross-entropy, as the unpruned model.
 
 FLOPs are ``FlopCounterMode``'s count on the frozen subnets (``fxrazor.estimate`` does
 not model DCFF's fused convs). It prints one ``RESULT`` line per model and seed, a
@@ -38,7 +41,7 @@ from prune_distill import pruned_copy, tune  # noqa: E402
 
 from fxrazor.algorithms import DCFF  # noqa: E402
 
-MODELS: dict[str, Callable[[], nn.Module]] = {"cnn": dc.small_cnn, "resnet": dc.small_resnet}
+MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": dc.small_cnn, "resnet": dc.small_resnet}
 LR, BATCH, BUDGET = 0.05, 64, 0.5
 
 
@@ -87,6 +90,13 @@ def run(name: str, data: dc.Digits, epochs: int, seed: int) -> dict[str, float]:
            "l1_ce": acc(tune(frozen, model, data, epochs, seed, kd_weight=0.0))}
     dcff, width, ratio = train_dcff(name, data, 2 * epochs, seed)
     row.update({"dcff_width": width, "dcff_ratio": ratio, "dcff": acc(dcff)})
+    dc.seed_everything(seed)
+    first_conv = next(m for m in dcff.modules() if isinstance(m, nn.Conv2d))
+    scratch = MODELS[name](width=first_conv.out_channels)
+    row["scratch_ratio"] = ac.frozen_flops(scratch, data.example_input) / ac.frozen_flops(
+        model, data.example_input)
+    dc.train(scratch, data, epochs=2 * epochs, lr=LR, seed=seed, batch_size=BATCH)
+    row["scratch"] = acc(scratch)
     return row
 
 

@@ -63,4 +63,5 @@ def test_dcff_digits_smoke() -> None:
     assert 0.49 <= float(row["l1_ratio"]) <= 0.50
     assert 0.45 <= float(row["dcff_ratio"]) <= 0.50
     assert float(row["dcff_width"]) == pytest.approx(0.70)  # 11/22/22 channels of 16/32/32
-    _accuracies(row, ("unpruned", "l1_ce", "dcff"))
+    assert float(row["scratch_ratio"]) == pytest.approx(float(row["dcff_ratio"]))
+    _accuracies(row, ("unpruned", "l1_ce", "dcff", "scratch"))
