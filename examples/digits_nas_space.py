@@ -1,14 +1,19 @@
 """A small op search space on digits, shared by ``spos_digits.py`` and ``darts_digits.py``.
 
 The network: a stem (3x3 conv 1 -> 16, BN, ReLU) on the 8x8 image, two cells at 8x8, a
-2x2 max pool, two cells at 4x4, global average pooling and a linear classifier. Every
-cell keeps its 16 channels and chooses one of five ops (:data:`OPS`):
+2x2 max pool, two cells at 4x4 and a linear classifier on the flattened 16x4x4 map. A
+cell is residual, ``BN(x + op(x))``, and keeps its 16 channels; ``op`` is one of five
+(:data:`OPS`):
 
     conv3x3   3x3 conv, BN, ReLU
     conv5x5   5x5 conv, BN, ReLU
     sep3x3    depthwise 3x3 conv, pointwise 1x1 conv, BN, ReLU
     maxpool   3x3 max pool, stride 1
-    skip      identity
+    skip      identity (the cell then only rescales: it is as good as absent)
+
+The residual form keeps what each channel means the same whichever op a cell runs; with
+plain ``x = op(x)`` cells, SPOS's shared weights barely trained (the loss stayed near
+2.0 after 6 epochs, against 0.1 with residual cells).
 
 5^4 = 625 architectures. The same candidates sit in a ``OneShotMutableOP`` (one op runs,
 for SPOS) or a ``DiffMutableOP`` (the softmax(alpha)-weighted sum of all five, for
@@ -81,7 +86,7 @@ def _cell(kind: str, op: str | None) -> nn.Module:
 
 
 class NasNet(nn.Module):
-    """stem -> cells 0, 1 (8x8) -> max pool -> cells 2, 3 (4x4) -> pooled linear head.
+    """stem -> cells 0, 1 (8x8) -> max pool -> cells 2, 3 (4x4) -> flatten -> linear.
 
     ``kind``: ``"spos"`` (``OneShotMutableOP`` cells), ``"darts"`` (``DiffMutableOP``
     cells) or ``"fixed"`` (the plain ops of ``arch``).
@@ -95,16 +100,18 @@ class NasNet(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(1, WIDTH, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(WIDTH), nn.ReLU())
         self.cells = nn.ModuleList(_cell(kind, op) for op in ops)
+        # after every cell's sum: one scale whichever op ran (skip and maxpool have no BN)
+        self.norms = nn.ModuleList(nn.BatchNorm2d(WIDTH) for _ in ops)
         self.pool = nn.MaxPool2d(2)
-        self.head = nn.Linear(WIDTH, 10)
+        self.head = nn.Linear(WIDTH * 16, 10)  # the 4x4 map, flattened
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for i, cell in enumerate(self.cells):
             if i == NUM_CELLS // 2:
                 x = self.pool(x)
-            x = cell(x)
-        return self.head(x.mean(dim=(2, 3)))
+            x = self.norms[i](x + cell(x))
+        return self.head(torch.flatten(x, 1))
 
 
 def fixed_net(arch: Arch) -> NasNet:
