@@ -23,8 +23,10 @@ import importlib.util
 import inspect
 import logging
 import os
+import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,18 +83,25 @@ def dynamic_batch_shapes(module: nn.Module, args: tuple[Any, ...],
                          kwargs: dict[str, Any]) -> Any:
     """``dynamic_shapes`` for ``torch.export``: ``{0: Dim("batch")}`` for each batched
     tensor, ``None`` for the rest; a tuple for positional inputs alone, else a dict by the
-    forward's parameter names."""
+    forward's parameter names (a ``*args`` parameter takes a tuple, ``**kwargs`` a dict)."""
     batch = _batch_size(args, kwargs)
     dim = torch.export.Dim("batch", min=1)
 
     def spec(value: Any) -> Any:
         return {0: dim} if _is_batched(value, batch) else None
 
-    if not kwargs:
+    signature = inspect.signature(module.forward)
+    kinds = {p.name: p.kind for p in signature.parameters.values()}
+    if not kwargs and inspect.Parameter.VAR_POSITIONAL not in kinds.values():
         return tuple(spec(a) for a in args)
-    names = list(inspect.signature(module.forward).parameters)
-    shapes = {name: spec(a) for name, a in zip(names, args, strict=False)}
-    shapes.update({k: spec(v) for k, v in kwargs.items()})
+    shapes: dict[str, Any] = {}
+    for name, value in signature.bind(*args, **kwargs).arguments.items():
+        if kinds[name] == inspect.Parameter.VAR_POSITIONAL:
+            shapes[name] = tuple(spec(v) for v in value)
+        elif kinds[name] == inspect.Parameter.VAR_KEYWORD:
+            shapes[name] = {k: spec(v) for k, v in value.items()}
+        else:
+            shapes[name] = spec(value)
     return shapes
 
 
@@ -116,13 +125,22 @@ def atomic_path(path: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _first_lines(error: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # the ONNX exporter's colours
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " ".join(lines[:3])[:600].rstrip(".") if lines else "(no message)"
+
+
 def exporter_failed(fmt: str, exporter: str, error: BaseException, hint: str) -> ExportFailedError:
-    """An :class:`ExportFailedError` naming the format, the exporter's reason and a hint."""
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    reason = " ".join(lines[:3])[:600] if lines else "(no message)"
-    return ExportFailedError(
-        f"save(format={fmt!r}) failed: {exporter} raised {type(error).__name__}: {reason}. "
-        f"{hint}")
+    """An :class:`ExportFailedError` naming the format, the exporter's reason (and the
+    innermost cause's, where the exporter wraps another) and a hint."""
+    reason = f"{type(error).__name__}: {_first_lines(error)}"
+    cause = error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    if cause is not error:
+        reason += f" (caused by {type(cause).__name__}: {_first_lines(cause)})"
+    return ExportFailedError(f"save(format={fmt!r}) failed: {exporter} raised {reason}. {hint}")
 
 
 _DYNAMIC_HINT = "If the model fixes its batch size, pass dynamic_batch=False; "
@@ -158,26 +176,45 @@ def _need_onnx() -> None:
             "installed: pip install 'fxrazor[onnx]' (onnx, onnxscript, onnxruntime)")
 
 
+def _name_batch(graph: Any) -> None:
+    """Call the ONNX graph's batch dim ``"batch"`` (export names it ``s<n>``) wherever a
+    value's shape holds it: the first dim of the first input."""
+    import onnx_ir as ir  # installed with onnxscript
+
+    batched = [v for v in graph.inputs if v.shape is not None and len(v.shape)
+               and not isinstance(v.shape[0], int)]
+    if not batched:
+        return
+    symbol = str(batched[0].shape[0])
+    values = [*graph.inputs, *(out for node in ir.traversal.RecursiveGraphIterator(graph)
+                                for out in node.outputs)]
+    for value in values:
+        if value.shape is not None and any(str(d) == symbol for d in value.shape):
+            value.shape = ir.Shape(["batch" if str(d) == symbol else d for d in value.shape])
+
+
 def write_onnx(module: nn.Module, inputs: Inputs, path: Path, dynamic_batch: bool) -> None:
-    """The dynamo ONNX exporter (``torch.onnx.export(..., dynamo=True)``) with the batch
-    axis named ``"batch"``; weights over ONNX's 2 GB limit go to external data files beside
-    ``path``. Run with ``onnxruntime.InferenceSession(path)``."""
+    """``torch.export`` as for ``pt2`` (same batch dim, same failures), then the dynamo ONNX
+    exporter (``torch.onnx.export(program, dynamo=True)``), the batch axis named
+    ``"batch"``; weights over ONNX's 2 GB limit go to external data files beside ``path``.
+    Run with ``onnxruntime.InferenceSession(path)``."""
     _need_onnx()
-    args, kwargs = inputs
-    shapes = None
-    if dynamic_batch:
-        args, kwargs = batch_inputs(args, kwargs)
-        shapes = dynamic_batch_shapes(module, args, kwargs)
     try:
-        program = torch.onnx.export(module, args, kwargs=kwargs or None, dynamo=True,
-                                    dynamic_shapes=shapes, verbose=False)
+        exported = _export_program(module, inputs, dynamic_batch)
+    except Exception as e:
+        raise exporter_failed("onnx", "torch.export.export (the ONNX exporter's first step)",
+                              e, _DYNAMIC_HINT * dynamic_batch + "format='state_dict' saves "
+                              "the weights and subnet whatever the graph holds.") from e
+    try:
+        program = torch.onnx.export(exported, dynamo=True, verbose=False)
+        if program is None:
+            raise RuntimeError("torch.onnx.export returned no program")
+        _name_batch(program.model.graph)
     except Exception as e:
         raise exporter_failed(
-            "onnx", "torch.onnx.export(dynamo=True)", e, _DYNAMIC_HINT * dynamic_batch +
-            "an op without an ONNX translation needs a newer onnxscript or torch, or another "
-            "format: 'pt2' keeps every ATen op.") from e
-    if program is None:
-        raise ExportFailedError("save(format='onnx'): torch.onnx.export returned no program")
+            "onnx", "torch.onnx.export(dynamo=True)", e, "An op without an ONNX translation "
+            "needs a newer onnxscript or torch, or another format: 'pt2' keeps every ATen "
+            "op.") from e
     with atomic_path(path) as tmp:
         program.save(str(tmp))
 
@@ -187,14 +224,16 @@ def write_torchscript(module: nn.Module, inputs: Inputs, path: Path, dynamic_bat
     kept for runtimes that only read TorchScript. Every size stays dynamic."""
     logger.warning("TorchScript is deprecated by torch; format='pt2' (torch.export) is its "
                    "successor")
-    try:
-        scripted = torch.jit.script(module)
-    except Exception as e:
-        raise exporter_failed("torchscript", "torch.jit.script", e,
-                              "format='pt2' or 'onnx' capture Python that TorchScript "
-                              "cannot compile.") from e
-    with atomic_path(path) as tmp:
-        torch.jit.save(scripted, str(tmp))
+    with warnings.catch_warnings():  # torch's own deprecation notice, said once above
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit")
+        try:
+            scripted = torch.jit.script(module)
+        except Exception as e:
+            raise exporter_failed("torchscript", "torch.jit.script", e,
+                                  "format='pt2' or 'onnx' capture Python that TorchScript "
+                                  "cannot compile.") from e
+        with atomic_path(path) as tmp:
+            torch.jit.save(scripted, str(tmp))
 
 
 Writer = Callable[[nn.Module, Inputs, Path, bool], None]
