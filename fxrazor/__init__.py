@@ -18,6 +18,7 @@ from typing import Any
 from fxrazor.api import convert, convert_, freeze
 from fxrazor.errors import FxRazorError
 from fxrazor.estimate import estimate, estimate_many
+from fxrazor.export import load_subnet_state, save
 from fxrazor.importance import importance
 from fxrazor.mutators import ChannelMutator, NasMutator
 from fxrazor.structures.subnet import export_fix_subnet, load_fix_subnet
@@ -47,6 +48,8 @@ __all__ = [
     "export_fix_subnet",
     "freeze",
     "load_fix_subnet",
+    "load_subnet_state",
+    "save",
     "summary",
     "unbind",
     "value_mutables",

@@ -31,7 +31,12 @@ from torch import nn
 
 from fxrazor.analysis.context import FunctionRule, ModuleRule
 from fxrazor.analysis.result import UnitSpec
-from fxrazor.errors import InvalidArgumentError, InvalidChoiceError, UnsupportedModelError
+from fxrazor.errors import (
+    FxRazorError,
+    InvalidArgumentError,
+    InvalidChoiceError,
+    UnsupportedModelError,
+)
 from fxrazor.layers import LayerRecord, UnitWeights, layer_table
 from fxrazor.mutables.base import BaseMutable
 from fxrazor.mutables.channel_unit import MutableChannelUnit, SequentialMutableChannelUnit
@@ -48,10 +53,12 @@ from fxrazor.passes.fold_blocks import fold_blocks
 from fxrazor.passes.freeze import freeze as _freeze
 from fxrazor.passes.insert_dynamic_ops import insert_dynamic_ops
 from fxrazor.passes.nas_blocks import op_expander
+from fxrazor.structures.subnet import export_fix_subnet
+from fxrazor.structures.subnet.subnet_io import to_plain
 from fxrazor.supernet import Supernet
 from fxrazor.trace.capture import CAPTURE_MODES, capture_model
 
-__all__ = ["convert", "convert_", "freeze", "ConvertOptions", "UNIT_TYPES"]
+__all__ = ["convert", "convert_", "freeze", "ConvertOptions", "UNIT_TYPES", "SUBNET_KEY"]
 
 logger = logging.getLogger(__name__)
 
@@ -279,4 +286,19 @@ def freeze(supernet: Supernet) -> torch.fx.GraphModule:
             f"freeze expects a Supernet from fxrazor.convert, got {type(supernet).__name__}"
         )
     with _gc_paused():
-        return _freeze(supernet)
+        frozen = _freeze(supernet)
+    _record_subnet(supernet, frozen)
+    return frozen
+
+
+# frozen.meta key: the subnet config (``export_fix_subnet``'s 'mutable' form, plain data) the
+# frozen module was cut with, so that ``fxrazor.save(frozen, format="state_dict")`` can
+# write what a rebuild needs (``fxrazor.export.load_subnet_state``)
+SUBNET_KEY = "fxrazor_subnet"
+
+
+def _record_subnet(supernet: Supernet, frozen: torch.fx.GraphModule) -> None:
+    try:
+        frozen.meta[SUBNET_KEY] = to_plain(export_fix_subnet(supernet)[0], "subnet")
+    except FxRazorError as e:  # a choice with no plain form: save then needs subnet=...
+        logger.debug("freeze: the subnet config is not recorded (%s)", e)

@@ -29,6 +29,7 @@ __all__ = [
     "IndexOutOfRangeError",
     "AliasConflictError",
     "PretrainedExportError",
+    "ExportFailedError",
 ]
 
 
@@ -103,3 +104,9 @@ class AliasConflictError(FxRazorError, ValueError):
 class PretrainedExportError(FxRazorError, ValueError):
     """A subnet's widths cannot be written as its model's own (Hugging Face) config: they
     differ across layers where the config has one size, or no config size gives them."""
+
+
+class ExportFailedError(FxRazorError, RuntimeError):
+    """An exporter (``torch.export``, the ONNX exporter, TorchScript) refused a model, or
+    its package is missing; the message names the format, the exporter's reason and what
+    to try. Nothing is left at the destination path."""

@@ -43,6 +43,8 @@ RANKS = {
     "resource_estimator": 14,  # MMRazor's face over estimate and the latency table
     "latency_timing": 10,  # times a module in torch eager or ONNX Runtime
     "latency": 13,  # a per-layer latency table: times layers (timing), freezes (api), counts (estimate)
+    "export_writers": 10,  # writes a plain module as .pt2 / ONNX / TorchScript, atomically
+    "export": 12,  # fxrazor.save: freezes (api), writes (export_writers), rebuilds (structures)
     "verify": 14, "zoo": 15,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
 }
 
