@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from fxrazor.algorithms.base import BaseAlgorithm, Criterion
-from fxrazor.algorithms.diff_common import backward_into, check_apart, optimizer_params
+from fxrazor.algorithms.diff_common import backward_into, check_optimizers, optimizer_params
 from fxrazor.api import freeze
 from fxrazor.errors import InvalidArgumentError
 
@@ -111,16 +111,9 @@ class DARTS(BaseAlgorithm):
                 "DARTS.train_step needs val_batch=(inputs, targets): the architecture "
                 "learns on data the weights do not train on")
         self.check_batch(val_batch)
-        arch = self.arch_parameters()
-        self.check_optimizer(optimizer)
-        check_apart(optimizer, arch, "weights", "architecture parameters")
-        if arch_optimizer is None:
-            raise InvalidArgumentError(
-                "DARTS.train_step needs arch_optimizer=, an optimizer of "
-                "algo.arch_parameters() (e.g. Adam(lr=3e-4, betas=(0.5, 0.999)))")
-        self.check_optimizer(arch_optimizer, arch, role="architecture")
-        check_apart(arch_optimizer, list(self.supernet.model_params()), "architecture",
-                    "weights")
+        check_optimizers(self, optimizer, arch_optimizer,
+                         "DARTS.train_step needs arch_optimizer=, an optimizer of "
+                         "algo.arch_parameters() (e.g. Adam(lr=3e-4, betas=(0.5, 0.999)))")
 
     def train_step(self, batch: Any, optimizer: torch.optim.Optimizer, *,
                    val_batch: Any = None,

@@ -25,7 +25,8 @@ from fxrazor.errors import InvalidArgumentError
 if TYPE_CHECKING:
     from fxrazor.algorithms.base import BaseAlgorithm
 
-__all__ = ["optimizer_params", "check_apart", "backward_into", "torch_seeded", "step_seed"]
+__all__ = ["optimizer_params", "check_apart", "check_optimizers", "backward_into", "torch_seeded",
+           "step_seed"]
 
 
 def optimizer_params(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
@@ -81,3 +82,16 @@ def torch_seeded(algo: BaseAlgorithm, salt: str) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(step_seed(algo, salt))
         yield
+
+
+def check_optimizers(algo: BaseAlgorithm, optimizer: torch.optim.Optimizer,
+                     arch_optimizer: torch.optim.Optimizer | None, missing: str) -> None:
+    """The weights' optimizer holds weights and no arch param, ``arch_optimizer`` is given
+    (else ``missing`` is the error) and holds arch params and no weight."""
+    arch = algo.arch_parameters()  # type: ignore[attr-defined]
+    algo.check_optimizer(optimizer)
+    check_apart(optimizer, arch, "weights", "architecture parameters")
+    if arch_optimizer is None:
+        raise InvalidArgumentError(missing)
+    algo.check_optimizer(arch_optimizer, arch, role="architecture")
+    check_apart(arch_optimizer, list(algo.supernet.model_params()), "architecture", "weights")

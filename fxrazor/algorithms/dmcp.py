@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from fxrazor.algorithms.base import BaseAlgorithm, Criterion
-from fxrazor.algorithms.diff_common import backward_into, check_apart
+from fxrazor.algorithms.diff_common import backward_into, check_optimizers
 from fxrazor.api import freeze
 from fxrazor.errors import InvalidArgumentError
 from fxrazor.mutables.dmcp_flops import current_flops, expected_flops, flops_layers
@@ -178,16 +178,9 @@ class DMCP(BaseAlgorithm):
         the architecture's steps, the arch params (``arch_optimizer``) on the same batch.
         Everything is checked first."""
         inputs, targets = self.check_batch(batch)
-        arch = self.arch_parameters()
-        self.check_optimizer(optimizer)
-        check_apart(optimizer, arch, "weights", "architecture parameters")
-        if arch_optimizer is None:
-            raise InvalidArgumentError(
-                "DMCP.train_step needs arch_optimizer=, an optimizer of "
-                "algo.arch_parameters() (the units' transition logits)")
-        self.check_optimizer(arch_optimizer, arch, role="architecture")
-        check_apart(arch_optimizer, list(self.supernet.model_params()), "architecture",
-                    "weights")
+        check_optimizers(self, optimizer, arch_optimizer,
+                         "DMCP.train_step needs arch_optimizer=, an optimizer of "
+                         "algo.arch_parameters() (the units' transition logits)")
         losses = super().train_step((inputs, targets), optimizer)
         if self.is_arch_step(self.step_count - 1):  # (the base counted the step already)
             losses.update(self._arch_step(inputs, targets, arch_optimizer))
