@@ -88,7 +88,7 @@ def check_optimizers(algo: BaseAlgorithm, optimizer: torch.optim.Optimizer,
                      arch_optimizer: torch.optim.Optimizer | None, missing: str) -> None:
     """The weights' optimizer holds weights and no arch param, ``arch_optimizer`` is given
     (else ``missing`` is the error) and holds arch params and no weight."""
-    arch = algo.arch_parameters()  # type: ignore[attr-defined]
+    arch = algo.arch_parameters()  # type: ignore[attr-defined,operator]
     algo.check_optimizer(optimizer)
     check_apart(optimizer, arch, "weights", "architecture parameters")
     if arch_optimizer is None:

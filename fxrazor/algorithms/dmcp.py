@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -183,7 +183,7 @@ class DMCP(BaseAlgorithm):
                          "algo.arch_parameters() (the units' transition logits)")
         losses = super().train_step((inputs, targets), optimizer)
         if self.is_arch_step(self.step_count - 1):  # (the base counted the step already)
-            losses.update(self._arch_step(inputs, targets, arch_optimizer))
+            losses.update(self._arch_step(inputs, targets, cast(torch.optim.Optimizer, arch_optimizer)))  # (checked)
         return losses
 
     def _sample(self, mode: str, salt: str) -> None:
