@@ -171,22 +171,41 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                        "video"])
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per model")
     parser.add_argument("--out", default=None, help="markdown file (default: print it)")
+    parser.add_argument("--jsonl", default=None,
+                        help="append each model's result here and skip models already in it "
+                             "(a long sweep resumes where it was cut off)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return _child(args.child)
     specs = [s for s in model_specs(args.kinds) if not args.models or s.name in args.models]
+    done = _load_jsonl(args.jsonl)
     results: list[ExportResult] = []
     for spec in specs:
+        if spec.name in done:
+            results.append(done[spec.name])
+            continue
         results.append(_run_isolated(spec, args.timeout))
+        if args.jsonl is not None:
+            with open(args.jsonl, "a", encoding="utf-8") as f:
+                f.write(json.dumps(asdict(results[-1])) + "\n")
         logger.info("%s: %s", spec.name, _row(results[-1])[1:3])
         if args.out is not None:  # rewritten after each model: a cut-short run keeps its rows
             Path(args.out).write_text(_report(results, len(specs)))
     if args.out is None:
         print(_report(results, len(specs)))
     else:
+        Path(args.out).write_text(_report(results, len(specs)))
         print(f"wrote {args.out}: {_ok(results)}/{len(results)} models export both ways")
     return 0
+
+
+def _load_jsonl(path: str | None) -> dict[str, ExportResult]:
+    """Results an earlier (cut-off) run appended to ``path``; the last row of a name wins."""
+    if path is None or not Path(path).exists():
+        return {}
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return {row["name"]: ExportResult(**row) for row in rows}
 
 
 def _ok(results: Sequence[ExportResult]) -> int:
