@@ -29,13 +29,13 @@ from fxrazor.mutables.method_units import (
 )
 from fxrazor.mutables.mutable_channel import (
     BaseMutableChannel,
-    OneShotMutableChannel,
     SequentialMutableChannel,
     SimpleMutableChannel,
     SquentialMutableChannel,
 )
 from fxrazor.mutables.mutable_module import MutableModule, OneShotMutableModule, OneShotMutableOP
 from fxrazor.mutables.mutable_value import MutableValue, OneShotMutableValue
+from fxrazor.mutables.one_shot_channel import OneShotMutableChannel
 from fxrazor.mutables.one_shot_unit import OneShotMutableChannelUnit
 
 __all__ = [

@@ -11,9 +11,7 @@ Example:
 from __future__ import annotations
 
 import math
-import random
 from abc import abstractmethod
-from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
 
@@ -28,7 +26,6 @@ __all__ = [
     "SimpleMutableChannel",
     "SquentialMutableChannel",
     "SequentialMutableChannel",
-    "OneShotMutableChannel",
 ]
 
 
@@ -189,10 +186,13 @@ class SimpleMutableChannel(BaseMutableChannel):
 class SquentialMutableChannel(BaseMutableChannel):
     """A mutable channel that keeps the first channels, like ``11110000``.
 
-    In ``'number'`` mode the choice is an int in ``[1, num_channels]``: the number of
-    kept channels. In ``'ratio'`` mode it is a float in ``(0, 1]``; ratio ``r`` keeps
-    ``floor(r * num_channels + 0.5)`` channels (rounded half up), but at least one. Ints are
-    rejected in ratio mode and floats in number mode. The default choice is full width.
+    A choice is a count (an int in ``[1, num_channels]``), a ratio (a float in ``(0, 1]``:
+    ratio ``r`` keeps ``floor(r * num_channels + 0.5)`` channels, rounded half up, at least
+    one), or ``'max'`` / ``'min'``, in either mode, as the reference unit takes an integer
+    or a float: an int is always a count and a float always a ratio (so ``1`` is one
+    channel, ``1.0`` all of them). The mode sets the form the choice is stored and
+    reported in: ``'number'`` keeps counts, ``'ratio'`` ratios (a count ``k`` becomes
+    ``k / num_channels``). The default choice is full width.
 
     Args:
         num_channels: the full number of channels.
@@ -206,6 +206,9 @@ class SquentialMutableChannel(BaseMutableChannel):
         >>> mc.current_choice = 0.5
         >>> mc.current_mask.tolist()
         [True, True, False, False]
+        >>> mc.current_choice = 3  # a count, stored as a ratio in this mode
+        >>> mc.current_choice, mc.activated_channels
+        (0.75, 3)
     """
 
     def __init__(self, num_channels: int, choice_mode: str = "number", **kwargs: Any) -> None:
@@ -224,31 +227,40 @@ class SquentialMutableChannel(BaseMutableChannel):
 
     def _validate_choice(self, choice: Any) -> int | float:
         """Return ``choice`` as an int (number mode) or float (ratio mode), or raise."""
-        value: Any = choice  # Any: numbers.Integral/Real do not promise comparisons to mypy
         if self.is_num_mode:
             if type(choice) is int and 1 <= choice <= self.num_channels:
                 return choice  # the common case, before the slower checks below
         elif type(choice) is float and 0.0 < choice <= 1.0:
             return choice
+        return self._converted(choice)
+
+    def _converted(self, choice: Any) -> int | float:
+        """A choice given in the other form, or ``'max'`` / ``'min'``, in this mode's form."""
+        n = self.num_channels
         where = f"{type(self).__name__} '{self.name}' ({self.choice_mode} mode)"
-        if self.is_num_mode:
-            if isinstance(choice, bool) or not isinstance(choice, Integral):
-                raise ChoiceTypeError(
-                    f"a choice of {where} must be an int in [1, {self.num_channels}], "
-                    f"got {choice!r}"
-                )
-            if not 1 <= value <= self.num_channels:
+        forms = (f"a count (an int in [1, {n}]), a ratio (a float in (0, 1]), 'max' or "
+                 "'min'")
+        if isinstance(choice, str) and choice in ("max", "min"):
+            return self._extreme(choice)
+        value: Any = choice  # Any: numbers.Integral/Real do not promise comparisons to mypy
+        if isinstance(choice, bool) or not isinstance(choice, Real):
+            raise ChoiceTypeError(f"a choice of {where} is {forms}; got {choice!r}")
+        if isinstance(choice, Integral):
+            if not 1 <= value <= n:
                 raise InvalidChoiceError(
-                    f"a choice of {where} must be in [1, {self.num_channels}], got {choice}"
-                )
-            return int(value)
-        if isinstance(choice, (bool, Integral)) or not isinstance(choice, Real):
-            raise ChoiceTypeError(
-                f"a choice of {where} must be a float in (0, 1] (e.g. 1.0), got {choice!r}"
-            )
+                    f"a choice of {where} is {forms}; the count {choice} is out of range")
+            return int(value) if self.is_num_mode else int(value) / n
         if not 0.0 < value <= 1.0:
-            raise InvalidChoiceError(f"a choice of {where} must be in (0, 1], got {choice}")
-        return float(value)
+            raise InvalidChoiceError(
+                f"a choice of {where} is {forms}; got {choice}: a float is a ratio (for a "
+                "count of channels pass an int)")
+        return max(1, math.floor(value * n + 0.5)) if self.is_num_mode else float(value)
+
+    def _extreme(self, which: str) -> int | float:
+        """The largest (``'max'``) or smallest (``'min'``) choice, in this mode's form."""
+        if which == "max":
+            return self.num_channels if self.is_num_mode else 1.0
+        return 1 if self.is_num_mode else 1 / self.num_channels
 
     @property
     def current_choice(self) -> int | float:
@@ -308,88 +320,3 @@ class SquentialMutableChannel(BaseMutableChannel):
 
 
 SequentialMutableChannel = SquentialMutableChannel
-
-
-class OneShotMutableChannel(SquentialMutableChannel):
-    """A sequential mutable channel restricted to a list of candidate choices.
-
-    Args:
-        num_channels: the full number of channels.
-        candidate_choices: the allowed choices (ints in number mode, floats in ratio
-            mode), without duplicates; empty means full width only. Stored sorted.
-        choice_mode: ``'number'`` or ``'ratio'``.
-        **kwargs: ``alias`` and ``init_cfg``.
-
-    The default choice is the largest candidate.
-
-    Example:
-        >>> mc = OneShotMutableChannel(8, candidate_choices=[4, 8, 2])
-        >>> mc.choices, mc.current_choice, mc.min_choice
-        ([2, 4, 8], 8, 2)
-        >>> mc.sample_choice() in mc.choices
-        True
-    """
-
-    def __init__(
-        self,
-        num_channels: int,
-        candidate_choices: Sequence[int | float] = (),
-        choice_mode: str = "number",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(num_channels, choice_mode=choice_mode, **kwargs)
-        if isinstance(candidate_choices, (str, bytes)) or not isinstance(
-            candidate_choices, Sequence
-        ):
-            raise ChoiceTypeError(f"candidate_choices must be a list, got {candidate_choices!r}")
-        candidates = [self._validate_choice(c) for c in candidate_choices]
-        if len(set(candidates)) != len(candidates):
-            raise InvalidChoiceError(f"candidate_choices has duplicates: {candidates}")
-        self._choices = sorted(candidates) or [self._current_choice]
-        self._current_choice = self._choices[-1]
-
-    @property
-    def choices(self) -> list[int | float]:
-        """A sorted copy of the candidate choices."""
-        return list(self._choices)
-
-    candidate_choices = choices
-
-    def num_choices(self) -> int:
-        """Number of candidate choices (a method, as on every mutable channel)."""
-        return len(self._choices)
-
-    @property
-    def min_choice(self) -> int | float:
-        """The smallest candidate."""
-        return self._choices[0]
-
-    @property
-    def max_choice(self) -> int | float:
-        """The largest candidate."""
-        return self._choices[-1]
-
-    def sample_choice(self) -> int | float:
-        """Return a candidate drawn uniformly at random (Python's ``random``)."""
-        return random.choice(self._choices)
-
-    def _checked(self, choice: Any) -> int | float:
-        value = super()._checked(choice)
-        if value not in self._choices:
-            raise InvalidChoiceError(
-                f"{value!r} is not a candidate of {self!r}; candidates are {self._choices}"
-            )
-        return value
-
-    def fix_chosen(self, chosen: Any = ...) -> None:
-        """Fix at ``chosen`` (``...`` or None: the current choice); afterwards
-        ``choices == [chosen]``."""
-        super().fix_chosen(chosen)
-        self._choices = [self._current_choice]
-
-    def dump_chosen(self) -> DumpChosen:
-        """Return the current choice with the candidates and ``max_channels`` as meta."""
-        return DumpChosen(
-            chosen=self._current_choice,
-            meta={"all_choices": self.choices, "max_channels": self.num_channels},
-        )

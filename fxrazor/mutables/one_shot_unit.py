@@ -12,7 +12,7 @@ import random
 from typing import Any
 
 from fxrazor.mutables.channel_unit import SequentialMutableChannelUnit, _check_num_channels
-from fxrazor.mutables.mutable_channel import OneShotMutableChannel
+from fxrazor.mutables.one_shot_channel import OneShotMutableChannel
 
 __all__ = ["OneShotMutableChannelUnit"]
 

@@ -163,7 +163,8 @@ def test_new_choices_are_checked_as_set_choices_checks_them() -> None:
                          unit_args={"candidate_choices": [0.5, 1.0], "choice_mode": "ratio"})
     assert fxrazor.estimate(sn, {"0": 0.5, "2": 1.0}) == {
         "flops": 3 * 2 * (4 * 4 + 4 * 6 + 6 * 2), "params": 4 * 4 + 4 + 4 * 6 + 6 + 6 * 2 + 2}
-    for bad in (0.25, 3, True, "max"):  # not a candidate, a count in ratio mode, ...
+    assert fxrazor.estimate(sn, {"0": 4, "2": "max"}) == fxrazor.estimate(sn, {"0": "min"})
+    for bad in (0.25, 3, True, "maximum", 9):  # not a candidate (3 of 8), a bool, ...
         with pytest.raises(FxRazorError):
             fxrazor.estimate(sn, {"0": bad, "2": 1.0})
     plain = fxrazor.convert(model, torch.randn(3, 4))

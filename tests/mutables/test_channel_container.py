@@ -227,7 +227,8 @@ def test_unit_pickled_with_plain_channel_spec_attributes_still_loads() -> None:
                                  "OneShotMutableChannelUnit"])
 def test_units_name_a_bad_width_and_take_a_fitting_channel_mutable(cls: str) -> None:
     from fxrazor import mutables
-    from fxrazor.mutables.mutable_channel import OneShotMutableChannel, SquentialMutableChannel
+    from fxrazor.mutables.mutable_channel import SquentialMutableChannel
+    from fxrazor.mutables.one_shot_channel import OneShotMutableChannel
 
     unit_cls = getattr(mutables, cls)
     for bad in (0, 2.0, True):

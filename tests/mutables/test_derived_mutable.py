@@ -15,12 +15,9 @@ from fxrazor.errors import (
     InvalidChoiceError,
 )
 from fxrazor.mutables.derived_mutable import DerivedMutable, concat_mutable_channels
-from fxrazor.mutables.mutable_channel import (
-    OneShotMutableChannel,
-    SimpleMutableChannel,
-    SquentialMutableChannel,
-)
+from fxrazor.mutables.mutable_channel import SimpleMutableChannel, SquentialMutableChannel
 from fxrazor.mutables.mutable_value import MutableValue
+from fxrazor.mutables.one_shot_channel import OneShotMutableChannel
 
 
 def bools(s: str) -> list[bool]:

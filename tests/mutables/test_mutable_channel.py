@@ -12,11 +12,11 @@ from fxrazor.errors import ChoiceTypeError, FixedMutableError, InvalidChoiceErro
 from fxrazor.mutables.derived_mutable import DerivedMutable
 from fxrazor.mutables.mutable_channel import (
     BaseMutableChannel,
-    OneShotMutableChannel,
     SequentialMutableChannel,
     SimpleMutableChannel,
     SquentialMutableChannel,
 )
+from fxrazor.mutables.one_shot_channel import OneShotMutableChannel
 
 
 def bools(s: str) -> list[bool]:
@@ -139,7 +139,7 @@ def test_sequential_number_mode():
         (0, InvalidChoiceError),
         (6, InvalidChoiceError),
         (-1, InvalidChoiceError),
-        (2.0, ChoiceTypeError),
+        (2.0, InvalidChoiceError),  # a float is a ratio: out of (0, 1]
         (True, ChoiceTypeError),
         ("2", ChoiceTypeError),
         (None, ChoiceTypeError),
@@ -174,7 +174,7 @@ def test_sequential_ratio_mode(ratio, kept):
         (1.5, InvalidChoiceError),
         (-0.5, InvalidChoiceError),
         (float("nan"), InvalidChoiceError),
-        (1, ChoiceTypeError),
+        (5, InvalidChoiceError),  # an int is a count: out of [1, 4]
         (True, ChoiceTypeError),
         ("0.5", ChoiceTypeError),
     ],
@@ -260,8 +260,10 @@ def test_one_shot_candidates():
     assert mc.current_mask.tolist() == bools("11110000")
     with pytest.raises(InvalidChoiceError, match=r"candidates are \[2, 4, 8\]"):
         mc.current_choice = 3
-    with pytest.raises(ChoiceTypeError):
+    with pytest.raises(InvalidChoiceError, match="a float is a ratio"):
         mc.current_choice = 4.0
+    mc.current_choice = 0.25  # a ratio: 2 of 8 channels, a candidate
+    assert mc.current_choice == 2
 
 
 def test_one_shot_ratio_mode_and_default_candidates():
@@ -278,8 +280,8 @@ def test_one_shot_ratio_mode_and_default_candidates():
     [
         ([0, 2], "number", InvalidChoiceError),
         ([2, 9], "number", InvalidChoiceError),
-        ([0.5], "number", ChoiceTypeError),
-        ([2], "ratio", ChoiceTypeError),
+        ([0.5, 4], "number", InvalidChoiceError),  # the same count twice
+        ([9], "ratio", InvalidChoiceError),
         ([2, 2], "number", InvalidChoiceError),
         ("24", "number", ChoiceTypeError),
         ([1.5], "ratio", InvalidChoiceError),
@@ -313,3 +315,46 @@ def test_one_shot_fix_and_dump():
         mc.current_choice = 8
     with pytest.raises(FixedMutableError):
         mc.fix_chosen(2)
+
+
+@pytest.mark.parametrize(
+    "mode, choice, stored, kept",
+    # 10 channels; a ratio r keeps floor(10 r + 0.5), a count k is k / 10 as a ratio
+    [("number", 0.5, 5, 5), ("number", 0.24, 2, 2), ("number", 1.0, 10, 10),
+     ("number", 0.01, 1, 1), ("ratio", 3, 0.3, 3), ("ratio", 10, 1.0, 10),
+     ("ratio", 1, 0.1, 1), ("number", "max", 10, 10), ("number", "min", 1, 1),
+     ("ratio", "max", 1.0, 10), ("ratio", "min", 0.1, 1)],
+)
+def test_sequential_takes_a_count_or_a_ratio_in_either_mode(mode, choice, stored, kept):
+    mc = SquentialMutableChannel(10, choice_mode=mode)
+    mc.current_choice = choice
+    assert mc.current_choice == pytest.approx(stored)
+    assert type(mc.current_choice) is (int if mode == "number" else float)
+    assert mc.activated_channels == kept
+    assert mc.kept_for(choice) == kept
+
+
+def test_one_shot_converts_to_its_candidates_and_max_min_are_theirs():
+    mc = OneShotMutableChannel(16, candidate_choices=[0.25, 0.5, 1.0], choice_mode="number")
+    assert mc.choices == [4, 8, 16]
+    mc.current_choice = 0.5
+    assert mc.current_choice == 8
+    mc.current_choice = "min"
+    assert mc.current_choice == 4
+    mc.current_choice = "max"
+    assert mc.current_choice == 16
+    with pytest.raises(InvalidChoiceError, match="not a candidate"):
+        mc.current_choice = 0.75  # 12 channels: not among the candidates
+    ratio = OneShotMutableChannel(16, candidate_choices=[0.5, 1.0], choice_mode="ratio")
+    ratio.current_choice = 8
+    assert ratio.current_choice == 0.5
+
+
+@pytest.mark.parametrize("choice", ["half", None, [4], True])
+def test_a_bad_choice_names_every_valid_form(choice):
+    mc = SquentialMutableChannel(6, choice_mode="ratio")
+    with pytest.raises(ChoiceTypeError) as info:
+        mc.current_choice = choice
+    message = str(info.value)
+    assert "(ratio mode)" in message and "[1, 6]" in message and "(0, 1]" in message
+    assert "'max'" in message and "'min'" in message
