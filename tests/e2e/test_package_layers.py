@@ -46,6 +46,7 @@ RANKS = {
     "export_writers": 10,  # writes a plain module as .pt2 / ONNX / TorchScript, atomically
     "export": 12,  # fxrazor.save: freezes (api), writes (export_writers), rebuilds (structures)
     "drawing_layout": 10,  # lays a DAG out top to bottom (pure Python, imports nothing)
+    "drawing_render": 11,  # SVG / HTML text of a laid-out picture
     "verify": 14, "zoo": 15,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
 }
 
