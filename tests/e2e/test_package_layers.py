@@ -47,6 +47,7 @@ RANKS = {
     "export": 12,  # fxrazor.save: freezes (api), writes (export_writers), rebuilds (structures)
     "drawing_layout": 10,  # lays a DAG out top to bottom (pure Python, imports nothing)
     "drawing_render": 11,  # SVG / HTML text of a laid-out picture
+    "drawing": 12,  # fxrazor.draw: a supernet's graph, units and pins as HTML / SVG
     "verify": 14, "zoo": 15,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
 }
 
