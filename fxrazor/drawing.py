@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import logging
 import operator
 import os
@@ -41,7 +42,7 @@ _WRITERS = {".html": to_html, ".htm": to_html, ".svg": to_svg}
 # Plumbing between tensors: drawn as edges straight from what they read.
 _PASS_THROUGH = {"getitem", "getattr", "contiguous"}
 _GOLDEN_ANGLE = 137.508  # hue steps that keep neighbouring units apart
-_NO_RULE = "no channel rule: every channel it takes is pinned"
+_NO_RULE = "pinned: no channel rule, so every channel it takes is pinned"
 
 
 def _colours(i: int) -> tuple[str, str]:
@@ -130,7 +131,7 @@ class _Units:
         pin_out: list[str] = []
         for slot in self.slots.get(target, []):
             found = self.maps[slot].unit.tolist()
-            why = [f"{slot.role}: {r}" for r in self.reasons.get(slot, [])]
+            why = [f"pinned {slot.role}: {r}" for r in self.reasons.get(slot, [])]
             if slot.role in ("in", "channels"):
                 ins += found
                 pin_in += why
@@ -149,46 +150,47 @@ def _flowing(sn: Supernet, units: _Units, node: fx.Node) -> tuple[int, ...]:
     return units.of(found)
 
 
+def _layer(sn: Supernet, units: _Units, node: fx.Node) -> tuple[NodeView, str, list[str]]:
+    """A call_module node (its slots give the units of its input band and body), its
+    target for the hover text, and why its channels are pinned."""
+    module = sn.graph_module.get_submodule(str(node.target))
+    kind = type(module).__name__
+    path = module.target if isinstance(module, DynamicParam) else str(node.target)
+    band = any(s.role in ("in", "channels") for s in units.slots.get(path, []))
+    ins, outs, pin_in, pin_out = units.sides(path)
+    if isinstance(module, DynamicParam):
+        kind, ins = "parameter", ()
+    elif path not in units.slots:  # not pruned itself (an activation, a pool)
+        outs = _flowing(sn, units, node)
+    if path in sn.analysis.opaque:
+        pin_out.append(f"pinned: opaque, {sn.analysis.opaque[path]}")
+    if f"{kind} '{path}'" in units.unknown:
+        pin_out.append(_NO_RULE)
+    lines = (_short(path), f"{kind} {_shape(node)}".strip())
+    view = NodeView(node.name, lines, "", ins, outs, bool(pin_in), bool(pin_out), True, band)
+    return view, f"target: {path} ({kind})", pin_in + pin_out
+
+
 def _view(sn: Supernet, units: _Units, node: fx.Node) -> NodeView:
-    gm = sn.graph_module
-    shape = _shape(node)
-    facts = [f"{node.name}", f"op: {node.op}"]
-    pin_in: list[str] = []
-    pin_out: list[str] = []
+    facts = [node.name, f"op: {node.op}"]
+    pins: list[str] = []
     if node.op == "call_module":
-        module = gm.get_submodule(str(node.target))
-        kind = type(module).__name__
-        path = module.target if isinstance(module, DynamicParam) else str(node.target)
-        band = any(s.role in ("in", "channels") for s in units.slots.get(path, []))
-        ins, outs, pin_in, pin_out = units.sides(path)
-        if isinstance(module, DynamicParam):
-            kind, ins = "parameter", ()
-        elif path not in units.slots:  # not pruned itself (an activation, a pool)
-            outs = _flowing(sn, units, node)
-        facts.append(f"target: {path} ({kind})")
-        if path in sn.analysis.opaque:
-            pin_out.append(f"opaque: {sn.analysis.opaque[path]}")
-        if f"{type(module).__name__} '{path}'" in units.unknown:
-            pin_out.append(_NO_RULE)
-        lines = (_short(path), f"{kind} {shape}".strip())
-        layer = True
+        view, target, pins = _layer(sn, units, node)
+        facts.append(target)
     else:
-        label = {"placeholder": "input", "output": ""}.get(node.op, "")
-        target = _name_of(node.target)
+        label = {"placeholder": "input ", "output": ""}.get(node.op, "")
         if node.op in ("call_function", "call_method"):
             facts.append(f"target: {fn_name(node.target)}")
             if f"{fn_name(node.target)} (node '{node.name}')" in units.unknown:
-                pin_out.append(_NO_RULE)
-        ins, outs = (), _flowing(sn, units, node)
-        lines = (f"{label} {target}".strip() if label else target, shape)
-        layer = band = False
-    if shape:
-        facts.append(f"output shape: {shape}")
-    facts.append("in units: " + (", ".join(units.names[u] for u in ins) or "-"))
-    facts.append("out units: " + (", ".join(units.names[u] for u in outs) or "-"))
-    facts += [f"pinned {r}" for r in dict.fromkeys(pin_in + pin_out)]
-    return NodeView(node.name, lines, "\n".join(facts), ins, outs, bool(pin_in),
-                    bool(pin_out), layer, band)
+                pins.append(_NO_RULE)
+        lines = (label + _name_of(node.target), _shape(node))
+        view = NodeView(node.name, lines, "", (), _flowing(sn, units, node), False,
+                        bool(pins), False, False)
+    if _shape(node):
+        facts.append(f"output shape: {_shape(node)}")
+    facts.append("in units: " + (", ".join(units.names[u] for u in view.in_units) or "-"))
+    facts.append("out units: " + (", ".join(units.names[u] for u in view.out_units) or "-"))
+    return dataclasses.replace(view, hover="\n".join(facts + list(dict.fromkeys(pins))))
 
 
 def _shown(node: fx.Node) -> bool:
@@ -226,7 +228,8 @@ def scene(sn: Supernet, title: str | None = None) -> Scene:
         title = (f"{type(sn.graph_module).__name__} supernet: {_count(len(unit_views), 'unit')}, "
                  f"{_count(len(units.pins), 'pinned group')}")
     opaque = sorted(sn.analysis.opaque.items())
-    opaque += [(name, _NO_RULE) for name in dict.fromkeys(sn.analysis.unknown_ops)]
+    opaque += [(name, "no channel rule, so every channel it takes is pinned")
+               for name in dict.fromkeys(sn.analysis.unknown_ops)]
     return Scene(title, tuple(views), tuple(edges), tuple(unit_views), tuple(units.pins),
                  tuple(opaque))
 
@@ -261,8 +264,15 @@ def draw(sn: Supernet, path: str | os.PathLike[str], *, title: str | None = None
     if title is not None and not isinstance(title, str):
         raise InvalidArgumentError(f"draw: title must be a str, got {type(title).__name__}")
     text = writer(scene(sn, title))
+    _write(out, text)
+    logger.info("drew %s: %d characters", out, len(text))
+    return out
+
+
+def _write(out: Path, text: str) -> None:
+    """Write beside ``out`` and move the file in whole: a failed write leaves no half
+    picture behind (nor a stale one half overwritten)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside and moved in whole: a failed write leaves no half picture behind.
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8", newline="\n") as f:
@@ -271,5 +281,3 @@ def draw(sn: Supernet, path: str | os.PathLike[str], *, title: str | None = None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    logger.info("drew %s: %d bytes", out, len(text))
-    return out
