@@ -16,6 +16,7 @@ import importlib
 from typing import Any
 
 from fxrazor.api import convert, convert_, freeze
+from fxrazor.drawing import draw
 from fxrazor.errors import FxRazorError
 from fxrazor.estimate import estimate, estimate_many
 from fxrazor.export import load_subnet_state, save
@@ -42,6 +43,7 @@ __all__ = [
     "bind_value",
     "convert",
     "convert_",
+    "draw",
     "estimate",
     "estimate_many",
     "importance",

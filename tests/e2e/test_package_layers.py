@@ -45,6 +45,9 @@ RANKS = {
     "latency": 13,  # a per-layer latency table: times layers (timing), freezes (api), counts (estimate)
     "export_writers": 10,  # writes a plain module as .pt2 / ONNX / TorchScript, atomically
     "export": 12,  # fxrazor.save: freezes (api), writes (export_writers), rebuilds (structures)
+    "drawing_layout": 10,  # lays a DAG out top to bottom (pure Python, imports nothing)
+    "drawing_render": 11,  # SVG / HTML text of a laid-out picture
+    "drawing": 12,  # fxrazor.draw: a supernet's graph, units and pins as HTML / SVG
     "verify": 14, "zoo": 15,  # ``python -m fxrazor.zoo``: the entry of verify's zoo runner
 }
 
