@@ -37,6 +37,8 @@ __all__ = ["ExportResult", "check_export", "markdown", "main"]
 
 logger = logging.getLogger(__name__)
 
+_TIMED_OUT = "over the time limit"
+
 
 @dataclass
 class ExportResult:
@@ -143,7 +145,7 @@ def _run_isolated(spec: ModelSpec, timeout_s: float) -> ExportResult:
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return ExportResult(spec.name, error=f"over the time limit ({timeout_s:.0f} s)")
+        return ExportResult(spec.name, error=f"{_TIMED_OUT} ({timeout_s:.0f} s)")
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         tail = " ".join(done.stderr.strip().splitlines()[-2:])
@@ -201,11 +203,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_jsonl(path: str | None) -> dict[str, ExportResult]:
-    """Results an earlier (cut-off) run appended to ``path``; the last row of a name wins."""
+    """Results an earlier (cut-off) run appended to ``path``; the last row of a name wins.
+    Rows cut off by the time limit are left out, so a rerun (with a longer ``--timeout``,
+    or on a quieter machine) tries those models again."""
     if path is None or not Path(path).exists():
         return {}
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    return {row["name"]: ExportResult(**row) for row in rows}
+    found = {row["name"]: ExportResult(**row) for row in rows}
+    return {name: r for name, r in found.items() if not r.error.startswith(_TIMED_OUT)}
 
 
 def _ok(results: Sequence[ExportResult]) -> int:

@@ -44,3 +44,14 @@ def test_a_cut_off_sweep_resumes_from_its_jsonl(tmp_path) -> None:
     assert "| resnet18" in table and "1.50M" in table and "12.5" in table
     assert "1/1 models export both ways." in table
     assert rows.read_text().count("resnet18") == 1  # nothing appended: it was not rerun
+
+
+def test_a_resumed_sweep_retries_the_models_that_ran_out_of_time(tmp_path) -> None:
+    import json
+
+    from fxrazor.verify.export_zoo import _load_jsonl
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"name": "vgg11", "error": "over the time limit (300 s)"})
+                    + "\n" + json.dumps({"name": "alexnet", "error": "exit 1: Killed"}) + "\n")
+    assert list(_load_jsonl(str(rows))) == ["alexnet"]  # a real failure is kept as it is
