@@ -101,12 +101,13 @@ class _Walk:
         for d, ids in info.axes.items():
             if info.shape[d] <= 1:
                 self.ctx.space.pin(ids, f"{self.ctx.describe(node)} leaves a single channel")
-        return TensorInfo(info.shape, {d: a for d, a in info.axes.items() if info.shape[d] > 1})
+        return TensorInfo(info.shape, {d: a for d, a in info.axes.items() if info.shape[d] > 1},
+                          info.why)
 
     def _visit(self, node: fx.Node) -> ChannelInfo:
         ctx = self.ctx
         if node.op == "placeholder":
-            return ctx.inert_like(node.meta.get("tensor_meta"))
+            return ctx.inert_like(node.meta.get("tensor_meta"), f"model input '{node.name}'")
         if node.op == "get_attr":
             return self._get_attr(node)
         if node.op == "output":

@@ -146,7 +146,7 @@ class RuleContext:
         if reason is None:
             self.unknown_ops.append(self.describe(node))
         self.pin_args(node, why)
-        return self.inert_like(node.meta.get("tensor_meta"))
+        return self.inert_like(node.meta.get("tensor_meta"), why)
 
     def pin_args(self, node: fx.Node, why: str) -> None:
         """Pin every element of every tensor the node takes."""
@@ -156,14 +156,16 @@ class RuleContext:
 
         fx.node.map_arg((node.args, node.kwargs), visit)
 
-    def inert_like(self, meta: Any) -> ChannelInfo:
-        """Channel info of the given shape(s) with no prunable dim."""
+    def inert_like(self, meta: Any, why: str | None = None) -> ChannelInfo:
+        """Channel info of the given shape(s) with no prunable dim; ``why``, when given,
+        is the cause a layer meeting these dims names in its pin."""
         if meta is None:
             return None
         if hasattr(meta, "shape"):
-            return TensorInfo(tuple(int(s) for s in meta.shape))
+            shape = tuple(int(s) for s in meta.shape)
+            return TensorInfo(shape, why=dict.fromkeys(range(len(shape)), why) if why else {})
         if isinstance(meta, (tuple, list)):
-            return tuple(self.inert_like(m) for m in meta)
+            return tuple(self.inert_like(m, why) for m in meta)
         return None
 
     def resize_shape_args(self, node: fx.Node, out: TensorInfo) -> None:

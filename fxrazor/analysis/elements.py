@@ -121,6 +121,9 @@ class TensorInfo:
 
     shape: tuple[int, ...]
     axes: dict[int, np.ndarray] = field(default_factory=dict)
+    # why an inert dim is inert, where the rule that made it knows (a model input, an op
+    # that mixes along it): the layer that meets it names that cause in its pin, not itself
+    why: dict[int, str] = field(default_factory=dict, compare=False)
 
     @property
     def ndim(self) -> int:
@@ -139,6 +142,13 @@ class TensorInfo:
         return list(self.axes.values())
 
 
+def not_prunable(info: TensorInfo, dim: int, layer: str) -> str:
+    """The pin reason of ``layer``'s elements that meet inert dim ``dim`` of ``info``."""
+    cause = info.why.get(dim % info.ndim) if info.ndim else None
+    return f"{layer} (input is not prunable: {cause})" if cause else \
+        f"{layer} (input is not prunable)"
+
+
 def join_dim(space: ElementSpace, ids: np.ndarray | None, target: np.ndarray, reason: str) -> None:
     """Join a tensor dimension's elements ``ids`` with a layer's ``target`` elements; an
     inert dimension pins the layer's elements instead."""
@@ -154,6 +164,7 @@ def broadcast_join(space: ElementSpace, infos: list[TensorInfo], out_shape: tupl
     joined; a prunable dim meeting an inert dim of the same size is pinned."""
     n = len(out_shape)
     axes: dict[int, np.ndarray] = {}
+    why: dict[int, str] = {}
     for d in range(n):
         if out_shape[d] <= 1:
             continue
@@ -166,6 +177,8 @@ def broadcast_join(space: ElementSpace, infos: list[TensorInfo], out_shape: tupl
             ids = info.axes.get(k)
             if ids is None:
                 inert_full = True
+                if k in info.why:
+                    why.setdefault(d, info.why[k])
             else:
                 present.append(ids)
         if not present:
@@ -176,7 +189,8 @@ def broadcast_join(space: ElementSpace, infos: list[TensorInfo], out_shape: tupl
             space.pin(present[0], f"{reason} combines it with an unprunable dim of the same size")
         else:
             axes[d] = present[0]
-    return TensorInfo(tuple(out_shape), axes)
+    return TensorInfo(tuple(out_shape), axes,
+                      why={d: w for d, w in why.items() if d not in axes})
 
 
 def permute_info(info: TensorInfo, order: list[int]) -> TensorInfo:
@@ -184,7 +198,8 @@ def permute_info(info: TensorInfo, order: list[int]) -> TensorInfo:
     order = [o % info.ndim for o in order]
     shape = tuple(info.shape[o] for o in order)
     axes = {i: info.axes[o] for i, o in enumerate(order) if o in info.axes}
-    return TensorInfo(shape, axes)
+    why = {i: info.why[o] for i, o in enumerate(order) if o in info.why}
+    return TensorInfo(shape, axes, why)
 
 
 def reshape_groups(ins: tuple[int, ...], outs: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:

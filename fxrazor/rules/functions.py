@@ -81,11 +81,21 @@ def _pin_dims(ctx: RuleContext, node: fx.Node, info: TensorInfo, dims: list[int]
     return {d: a for d, a in info.axes.items() if d not in dims}
 
 
+def _pinned_along(ctx: RuleContext, node: fx.Node, info: TensorInfo, dims: list[int],
+                  why: str) -> TensorInfo:
+    """A same-shape op whose ``dims`` mix positions: those dims pinned and inert after it,
+    with the op named as the cause for the layers they reach."""
+    axes = _pin_dims(ctx, node, info, dims, why)
+    cause = f"{ctx.describe(node)} {why}"
+    inert = {d % info.ndim: cause for d in dims} if info.ndim else {}
+    return TensorInfo(info.shape, axes, why={**info.why, **inert})
+
+
 def along_dim(ctx: RuleContext, node: fx.Node, info: Any, dim: Any) -> TensorInfo | None:
     """softmax and the like along ``dim``: its elements interact (pinned), the rest pass."""
     if not isinstance(info, TensorInfo) or not isinstance(dim, int):
         return ctx.unknown(node)
-    return TensorInfo(info.shape, _pin_dims(ctx, node, info, [dim], "mixes values along it"))
+    return _pinned_along(ctx, node, info, [dim], "mixes values along it")
 
 
 def _over_dim(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
@@ -97,7 +107,7 @@ def _normalize(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 1)
     if not isinstance(info, TensorInfo) or not isinstance(dim, int):
         return ctx.unknown(node)
-    return TensorInfo(info.shape, _pin_dims(ctx, node, info, [dim], "normalises along it"))
+    return _pinned_along(ctx, node, info, [dim], "normalises along it")
 
 
 def spatial(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
@@ -213,7 +223,7 @@ def _roll(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
     if not isinstance(info, TensorInfo) or not dims \
             or not all(isinstance(d, int) for d in dims):
         return ctx.unknown(node)  # dims=None rolls the flattened tensor: all dims mix
-    return TensorInfo(info.shape, _pin_dims(ctx, node, info, list(dims), "rolls along it"))
+    return _pinned_along(ctx, node, info, list(dims), "rolls along it")
 
 
 def _pad(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:

@@ -20,7 +20,7 @@ import numpy as np
 from torch import fx, nn
 
 from fxrazor.analysis.context import RuleContext
-from fxrazor.analysis.elements import TensorInfo, join_dim, reshape_info
+from fxrazor.analysis.elements import TensorInfo, join_dim, not_prunable, reshape_info
 from fxrazor.rules.functions import along_dim, spatial
 
 __all__ = ["elementwise_module", "spatial_module", "conv", "linear", "channel_norm", "group_norm",
@@ -67,7 +67,7 @@ def conv(ctx: RuleContext, node: fx.Node, m: nn.modules.conv._ConvNd) -> Any:
     extra = [d for d in info.axes if d != 1]
     for d in extra:
         ctx.space.pin(info.axes[d], f"{why} mixes it spatially")
-    join_dim(ctx.space, info.axes.get(1), ins, why + " (input is not prunable)")
+    join_dim(ctx.space, info.axes.get(1), ins, not_prunable(info, 1, why))
     if g > 1:
         if transposed:
             ctx.space.pin(np.concatenate([ins, outs]), f"{why}: grouped transposed conv")
@@ -89,7 +89,7 @@ def linear(ctx: RuleContext, node: fx.Node, m: nn.Linear) -> Any:
     ins = ctx.slot(_path(node), "in", m.in_features)
     outs = ctx.slot(_path(node), "out", m.out_features)
     last = info.ndim - 1
-    join_dim(ctx.space, info.axes.get(last), ins, ctx.describe(node) + " (input is not prunable)")
+    join_dim(ctx.space, info.axes.get(last), ins, not_prunable(info, last, ctx.describe(node)))
     axes = {d: a for d, a in info.axes.items() if d != last}
     axes[last] = outs
     return TensorInfo(tuple(shape), axes)
@@ -101,7 +101,7 @@ def channel_norm(ctx: RuleContext, node: fx.Node, m: nn.modules.batchnorm._NormB
     if info is None or info.ndim < 2 or ctx.shape(node) != info.shape:
         return ctx.unknown(node)
     chans = ctx.slot(_path(node), "channels", m.num_features)
-    join_dim(ctx.space, info.axes.get(1), chans, ctx.describe(node) + " (input is not prunable)")
+    join_dim(ctx.space, info.axes.get(1), chans, not_prunable(info, 1, ctx.describe(node)))
     axes = dict(info.axes)
     axes[1] = chans
     return TensorInfo(info.shape, axes)
@@ -112,7 +112,7 @@ def group_norm(ctx: RuleContext, node: fx.Node, m: nn.GroupNorm) -> Any:
     if info is None or info.ndim < 2 or ctx.shape(node) != info.shape:
         return ctx.unknown(node)
     chans = ctx.slot(_path(node), "channels", m.num_channels)
-    join_dim(ctx.space, info.axes.get(1), chans, ctx.describe(node) + " (input is not prunable)")
+    join_dim(ctx.space, info.axes.get(1), chans, not_prunable(info, 1, ctx.describe(node)))
     if 1 < m.num_groups < m.num_channels:
         _tie_groups(ctx, chans, m.num_groups)
     axes = dict(info.axes)
@@ -134,7 +134,8 @@ def layer_norm(ctx: RuleContext, node: fx.Node, m: nn.LayerNorm | nn.RMSNorm) ->
         return TensorInfo(info.shape, axes)
     last = info.ndim - 1
     chans = ctx.slot(_path(node), "channels", m.normalized_shape[0])
-    join_dim(ctx.space, info.axes.get(last), chans, ctx.describe(node) + " (input is not prunable)")
+    join_dim(ctx.space, info.axes.get(last), chans,
+             not_prunable(info, last, ctx.describe(node)))
     axes = dict(info.axes)
     axes[last] = chans
     return TensorInfo(info.shape, axes)

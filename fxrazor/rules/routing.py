@@ -135,7 +135,9 @@ def router_softmax(ctx: RuleContext, node: fx.Node) -> TensorInfo | None:
             ctx.normalises(ids)
             return info
         ctx.space.pin(ids, f"{ctx.describe(node)} mixes values along it")
-    return _others(info, dim, info.shape)
+    out = _others(info, dim, info.shape)
+    return TensorInfo(out.shape, out.axes,
+                      why={**info.why, dim: f"{ctx.describe(node)} mixes values along it"})
 
 
 def _topk_along(user: fx.Node, dim: int, ndim: int) -> bool:

@@ -66,6 +66,12 @@ class _ShapeRecorder(fx.Interpreter):
     meta tensors, and nothing here reads them), prints nothing when a node fails, and
     remembers the failing node on the exception so that the error can name it."""
 
+    def __init__(self, module: fx.GraphModule, garbage_collect_values: bool = True) -> None:
+        super().__init__(module, garbage_collect_values=garbage_collect_values)
+        # our error names the failing node; torch's decoration would append
+        # "Original traceback: None" and a tlparse link to the user's message
+        self.extra_traceback = False
+
     def run_node(self, n: fx.Node) -> Any:
         try:
             # Interpreter.run_node minus its per-node logging and node-context bookkeeping
