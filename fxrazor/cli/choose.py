@@ -21,6 +21,7 @@ from typing import Any
 
 from fxrazor.cli.usage import UsageError
 from fxrazor.errors import SubnetConfigError
+from fxrazor.estimate import estimate
 from fxrazor.importance import DATA_CRITERIA, importance
 from fxrazor.pruning import prune
 from fxrazor.search.common import progress_bar
@@ -120,8 +121,6 @@ def apply_flops_target(sn: Supernet, fraction: float, criterion: str | None,
                        quiet: bool) -> None:
     """Prune to at most ``fraction`` of the full model's FLOPs (``fxrazor.pruning.prune``
     with one global threshold), counting the estimates on a progress bar."""
-    from fxrazor.estimate import estimate
-
     bar = progress_bar(not quiet, "search (estimates)")
 
     def counted(choices: dict[str, Any]) -> Mapping[str, float]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ def _save(frozen: nn.Module, loaded: LoadedModel, path: str, fmt: str, steps: St
             if fmt not in ("pt2", "onnx"):
                 raise
             # a model captured by torch.export at batch 1 fixed its batch size in the graph;
-            # export at the example's sizes instead (a second failure is the user's error)
+            # export at the example's sizes instead (a second failure is reported as it is)
             save(frozen, path, format=fmt, example_inputs=loaded.inputs, dynamic_batch=False)
             note = f"; its batch dim is fixed at {loaded.batch} (it could not stay dynamic)"
     size = Path(path).stat().st_size / 1e6
@@ -190,7 +191,11 @@ def prune(args: argparse.Namespace) -> int:
     print(f"time: {steps.line()}")
     if fmt is not None:
         print(_save(frozen, loaded, args.out, fmt, steps))
-    return 0 if exact.passed else 1
+    if not exact.passed:
+        print("fxrazor: the frozen model does not compute what the supernet computes: a bug "
+              "in fxrazor, please report it with this command", file=sys.stderr)
+        return 1
+    return 0
 
 
 def export(args: argparse.Namespace) -> int:
@@ -217,8 +222,8 @@ def export_config(args: argparse.Namespace) -> int:
     if Path(args.out).suffix.lower() not in _CONFIG_SUFFIXES:
         raise UsageError(f"a subnet config is written as .yaml, .yml or .json, not "
                          f"{args.out!r}")
-    args.config = None
-    _early_checks(args)
+    if args.criterion is not None:
+        check_criterion(args.criterion)
     steps = Steps(args.quiet)
     loaded, sn = _build(args, steps)
     before = resources(sn)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from fxrazor.api import UNIT_TYPES
@@ -56,24 +56,17 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is below 1")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is below 0")
-    return value
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is below {low}")
+        return value
+    return parse
 
 
 def _common(sub: argparse.ArgumentParser, model_required: bool = True) -> None:
@@ -82,8 +75,8 @@ def _common(sub: argparse.ArgumentParser, model_required: bool = True) -> None:
                           "package.module:factory")
     sub.add_argument("--input-shape", type=_shape, metavar="SHAPE",
                      help="example input shape, e.g. 1,3,224,224 (default: the model's)")
-    sub.add_argument("--batch", type=_positive, help="batch size of the example input")
-    sub.add_argument("--seq-len", type=_positive, default=16,
+    sub.add_argument("--batch", type=_at_least(1), help="batch size of the example input")
+    sub.add_argument("--seq-len", type=_at_least(1), default=16,
                      help="tokens of an hf: model's input_ids (default 16)")
     sub.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
     sub.add_argument("--unit", default="l1", choices=sorted(UNIT_TYPES),
@@ -124,9 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--model", dest="model_option", help=argparse.SUPPRESS)  # old form
     _choice(prune, config=True, required=False)
     _output(prune, required=False)
-    prune.add_argument("--repeats", type=_count, default=5,
+    prune.add_argument("--repeats", type=_at_least(0), default=5,
                        help="timed forwards per model, alternating (0: no timing)")
-    prune.add_argument("--input-size", type=_positive, help=argparse.SUPPRESS)  # old form
+    prune.add_argument("--input-size", type=_at_least(1), help=argparse.SUPPRESS)  # old form
     prune.add_argument("--save", help=argparse.SUPPRESS)  # old form: TorchScript
 
     export = sub.add_parser("export", help="write the pruned model as pt2, ONNX, "
