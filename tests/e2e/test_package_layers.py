@@ -29,7 +29,9 @@ RANKS = {
     "errors": 0, "utils": 1, "decompose": 2, "trace": 3, "analysis": 4,
     "ops": 5, "rules": 5, "mutables": 6, "structures": 7, "layers": 8, "passes": 9,
     "mutators": 7,  # search groups over the mutables; the supernet holds the mutators
-    "supernet": 10, "api": 11, "value_binding": 11, "summary": 12, "cli": 13, "__init__": 13, "__main__": 14,
+    "supernet": 10, "api": 11, "value_binding": 11, "summary": 12, "__init__": 13,
+    "cli": 16,  # the command line: prunes (pruning, search), exports, checks (verify)
+    "__main__": 17,  # ``python -m fxrazor``: the command line's entry
     "layer_groups": 12,  # ties units over value_binding's mutables
     "hf": 13,  # writes Hugging Face directories: freezes (api) and names layer groups
     "importance": 12,  # scores units' channels from a supernet's weights
