@@ -142,21 +142,11 @@ def inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-_DRAW_MODULES = ("fxrazor.drawing", "fxrazor.draw")  # where fxrazor.draw's function lives
-
-
 def _draw(sn: Supernet, path: str, title: str) -> Path:
-    """``fxrazor.draw(sn, path, title=...)``, imported on use (the picture is optional)."""
-    for name in _DRAW_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:  # the drawing module is there but needs a missing package
-                raise UsageError(f"--draw needs {e.name}, which is not installed") from e
-            continue
-        drawn: Path = module.draw(sn, path, title=title)
-        return drawn
-    raise UsageError("--draw needs fxrazor.draw, which this fxrazor does not have")
+    """``fxrazor.draw(sn, path, title=...)``, imported on use (only ``--draw`` needs it)."""
+    from fxrazor.drawing import draw
+
+    return draw(sn, path, title=title)
 
 
 def prune(args: argparse.Namespace) -> int:
