@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from fxrazor.verify.cli_help import runner_parser
 from fxrazor.verify.equivalence import within
 from fxrazor.verify.zoo import ModelSpec, _perturb_norms, _random_choices, model_specs
 
@@ -166,8 +167,7 @@ def _child(name: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the export zoo and write the markdown table."""
-    parser = argparse.ArgumentParser(prog="python -m fxrazor.verify.export_zoo",
-                                     description=__doc__)
+    parser = runner_parser("python -m fxrazor.verify.export_zoo", __doc__)
     parser.add_argument("--models", nargs="*", help="model names (default: all)")
     parser.add_argument("--kinds", nargs="*", default=["classification", "segmentation",
                                                        "video"])

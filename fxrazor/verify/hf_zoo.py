@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fxrazor.verify.cli_help import runner_parser
 from fxrazor.verify.equivalence import check_full_width, check_subnet, output_error, within
 
 __all__ = ["HFSpec", "HFResult", "hf_specs", "check_hf_model", "main"]
@@ -195,8 +195,7 @@ def _progress(items: list[HFSpec]) -> Iterable[HFSpec]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the table and write it as markdown."""
-    parser = argparse.ArgumentParser(prog="python -m fxrazor.verify.hf_zoo",
-                                     description=__doc__)
+    parser = runner_parser("python -m fxrazor.verify.hf_zoo", __doc__)
     parser.add_argument("--models", nargs="*", help="names (default: all)")
     parser.add_argument("--out", default=None, help="markdown file (default: print)")
     args = parser.parse_args(argv)

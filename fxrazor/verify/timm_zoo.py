@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import logging
 import multiprocessing
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fxrazor.verify.cli_help import runner_parser
 from fxrazor.verify.zoo import ModelSpec, ZooResult, check_model, markdown
 
 __all__ = ["TimmSpec", "KNOWN_CAUSES", "families", "smallest_model", "input_spec", "run_one",
@@ -260,8 +260,7 @@ def _header(results: Sequence[ZooResult]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the timm families and write the markdown table."""
-    parser = argparse.ArgumentParser(prog="python -m fxrazor.verify.timm_zoo",
-                                     description=__doc__)
+    parser = runner_parser("python -m fxrazor.verify.timm_zoo", __doc__)
     parser.add_argument("--models", nargs="*", help="timm model names (default: the "
                                                     "smallest of every family)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")

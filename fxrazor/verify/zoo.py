@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import random
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from fxrazor.supernet import Supernet
+from fxrazor.verify.cli_help import runner_parser
 from fxrazor.verify.equivalence import check_full_width, check_subnet, within
 
 __all__ = ["ModelSpec", "ZooResult", "model_specs", "check_model", "half_width", "main"]
@@ -191,7 +191,7 @@ def _progress(items: list[ModelSpec]) -> Iterable[ModelSpec]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the zoo and write the markdown table."""
-    parser = argparse.ArgumentParser(prog="python -m fxrazor.zoo", description=__doc__)
+    parser = runner_parser("python -m fxrazor.zoo", __doc__)
     parser.add_argument("--models", nargs="*", help="model names (default: all)")
     parser.add_argument("--kinds", nargs="*", default=["classification", "segmentation",
                                                        "video"])

@@ -55,3 +55,4 @@ def test_a_resumed_sweep_retries_the_models_that_ran_out_of_time(tmp_path) -> No
     rows.write_text(json.dumps({"name": "vgg11", "error": "over the time limit (300 s)"})
                     + "\n" + json.dumps({"name": "alexnet", "error": "exit 1: Killed"}) + "\n")
     assert list(_load_jsonl(str(rows))) == ["alexnet"]  # a real failure is kept as it is
+
