@@ -19,6 +19,7 @@ mutables has them in the same dict: see :meth:`Supernet.choices`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 from collections.abc import Iterator
@@ -350,13 +351,9 @@ class Supernet(nn.Module):
             self.sync()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        self._prepare()
+        _outside_compile()(self)
         return self.graph_module(*args, **kwargs)
 
-    # torch.compile runs this bookkeeping eagerly (masks to selections reads tensor values:
-    # traced, it broke the graph three times) and compiles the graph module's call as one
-    # graph, guarded on the selections it was compiled with: one compile per subnet.
-    @torch.compiler.disable
     def _prepare(self) -> None:
         self.sync()
         # .to() or load_state_dict may have put in new arch param objects: bind them
@@ -392,3 +389,12 @@ class Supernet(nn.Module):
             self.set_choices(choices)
         except InvalidChoiceError as e:
             raise SubnetConfigError(f"subnet config has an invalid choice: {e}") from e
+
+
+@functools.cache
+def _outside_compile() -> Any:
+    """``Supernet._prepare`` under ``torch.compiler.disable``: torch.compile runs this
+    bookkeeping eagerly (traced, masks to selections broke the graph three times) and
+    compiles the graph module's call as one graph per subnet. Made at the first forward:
+    making it imports torch._dynamo, 2.4 s of a 5 s ``import fxrazor``."""
+    return torch.compiler.disable(Supernet._prepare)
