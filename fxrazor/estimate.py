@@ -28,6 +28,7 @@ import numpy as np
 
 from fxrazor.errors import UnsupportedModelError
 from fxrazor.estimate_plan import EstimatePlan, Monomial, Size, build_plan
+from fxrazor.mutators.nas_mutator import VALUE_RECORD
 from fxrazor.supernet import Supernet
 
 __all__ = ["estimate", "estimate_many", "KeptCounts"]
@@ -44,8 +45,10 @@ def _plan(sn: Supernet) -> tuple[EstimatePlan, _Widths | None]:
         raise UnsupportedModelError(
             f"estimate expects a Supernet from fxrazor.convert, got {type(sn).__name__}")
     # replace_layer counts its replacements: a per-call walk over the bindings cost as
-    # much as the rest of an estimate with seen choices
-    key = (id(sn.graph_module), sn.__dict__.get("_fxr_layers_version", 0))
+    # much as the rest of an estimate with seen choices. A value mutable bound since (a
+    # kernel size, a width) is in the record: the plan, which refuses them, is made again
+    key = (id(sn.graph_module), sn.__dict__.get("_fxr_layers_version", 0),
+           tuple(sn.__dict__.get(VALUE_RECORD) or ()))
     cached = sn.__dict__.get(_PLAN_KEY)
     if cached is None or cached[0] != key:
         plan = build_plan(sn)

@@ -264,3 +264,17 @@ def test_estimate_matches_on_the_torchvision_zoo() -> None:
         except (AssertionError, FxRazorError) as e:
             failed.append(f"{spec.name}: {e}")
     assert not failed, "\n".join(failed)
+
+
+def test_a_value_bound_after_an_estimate_is_not_counted_from_the_old_plan() -> None:
+    # the plan was cached on the graph and the replaced layers only: a kernel size bound
+    # afterwards kept the old (5x5) count, 6.8 MFLOPs where the frozen 3x3 subnet has 2.6
+    from fxrazor.mutables import OneShotMutableValue
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(16, 32, 5, padding=2)).eval()
+    sn = fxrazor.convert(model, torch.randn(1, 3, 16, 16))
+    assert fxrazor.estimate(sn)["flops"] == 2 * 16 * 16 * (16 * 27 + 32 * 16 * 25)
+    fxrazor.bind_value(sn, "2", "kernel_size", OneShotMutableValue([3, 5]))
+    with pytest.raises(UnsupportedModelError, match="value mutables"):
+        fxrazor.estimate(sn)
