@@ -74,10 +74,19 @@ def capture_model(model: nn.Module, example_inputs: Any, leaf_modules: Iterable[
             raise CaptureFailedError(
                 f"neither front-end can capture {type(model).__name__}. torch.fx: "
                 f"{_first_line(fx_error)} torch.export: {_first_line(export_error)} To go "
-                f"on: move the failing code into a submodule and name it in leaf_modules "
-                f"(fx keeps it opaque), or make the forward exportable (torch.export's "
-                f"message says where)") from export_error
+                f"on: {_hint(model, export_error)}") from export_error
     return traced
+
+
+def _hint(model: nn.Module, export_error: BaseException) -> str:
+    """What to change: a Hugging Face model returning its key/value cache needs the cache
+    off (the cache object is no tensor, list or dict either front-end can follow)."""
+    config = getattr(model, "config", None)
+    if "Cache" in str(export_error) and getattr(config, "use_cache", False):
+        return ("the model returns its key/value cache: set model.config.use_cache = False "
+                "before convert (pruning needs the logits and hidden states only)")
+    return ("move the failing code into a submodule and name it in leaf_modules (fx keeps "
+            "it opaque), or make the forward exportable (torch.export's message says where)")
 
 
 def _first_line(error: BaseException) -> str:
