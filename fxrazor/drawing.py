@@ -99,9 +99,7 @@ class _Units:
         for slot in analysis.slot_maps:
             self.slots.setdefault(slot.target, []).append(slot)
         self.maps = analysis.slot_maps
-        # ops without a channel rule, named as the analysis names them in pin reasons
-        # ("Mix 'block'", "torch.fft.fft (node 'fft')"), to mark their nodes
-        self.unknown = set(analysis.unknown_ops)
+        self.unknown = analysis.unknown_nodes  # the nodes of ops without a channel rule
         self.reasons: dict[Slot, list[str]] = {}
         self.pins: list[PinView] = []
         for group in analysis.pinned:
@@ -164,7 +162,7 @@ def _layer(sn: Supernet, units: _Units, node: fx.Node) -> tuple[NodeView, str, l
         outs = _flowing(sn, units, node)
     if path in sn.analysis.opaque:
         pin_out.append(f"pinned: opaque, {sn.analysis.opaque[path]}")
-    if f"{kind} '{path}'" in units.unknown:
+    if node.name in units.unknown:
         pin_out.append(_NO_RULE)
     lines = (_short(path), f"{kind} {_shape(node)}".strip())
     view = NodeView(node.name, lines, "", ins, outs, bool(pin_in), bool(pin_out), True, band)
@@ -181,7 +179,7 @@ def _view(sn: Supernet, units: _Units, node: fx.Node) -> NodeView:
         label = {"placeholder": "input ", "output": ""}.get(node.op, "")
         if node.op in ("call_function", "call_method"):
             facts.append(f"target: {fn_name(node.target)}")
-            if f"{fn_name(node.target)} (node '{node.name}')" in units.unknown:
+            if node.name in units.unknown:
                 pins.append(_NO_RULE)
         lines = (label + _name_of(node.target), _shape(node))
         view = NodeView(node.name, lines, "", (), _flowing(sn, units, node), False,

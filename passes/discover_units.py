@@ -121,6 +121,7 @@ class _Walk:
         elif is_kept_function_call(node):  # a custom autograd Function, kept whole
             name = str(cast(fx.Node, node.args[0]).target)[len(ATTR_PREFIX):].rstrip("_")
             ctx.unknown_ops.append(f"autograd Function {name} (node '{node.name}')")
+            ctx.unknown_nodes.add(node.name)
             return ctx.unknown(node, f"custom autograd Function {name} (node '{node.name}'; "
                                      f"kept as one call, so "
                                      f"its own backward runs; give it a rule to prune through)")
@@ -252,7 +253,8 @@ def discover_units(traced: TracedModel, layers: Mapping[type, LayerRecord] | Non
                            tuple(dict.fromkeys(ctx.unknown_ops)),
                            (*ctx.const_args, *_computed_fixed_sizes(ctx, fixed)),
                            normalised, minimums,
-                           NodeDims(lambda: _node_dims(infos, position_map)))
+                           NodeDims(lambda: _node_dims(infos, position_map)),
+                           frozenset(ctx.unknown_nodes))
 
 
 def _node_dims(infos: Mapping[fx.Node, ChannelInfo],

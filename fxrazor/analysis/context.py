@@ -96,6 +96,7 @@ class RuleContext:
         self.sites: list[tuple[str, str, tuple, list[np.ndarray]]] = []
         self.const_args: list[tuple[str, tuple[int | str, ...], int | float]] = []
         self.unknown_ops: list[str] = []
+        self.unknown_nodes: set[str] = set()  # their fx node names
         # element ids that some op normalises over (statistics change when they are pruned)
         self.normalised: list[np.ndarray] = []
         # index tensors whose values are positions of a prunable dim (a router's top-k
@@ -145,6 +146,7 @@ class RuleContext:
         why = reason or f"{self.describe(node)} has no channel rule"
         if reason is None:
             self.unknown_ops.append(self.describe(node))
+            self.unknown_nodes.add(node.name)
         self.pin_args(node, why)
         return self.inert_like(node.meta.get("tensor_meta"), why)
 

@@ -265,3 +265,5 @@ class ChannelAnalysis:
     minimums: tuple[tuple[int, int, str], ...] = ()
     # per node name, the position maps of its output's prunable dims (a NodeDims or dict)
     node_dims: Mapping[str, dict[int, PositionMap]] = field(default_factory=dict)
+    # the fx node names of the ops in ``unknown_ops`` (what a picture marks)
+    unknown_nodes: frozenset[str] = frozenset()
