@@ -34,7 +34,14 @@ from fxrazor.cli.choose import (
 )
 from fxrazor.cli.models import LoadedModel, load_model
 from fxrazor.cli.reload import reload_line
-from fxrazor.cli.report import Steps, check_exact, median_times, resources, size_line
+from fxrazor.cli.report import (
+    Resources,
+    Steps,
+    check_exact,
+    median_times,
+    resources,
+    size_line,
+)
 from fxrazor.cli.usage import UsageError, missing_extra
 from fxrazor.errors import ExportFailedError
 from fxrazor.export import save
@@ -149,16 +156,24 @@ def _draw(sn: Supernet, path: str, title: str) -> Path:
     return draw(sn, path, title=title)
 
 
-def prune(args: argparse.Namespace) -> int:
-    """Prune, freeze, check frozen == supernet, time both, and save if asked."""
+def _pruned(args: argparse.Namespace, steps: Steps
+            ) -> tuple[LoadedModel, Supernet, Resources, list[str], nn.Module]:
+    """prune's and export's common start: the model converted, its size at full width, the
+    subnet chosen as asked (and how, for the report), and frozen."""
     cfg = _early_checks(args)
-    fmt = output_format(args)
-    steps = Steps(args.quiet)
     loaded, sn = _build(args, steps, choice_mode(cfg) if cfg else "ratio")
     before = resources(sn)
     how = _choose(args, sn, cfg, steps)
     with steps.step("freeze"):
         frozen = freeze(sn)
+    return loaded, sn, before, how, frozen
+
+
+def prune(args: argparse.Namespace) -> int:
+    """Prune, freeze, check frozen == supernet, time both, and save if asked."""
+    fmt = output_format(args)
+    steps = Steps(args.quiet)
+    loaded, sn, before, how, frozen = _pruned(args, steps)
     with steps.step("check", "frozen == supernet"):
         exact = check_exact(sn, frozen, loaded.inputs, args.seed)
     times = None
@@ -190,15 +205,10 @@ def prune(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     """Prune as asked, freeze, and write the frozen model."""
-    cfg = _early_checks(args)
     fmt = output_format(args)
     assert fmt is not None  # (--out is required)
     steps = Steps(args.quiet)
-    loaded, sn = _build(args, steps, choice_mode(cfg) if cfg else "ratio")
-    before = resources(sn)
-    how = _choose(args, sn, cfg, steps)
-    with steps.step("freeze"):
-        frozen = freeze(sn)
+    loaded, sn, before, how, frozen = _pruned(args, steps)
     print(_header(loaded, sn))
     print("\n".join(how))
     print(size_line(before, resources(sn, frozen), batch=loaded.batch,
